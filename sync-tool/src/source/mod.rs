@@ -1,0 +1,241 @@
+//! Parts shared by the drivers: table selection, table metadata, row → etcd key/value,
+//! the change operations every driver emits into the [`Sink`](crate::sink::Sink), and
+//! the progress reporting of dumps.
+
+pub mod mysql;
+pub mod postgres;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+
+use crate::config::Tables;
+use crate::keys::{pk_segment, KeyTemplate};
+use crate::metrics::METRICS;
+use crate::sink::Sink;
+use crate::value::Row;
+
+/// `schema.table` glob patterns (`*`, `?`); a pattern without a dot matches the table name
+/// in any schema.
+pub struct Filter {
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl Filter {
+    pub fn new(t: &Tables) -> Filter {
+        Filter { include: t.include.clone(), exclude: t.exclude.clone() }
+    }
+    pub fn has_includes(&self) -> bool {
+        !self.include.is_empty()
+    }
+    pub fn matches(&self, schema: &str, table: &str) -> bool {
+        let hit = |p: &String| {
+            if p.contains('.') {
+                glob(p, &format!("{schema}.{table}"))
+            } else {
+                glob(p, table)
+            }
+        };
+        (self.include.is_empty() || self.include.iter().any(hit)) && !self.exclude.iter().any(hit)
+    }
+}
+
+pub fn glob(p: &str, s: &str) -> bool {
+    let (p, s): (Vec<char>, Vec<char>) = (p.chars().collect(), s.chars().collect());
+    let (mut pi, mut si, mut star, mut mark) = (0usize, 0usize, None::<usize>, 0usize);
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// A selected table.
+#[derive(Debug, Clone)]
+pub struct TableMeta {
+    pub schema: String,
+    pub name: String,
+    /// etcd prefix owning the table's keys (ends in '/').
+    pub prefix: String,
+    /// Primary-key column names in key order.
+    pub pk: Vec<String>,
+}
+
+impl TableMeta {
+    pub fn new(tpl: &KeyTemplate, schema: &str, name: &str, pk: Vec<String>) -> TableMeta {
+        TableMeta {
+            schema: schema.to_string(),
+            name: name.to_string(),
+            prefix: tpl.table_prefix(schema, name),
+            pk,
+        }
+    }
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+    pub fn key(&self, row: &Row) -> Result<String> {
+        let mut vals = Vec::with_capacity(self.pk.len());
+        for c in &self.pk {
+            match row.get(c) {
+                Some(v) => vals.push(v),
+                None => bail!("table {}: primary-key column {c} missing from row", self.label()),
+            }
+        }
+        Ok(format!("{}{}", self.prefix, pk_segment(vals)?))
+    }
+}
+
+/// No two selected tables may share a prefix or have nested prefixes.
+pub fn check_prefixes(tables: &[TableMeta]) -> Result<()> {
+    let mut p: Vec<(&str, String)> = tables.iter().map(|t| (t.prefix.as_str(), t.label())).collect();
+    p.sort();
+    for w in p.windows(2) {
+        if w[1].0.starts_with(w[0].0) {
+            bail!(
+                "tables {} and {} map to overlapping etcd prefixes {} / {}; put {{schema}} in sync.key_template or exclude one",
+                w[0].1, w[1].1, w[0].0, w[1].0
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes an upsert of `row`.
+pub async fn upsert(sink: &mut Sink, t: &TableMeta, row: &Row) -> Result<()> {
+    let key = t.key(row)?;
+    let value = serde_json::to_vec(&Value::Object(row.clone()))?;
+    sink.put(key, value, Some(&t.label())).await
+}
+
+/// Writes a delete of the row identified by the key columns of `row`.
+pub async fn delete(sink: &mut Sink, t: &TableMeta, row: &Row) -> Result<()> {
+    let key = t.key(row)?;
+    sink.delete(key, Some(&t.label())).await
+}
+
+/// Dump progress: logs rows and rows/s per table every few seconds.
+pub struct Progress {
+    table: String,
+    rows: u64,
+    start: Instant,
+    last_log: Instant,
+    pending_metric: u64,
+}
+
+impl Progress {
+    pub fn new(table: &str) -> Progress {
+        tracing::info!(table, "dump: table started");
+        Progress { table: table.into(), rows: 0, start: Instant::now(), last_log: Instant::now(), pending_metric: 0 }
+    }
+    pub fn row(&mut self) {
+        self.rows += 1;
+        self.pending_metric += 1;
+        if self.pending_metric >= 1000 {
+            METRICS.add_dump_rows(&self.table, self.pending_metric);
+            self.pending_metric = 0;
+            if self.last_log.elapsed() >= Duration::from_secs(5) {
+                self.last_log = Instant::now();
+                let secs = self.start.elapsed().as_secs_f64();
+                tracing::info!(table = %self.table, rows = self.rows, rows_per_s = (self.rows as f64 / secs) as u64, "dump: progress");
+            }
+        }
+    }
+    pub fn done(self) {
+        METRICS.add_dump_rows(&self.table, self.pending_metric);
+        let secs = self.start.elapsed().as_secs_f64().max(1e-6);
+        tracing::info!(table = %self.table, rows = self.rows, rows_per_s = (self.rows as f64 / secs) as u64, secs = format!("{secs:.2}"), "dump: table done");
+    }
+}
+
+/// Stable short fingerprint of the selected table set, stored in the checkpoint: a
+/// different selection forces a re-dump.
+pub fn selection_fingerprint(tables: &[TableMeta]) -> String {
+    let mut names: Vec<String> = tables.iter().map(|t| format!("{}={}", t.label(), t.prefix)).collect();
+    names.sort();
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in names.join("\n").bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn globs() {
+        assert!(glob("*", "abc"));
+        assert!(glob("a*c", "abbbc"));
+        assert!(glob("a?c", "abc"));
+        assert!(!glob("a?c", "abbc"));
+        assert!(glob("public.*", "public.t"));
+        let f = Filter::new(&Tables { include: vec!["app.*".into(), "x".into()], exclude: vec!["app.tmp_*".into()] });
+        assert!(f.matches("app", "users"));
+        assert!(!f.matches("app", "tmp_1"));
+        assert!(f.matches("other", "x"));
+        assert!(!f.matches("other", "y"));
+    }
+}
+
+/// Rewrites the stored rows of a table after its column list changed (ALTER TABLE seen in the
+/// stream): dropped columns are removed, added columns are set to null (or kept if present),
+/// columns ordered as in the new list. Idempotent; the new column list is stored after the
+/// rows, so a crash in the middle repeats the migration.
+pub async fn migrate_columns(sink: &mut Sink, t: &TableMeta, new: &[String]) -> Result<()> {
+    let state = format!("columns/{}", t.label());
+    let old = sink.get_state(&state).await?;
+    let new_v = Value::from(new.to_vec());
+    if old.as_ref() == Some(&new_v) {
+        return Ok(());
+    }
+    if old.is_none() {
+        // first time we see the table (e.g. sync.dump=false): just remember its columns
+        sink.put_state(&state, &new_v).await?;
+        return Ok(());
+    }
+    tracing::info!(table = %t.label(), old = %old.unwrap_or_default(), new = %new_v, "column list changed; rewriting stored rows");
+    sink.flush_data().await?;
+    let mut start = Vec::new();
+    let mut n = 0u64;
+    loop {
+        let (kvs, next) = sink.scan_prefix(&t.prefix, start).await?;
+        for (k, v) in kvs {
+            let Ok(Value::Object(mut row)) = serde_json::from_slice::<Value>(&v) else { continue };
+            let mut out = Row::new();
+            for c in new {
+                out.insert(c.clone(), row.remove(c).unwrap_or(Value::Null));
+            }
+            let nv = serde_json::to_vec(&Value::Object(out))?;
+            if nv != v {
+                sink.put(String::from_utf8(k)?, nv, None).await?;
+                n += 1;
+            }
+        }
+        match next {
+            Some(s) => start = s,
+            None => break,
+        }
+    }
+    sink.put_state(&state, &new_v).await?;
+    sink.flush_data().await?;
+    tracing::info!(table = %t.label(), rows = n, "stored rows rewritten for the new column list");
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! The pgoutput stream: changes are applied to the sink, each commit's `end_lsn` becomes the
+//! checkpoint written with the data, and only checkpoints that etcd has committed are
+//! acknowledged to PostgreSQL. Transactions at or before the stored checkpoint (resent because
+//! the slot's confirmed position may lag etcd) are skipped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+use serde_json::Value;
+
+use super::pgoutput::{parse, Cell, Msg, Relation};
+use super::{checkpoint, lsn_str, Session, SESSION_OPTIONS};
+use crate::config::Config;
+use crate::retry::fatal;
+use crate::sink::Sink;
+use crate::source::{delete, migrate_columns, upsert, TableMeta};
+use crate::value::{pg_text, Kind, Row};
+
+const PG_EPOCH_UNIX: f64 = 946_684_800.0;
+
+pub async fn open_gated(cfg: &Config) -> Result<ReplicationClient> {
+    let d = &cfg.database;
+    let rc = ReplicationConfig::new(
+        d.host.clone(),
+        d.user.clone(),
+        d.password.clone(),
+        d.name.clone(),
+        cfg.sync.slot.clone(),
+        cfg.sync.publication.clone(),
+    )
+    .with_port(d.port())
+    .with_tls(TlsConfig::disabled())
+    .with_status_interval(d.replication_status_timeout)
+    .with_wakeup_interval(d.replication_status_timeout)
+    .with_options(SESSION_OPTIONS)
+    .with_application_name("sync-tool");
+    let c = ReplicationClient::connect_gated(rc).await.map_err(|e| pg_err(e, "replication connect"))?;
+    Ok(c)
+}
+
+fn pg_err(e: pgwire_replication::PgWireError, what: &str) -> anyhow::Error {
+    if e.is_auth() {
+        return fatal(format!("postgres {what}: {e}"));
+    }
+    anyhow!("postgres {what}: {e}")
+}
+
+struct Rel {
+    table: Option<Arc<TableMeta>>,
+    cols: Vec<(String, Kind)>,
+}
+
+pub async fn stream(
+    s: &mut Session,
+    sink: &mut Sink,
+    mut repl: ReplicationClient,
+    system_id: &str,
+    resume_lsn: u64,
+) -> Result<()> {
+    // The gated session was opened before we knew the start position; the slot's own
+    // confirmed position is used (LSN 0/0) and older transactions are skipped below.
+    repl.start().await.map_err(|e| pg_err(e, "START_REPLICATION"))?;
+    repl.wait_started().await.map_err(|e| pg_err(e, "START_REPLICATION"))?;
+    repl.update_applied_lsn(Lsn(resume_lsn));
+    tracing::info!(slot = %s.cfg.sync.slot, from = %lsn_str(resume_lsn), "streaming changes");
+
+    let by_name: HashMap<(String, String), Arc<TableMeta>> = s
+        .tables
+        .iter()
+        .map(|t| ((t.meta.schema.clone(), t.meta.name.clone()), t.meta.clone()))
+        .collect();
+    let mut rels: HashMap<u32, Rel> = HashMap::new();
+    let mut in_txn = false;
+    let mut skipping = false;
+    let mut last_end = resume_lsn;
+
+    loop {
+        // Group commits: flush when nothing more is immediately available.
+        let ev = match tokio::time::timeout(Duration::ZERO, repl.recv()).await {
+            Ok(r) => r,
+            Err(_) => {
+                if !in_txn && (sink.has_pending_checkpoint() || sink.buffered() > 0) {
+                    sink.flush().await?;
+                    ack(sink, &repl);
+                }
+                repl.recv().await
+            }
+        };
+        let ev = match ev {
+            Ok(Some(ev)) => ev,
+            Ok(None) => bail!("replication stream ended"),
+            Err(e) => return Err(anyhow!("replication stream: {e}")),
+        };
+        match ev {
+            ReplicationEvent::Begin { final_lsn, .. } => {
+                in_txn = true;
+                skipping = final_lsn.0 < resume_lsn;
+            }
+            ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
+                in_txn = false;
+                if skipping {
+                    skipping = false;
+                    continue;
+                }
+                last_end = end_lsn.0;
+                let cp = checkpoint(&s.cfg, system_id, &s.fingerprint, "stream", end_lsn.0);
+                sink.commit(cp, Some(commit_time_micros as f64 / 1e6 + PG_EPOCH_UNIX));
+                ack(sink, &repl);
+            }
+            ReplicationEvent::XLogData { data, .. } => {
+                let msg = parse(&data)?;
+                if let Msg::Relation(r) = msg {
+                    on_relation(s, sink, &by_name, &mut rels, r).await?;
+                    continue;
+                }
+                if skipping {
+                    continue;
+                }
+                apply(sink, &rels, msg).await?;
+                ack(sink, &repl);
+            }
+            ReplicationEvent::KeepAlive { wal_end, .. } => {
+                // Idle: everything received is in etcd, so the slot may move to the WAL end
+                // (keeps WAL from piling up when other databases write).
+                if !in_txn && sink.buffered() == 0 && !sink.has_pending_checkpoint() && wal_end.0 > last_end {
+                    repl.update_applied_lsn(wal_end);
+                }
+            }
+            ReplicationEvent::Message { .. } => {}
+            ReplicationEvent::StoppedAt { .. } => bail!("replication stopped"),
+        }
+    }
+}
+
+fn ack(sink: &mut Sink, repl: &ReplicationClient) {
+    if let Some(cp) = sink.take_durable() {
+        if let Some(l) = cp.get("position_num").and_then(Value::as_u64) {
+            repl.update_applied_lsn(Lsn(l));
+        }
+    }
+}
+
+async fn on_relation(
+    s: &mut Session,
+    sink: &mut Sink,
+    by_name: &HashMap<(String, String), Arc<TableMeta>>,
+    rels: &mut HashMap<u32, Rel>,
+    r: Relation,
+) -> Result<()> {
+    let table = by_name.get(&(r.namespace.clone(), r.name.clone())).cloned();
+    let mut cols = Vec::with_capacity(r.columns.len());
+    for c in &r.columns {
+        let kind = if table.is_some() { s.types.kind(&s.sql, c.type_oid).await? } else { Kind::Text };
+        cols.push((c.name.clone(), kind));
+    }
+    if let Some(t) = &table {
+        for pk in &t.pk {
+            if !cols.iter().any(|(n, _)| n == pk) {
+                return Err(fatal(format!("table {}: primary-key column {pk} is not in the replicated columns", t.label())));
+            }
+        }
+        let names: Vec<String> = cols.iter().map(|(n, _)| n.clone()).collect();
+        migrate_columns(sink, t, &names).await?;
+    }
+    rels.insert(r.id, Rel { table, cols });
+    Ok(())
+}
+
+fn to_row(rel: &Rel, t: &TableMeta, cells: Vec<Cell>, unchanged: &mut Vec<String>) -> Result<Row> {
+    if cells.len() != rel.cols.len() {
+        bail!("table {}: tuple has {} columns, relation {}", t.label(), cells.len(), rel.cols.len());
+    }
+    let mut row = Row::new();
+    for ((name, kind), cell) in rel.cols.iter().zip(cells) {
+        let v = match cell {
+            Cell::Null => Value::Null,
+            Cell::Unchanged => {
+                unchanged.push(name.clone());
+                Value::Null
+            }
+            Cell::Text(text) => pg_text(kind, &text).map_err(|e| anyhow!("table {} column {name}: {e}", t.label()))?,
+        };
+        row.insert(name.clone(), v);
+    }
+    Ok(row)
+}
+
+async fn apply(sink: &mut Sink, rels: &HashMap<u32, Rel>, msg: Msg) -> Result<()> {
+    let rel_of = |id: u32| rels.get(&id).ok_or_else(|| anyhow!("pgoutput: change for unknown relation {id}"));
+    match msg {
+        Msg::Insert { rel, new } => {
+            let r = rel_of(rel)?;
+            let Some(t) = &r.table else { return Ok(()) };
+            let row = to_row(r, t, new, &mut Vec::new())?;
+            upsert(sink, t, &row).await?;
+        }
+        Msg::Update { rel, old, new } => {
+            let r = rel_of(rel)?;
+            let Some(t) = &r.table else { return Ok(()) };
+            let mut unchanged = Vec::new();
+            let mut row = to_row(r, t, new, &mut unchanged)?;
+            let old_key = match old {
+                Some(o) => Some(t.key(&to_row(r, t, o, &mut Vec::new())?)?),
+                None => None,
+            };
+            let new_key = t.key(&row)?;
+            if !unchanged.is_empty() {
+                // unchanged TOASTed values were not sent: keep the stored ones
+                let src = old_key.clone().unwrap_or_else(|| new_key.clone());
+                let stored = sink.current(&src).await?;
+                let stored: Option<Row> = stored.and_then(|v| serde_json::from_slice(&v).ok());
+                for c in &unchanged {
+                    match stored.as_ref().and_then(|m| m.get(c)) {
+                        Some(v) => {
+                            row.insert(c.clone(), v.clone());
+                        }
+                        None => tracing::warn!(table = %t.label(), key = %src, column = %c, "unchanged TOAST value not found in etcd; stored as null"),
+                    }
+                }
+            }
+            if let Some(ok) = old_key {
+                if ok != new_key {
+                    sink.delete(ok, Some(&t.label())).await?;
+                }
+            }
+            upsert(sink, t, &row).await?;
+        }
+        Msg::Delete { rel, old } => {
+            let r = rel_of(rel)?;
+            let Some(t) = &r.table else { return Ok(()) };
+            let row = to_row(r, t, old, &mut Vec::new())?;
+            delete(sink, t, &row).await?;
+        }
+        Msg::Truncate { rels: ids } => {
+            for id in ids {
+                if let Some(Rel { table: Some(t), .. }) = rels.get(&id) {
+                    sink.delete_prefix(&t.prefix).await?;
+                }
+            }
+        }
+        Msg::Relation(_) | Msg::Other(_) => {}
+    }
+    Ok(())
+}
