@@ -1,0 +1,135 @@
+//! The per-statement report, serialised exactly as the native router does (jansson's compact
+//! output): keys in a fixed order, `,`/`:` without spaces, control characters escaped as
+//! `\n \t \r \b \f` or `\u00XX` with uppercase hex, `/` and non-ASCII UTF-8 left as they are.
+//! Hand-written because serde_json escapes differently (lowercase hex) and the point of the
+//! format is byte-compatibility with existing consumers.
+
+use bridge::protocol::command_name;
+use std::fmt::Write;
+
+pub struct TargetResult<'a> {
+    pub target: &'a str,
+    pub checksum: u32,
+    pub rows: u64,
+    pub warnings: u16,
+    pub duration_ms: u64,
+    pub kind: &'a str,
+}
+
+pub struct Report<'a> {
+    /// The SQL of COM_QUERY and COM_STMT_PREPARE, else empty. Invalid UTF-8 is replaced by
+    /// U+FFFD instead of dropping the key as the native router does.
+    pub query: &'a [u8],
+    pub command: u8,
+    pub session: u64,
+    pub query_id: u64,
+    pub results: Vec<TargetResult<'a>>,
+}
+
+/// The checksum as exported: the CRC's in-memory bytes on a little-endian host, in hex.
+pub fn checksum_hex(crc: u32) -> String {
+    let b = crc.to_le_bytes();
+    format!("{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
+}
+
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl Report<'_> {
+    pub fn to_json(&self) -> String {
+        let mut o = String::with_capacity(160 + self.query.len() + 120 * self.results.len());
+        o.push_str("{\"query\":");
+        json_string(&mut o, &String::from_utf8_lossy(self.query));
+        o.push_str(",\"command\":");
+        json_string(&mut o, &command_name(self.command));
+        let _ = write!(o, ",\"session\":{},\"query_id\":{},\"results\":[", self.session, self.query_id);
+        for (i, r) in self.results.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            o.push_str("{\"target\":");
+            json_string(&mut o, r.target);
+            let _ = write!(
+                o,
+                ",\"checksum\":\"{}\",\"rows\":{},\"warnings\":{},\"duration\":{},\"type\":",
+                checksum_hex(r.checksum),
+                r.rows,
+                r.warnings,
+                r.duration_ms
+            );
+            json_string(&mut o, r.kind);
+            o.push('}');
+        }
+        o.push_str("]}");
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_test_vector() {
+        // A plain OK packet with autocommit status, header included.
+        let ok = [0x07, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00];
+        let crc = crc32fast::hash(&ok);
+        assert_eq!(crc, 0x241F6C7A);
+        assert_eq!(checksum_hex(crc), "7a6c1f24");
+        assert_eq!(checksum_hex(0), "00000000");
+    }
+
+    #[test]
+    fn document_layout() {
+        let r = Report {
+            query: b"SELECT 1",
+            command: 3,
+            session: 12,
+            query_id: 1,
+            results: vec![
+                TargetResult { target: "server1", checksum: 0x241F6C7A, rows: 1, warnings: 0, duration_ms: 0, kind: "resultset" },
+                TargetResult { target: "server2", checksum: 1, rows: 1, warnings: 2, duration_ms: 15, kind: "ok" },
+            ],
+        };
+        assert_eq!(
+            r.to_json(),
+            r#"{"query":"SELECT 1","command":"COM_QUERY","session":12,"query_id":1,"results":[{"target":"server1","checksum":"7a6c1f24","rows":1,"warnings":0,"duration":0,"type":"resultset"},{"target":"server2","checksum":"01000000","rows":1,"warnings":2,"duration":15,"type":"ok"}]}"#
+        );
+    }
+
+    #[test]
+    fn escaping_like_jansson() {
+        let r = Report { query: "a\"b\\c\n\t\r\u{8}\u{c}\u{1}\u{1f}/é€\u{7f}".as_bytes(), command: 0x1e, session: 1, query_id: 2, results: vec![] };
+        let j = r.to_json();
+        assert_eq!(
+            j,
+            "{\"query\":\"a\\\"b\\\\c\\n\\t\\r\\b\\f\\u0001\\u001F/é€\u{7f}\",\"command\":\"COM_UNKNOWN(1e)\",\"session\":1,\"query_id\":2,\"results\":[]}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["query"], "a\"b\\c\n\t\r\u{8}\u{c}\u{1}\u{1f}/é€\u{7f}");
+    }
+
+    #[test]
+    fn invalid_utf8_keeps_the_query_key() {
+        let r = Report { query: b"SELECT '\xff'", command: 3, session: 1, query_id: 1, results: vec![] };
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["query"], "SELECT '\u{fffd}'");
+    }
+}
