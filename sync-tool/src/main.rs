@@ -78,7 +78,8 @@ fn init_logging(cfg: &Config) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYNC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,sync_tool={level}")));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     if cfg.log_format == "json" {
         b.json().init();
     } else {

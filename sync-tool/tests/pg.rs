@@ -1,0 +1,329 @@
+//! PostgreSQL 15 → etcd 3.4 integration tests against the real services on loopback.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::Rng;
+use serde_json::json;
+
+#[test]
+fn cli_help_and_bad_config() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+    let dir = tmpdir("badcfg");
+    for (yaml, needle) in [
+        ("database: {type: postgres, user: u, name: d}\netcd: {endpoints: [x]}\nbogus: 1\n", "bogus"),
+        ("database: {type: oracle, user: u, name: d}\netcd: {endpoints: [x]}\n", "oracle"),
+        ("database: {type: postgres, user: u, name: d, retry_period: soon}\netcd: {endpoints: [x]}\n", "duration"),
+        ("database: {type: postgres, user: u, name: d}\netcd: {endpoints: []}\n", "endpoints"),
+        ("database: {type: postgres, user: u, name: d}\netcd: {endpoints: [x]}\nsync: {key_template: \"/{path}/{table}\"}\n", "{pk}"),
+        (": : :\n", "invalid"),
+    ] {
+        let p = dir.join("c.yml");
+        std::fs::write(&p, yaml).unwrap();
+        let out = Command::new(BIN).arg("-c").arg(&p).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {err}");
+        assert!(err.contains(needle), "{yaml}: expected {needle:?} in {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = Command::new(BIN).arg("-c").arg(dir.join("missing.yml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_table_without_pk_is_a_clear_error() {
+    if skip("pg_table_without_pk_is_a_clear_error") {
+        return;
+    }
+    let name = unique("nopk");
+    let c = pg("testdb").await;
+    let _ = etcd().await;
+    c.batch_execute(&format!("CREATE SCHEMA {name}; CREATE TABLE {name}.t (a int, b text);")).await.unwrap();
+    let dir = tmpdir(&name);
+    let mut tool = Tool::new(&dir, "tool", &pg_config(&name, &name, &[&format!("{name}.*")], ""));
+    tool.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        if let Some(st) = tool.exited() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "tool did not exit:\n{}", tool.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(st.code(), Some(1));
+    assert!(tool.log().contains("has no primary key"), "{}", tool.log());
+    assert!(!tool.log().contains("replpass"), "password leaked into the log");
+    pg_cleanup(&name, &[&name], &name).await;
+}
+
+/// Dump + stream equality on a mixed schema: two schemas, composite keys with '/' and ',',
+/// every mapped type, a TOASTed column kept on updates that don't touch it, TRUNCATE,
+/// ALTER TABLE ADD/DROP COLUMN, a primary-key change, a transaction larger than etcd's
+/// 128-operation limit. The end state must equal a fresh dump, and selected values must be
+/// exactly the documented JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_dump_stream_equality_mixed_schema() {
+    if skip("pg_dump_stream_equality_mixed_schema") {
+        return;
+    }
+    let name = unique("mixed");
+    let (sa, sb) = (format!("{name}_a"), format!("{name}_b"));
+    let c = pg("testdb").await;
+    let mut e = etcd().await;
+    c.batch_execute(&format!(
+        "CREATE SCHEMA {sa}; CREATE SCHEMA {sb};
+         CREATE TYPE {sa}.mood AS ENUM ('sad', 'happy');
+         CREATE TABLE {sa}.types (id bigint PRIMARY KEY, i2 smallint, i4 int, n numeric(30,10), f float8, r real,
+            b bool, t text, vc varchar(20), j json, jb jsonb, by bytea, ts timestamp, tstz timestamptz, d date,
+            tm time, iv interval, u uuid, arr int[], tarr text[], m {sa}.mood, big text);
+         CREATE TABLE {sb}.comp (k1 int, k2 text, v text, PRIMARY KEY (k1, k2));
+         CREATE TABLE {sa}.trunc (id int PRIMARY KEY, v text);
+         INSERT INTO {sa}.types VALUES (1, -32768, 2147483647, 12345678901234567890.0123456789, 1.5, 0.25, true,
+            'hé \"q\"', 'vc', '{{\"a\": [1, 2]}}', '{{\"b\": {{\"c\": null}}}}', '\\x00ff10', '2024-01-02 03:04:05.123456',
+            '2024-01-02 03:04:05+02', '2024-02-29', '13:14:15', '1 year 2 mons 3 days 04:05:06', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+            '{{1,NULL,3}}', '{{\"x y\",z}}', 'happy', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 4000) i));
+         INSERT INTO {sa}.types (id, f) VALUES (2, 'NaN');
+         INSERT INTO {sb}.comp SELECT i, 'k/' || i || ',x', 'v' || i FROM generate_series(1, 50) i;
+         INSERT INTO {sa}.trunc SELECT i, 'old' FROM generate_series(1, 20) i;"
+    ))
+    .await
+    .unwrap();
+    let include = [format!("{sa}.*"), format!("{sb}.*")];
+    let include: Vec<&str> = include.iter().map(String::as_str).collect();
+    let dir = tmpdir(&name);
+    let yaml = pg_config(&name, &name, &include, "");
+    let mut tool = Tool::new(&dir, "tool", &yaml);
+    tool.start();
+    let state = format!("/sync-tool/{name}");
+    wait_streaming(&state, Duration::from_secs(60), &mut tool).await;
+
+    // exact type mapping after the dump
+    let m = etcd_map(&mut e, &format!("/{name}/")).await;
+    let row = m.get(&format!("{sa}.types/1")).unwrap_or_else(|| panic!("row 1 missing: {:?}", m.keys().collect::<Vec<_>>()));
+    let mut expect = json!({"id": 1, "i2": -32768, "i4": 2147483647, "n": "12345678901234567890.0123456789", "f": 1.5,
+        "r": 0.25, "b": true, "t": "hé \"q\"", "vc": "vc", "j": {"a": [1, 2]}, "jb": {"b": {"c": null}}, "by": "AP8Q",
+        "ts": "2024-01-02T03:04:05.123456", "tstz": "2024-01-02T01:04:05Z", "d": "2024-02-29", "tm": "13:14:15",
+        "iv": "P1Y2M3DT4H5M6S", "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "arr": [1, null, 3], "tarr": ["x y", "z"],
+        "m": "happy"});
+    let big = row["big"].as_str().unwrap_or_default().to_string();
+    assert_eq!(big.len(), 128_000);
+    expect["big"] = json!(big);
+    assert_eq!(row, &expect);
+    assert_eq!(m[&format!("{sa}.types/2")]["f"], json!("NaN"));
+    assert!(m.contains_key(&format!("{sb}.comp/7,k%2F7%2Cx")), "composite key encoding");
+
+    // stream
+    c.batch_execute(&format!(
+        "UPDATE {sa}.types SET i4 = 7 WHERE id = 1;  -- big is TOASTed and unchanged
+         INSERT INTO {sa}.types (id, t, arr, tstz) VALUES (3, 'three', '{{}}', 'infinity');
+         BEGIN; INSERT INTO {sb}.comp SELECT i, 'big', 'tx' FROM generate_series(1000, 1400) i;
+                UPDATE {sb}.comp SET v = 'upd' WHERE k1 < 30; COMMIT;
+         DELETE FROM {sb}.comp WHERE k1 BETWEEN 40 AND 45;
+         UPDATE {sb}.comp SET k2 = 'moved' WHERE k1 = 1;
+         TRUNCATE {sa}.trunc;
+         INSERT INTO {sa}.trunc VALUES (100, 'after truncate');
+         ALTER TABLE {sb}.comp ADD COLUMN extra int;
+         UPDATE {sb}.comp SET extra = 5 WHERE k1 = 2;
+         ALTER TABLE {sb}.comp DROP COLUMN v;
+         UPDATE {sb}.comp SET extra = 6 WHERE k1 = 3;
+         BEGIN; INSERT INTO {sa}.trunc VALUES (101, 'a'); TRUNCATE {sa}.trunc; INSERT INTO {sa}.trunc VALUES (102, 'b'); COMMIT;
+         UPDATE {sa}.types SET t = 'changed' WHERE id = 1;"
+    ))
+    .await
+    .unwrap();
+    let expected = dump_only(&dir, &pg_config(&format!("{name}x"), &format!("{name}x"), &include, ""), &format!("{name}x")).await;
+    assert_eq!(expected[&format!("{sa}.types/1")]["big"], json!(big));
+    assert_eq!(expected[&format!("{sb}.comp/2,k%2F2%2Cx")], json!({"k1": 2, "k2": "k/2,x", "extra": 5}));
+    wait_equal(&name, &expected, Duration::from_secs(60), &|| tool.log()).await;
+    tool.term();
+    pg_cleanup(&name, &[&sa, &sb], &name).await;
+}
+
+/// Random insert/update/delete transactions (≥ 10k row changes) on two tables.
+pub async fn workload(c: &tokio_postgres::Client, schema: &str, txns: usize, seed_ids: i64, pause_ms: u64) -> usize {
+    let mut rows = 0;
+    let mut next = seed_ids;
+    for _ in 0..txns {
+        let (n, sql) = {
+            let mut rng = rand::thread_rng();
+            let n = rng.gen_range(1..60);
+            let mut sql = String::from("BEGIN;");
+            for _ in 0..n {
+                match rng.gen_range(0..10) {
+                    0..=4 => {
+                        next += 1;
+                        sql.push_str(&format!("INSERT INTO {schema}.w VALUES ({next}, {}, 'r{}');", rng.gen_range(0..1000), rng.gen::<u32>()));
+                    }
+                    5..=7 => sql.push_str(&format!("UPDATE {schema}.w SET v = v + 1, t = 'u{}' WHERE id = {};", rng.gen::<u16>(), rng.gen_range(1..=next))),
+                    8 => sql.push_str(&format!("DELETE FROM {schema}.w WHERE id = {};", rng.gen_range(1..=next))),
+                    _ => sql.push_str(&format!(
+                        "INSERT INTO {schema}.c VALUES ({}, 'k{}', 1) ON CONFLICT (a, b) DO UPDATE SET n = {schema}.c.n + 1;",
+                        rng.gen_range(0..50),
+                        rng.gen_range(0..50)
+                    )),
+                }
+            }
+            sql.push_str("COMMIT;");
+            (n, sql)
+        };
+        c.batch_execute(&sql).await.unwrap();
+        rows += n;
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+    }
+    rows
+}
+
+pub async fn workload_schema(c: &tokio_postgres::Client, schema: &str) {
+    c.batch_execute(&format!(
+        "CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.w (id bigint PRIMARY KEY, v int, t text);
+         CREATE TABLE {schema}.c (a int, b text, n int, PRIMARY KEY (a, b));
+         INSERT INTO {schema}.w SELECT i, i, 'seed' FROM generate_series(1, 2000) i;"
+    ))
+    .await
+    .unwrap();
+}
+
+/// kill -9 at random points during a ≥ 10k-row workload, restart, ≥ 5 times; then etcd must
+/// equal the source exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_crash_kill9_during_workload() {
+    if skip("pg_crash_kill9_during_workload") {
+        return;
+    }
+    let name = unique("crash");
+    let c = pg("testdb").await;
+    let _ = etcd().await;
+    workload_schema(&c, &name).await;
+    let dir = tmpdir(&name);
+    let include = format!("{name}.*");
+    // small transactions in etcd so that kills land between chunks of one source transaction
+    let yaml = pg_config(&name, &name, &[&include], "  max_txn_ops: 16\n  dump_fetch_rows: 300\n").replace("lease_ttl: 2s", "lease_ttl: 1s");
+    let mut tool = Tool::new(&dir, "tool", &yaml);
+    tool.start();
+    let w = {
+        let name = name.clone();
+        tokio::spawn(async move {
+            let c = pg("testdb").await;
+            workload(&c, &name, 450, 2000, 15).await
+        })
+    };
+    let mut kills = 0;
+    while kills < 6 || !w.is_finished() {
+        // let the new process win the election and stream for a random while, then kill it
+        let streams = tool.log().matches("streaming changes").count();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tool.log().matches("streaming changes").count() <= streams && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ms = rand::thread_rng().gen_range(50..700);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        tool.kill9();
+        kills += 1;
+        tool.start();
+        if kills > 40 {
+            break;
+        }
+    }
+    let rows = w.await.unwrap();
+    assert!(rows >= 10_000, "workload too small: {rows}");
+    println!("workload: {rows} row changes, {kills} kill -9 + restarts");
+    let expected = dump_only(&dir, &pg_config(&format!("{name}x"), &format!("{name}x"), &[&include], ""), &format!("{name}x")).await;
+    wait_equal(&name, &expected, Duration::from_secs(90), &|| tool.log()).await;
+    let log = tool.log();
+    assert!(log.contains("resuming from checkpoint"), "restarts must resume from the slot");
+    tool.term();
+    pg_cleanup(&name, &[&name], &name).await;
+}
+
+/// Two instances; the active one is killed; the standby takes over within seconds and the
+/// end state equals the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_ha_failover() {
+    if skip("pg_ha_failover") {
+        return;
+    }
+    let name = unique("ha");
+    let c = pg("testdb").await;
+    let mut e = etcd().await;
+    workload_schema(&c, &name).await;
+    let dir = tmpdir(&name);
+    let include = format!("{name}.*");
+    let yaml = pg_config(&name, &name, &[&include], "");
+    let mut a = Tool::new(&dir, "a", &yaml);
+    let mut b = Tool::new(&dir, "b", &yaml);
+    a.start();
+    let state = format!("/sync-tool/{name}");
+    wait_streaming(&state, Duration::from_secs(60), &mut a).await;
+    b.start();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // who leads? the election key's value holds "host:pid" of the leader
+    let leader_pid = || async {
+        let mut e = etcd().await;
+        let r = e.get(format!("{state}/election/"), Some(etcd_client::GetOptions::new().with_prefix().with_sort(etcd_client::SortTarget::Create, etcd_client::SortOrder::Ascend))).await.unwrap();
+        r.kvs().first().map(|kv| kv.value_str().unwrap().rsplit(':').next().unwrap().parse::<u32>().unwrap())
+    };
+    assert_eq!(leader_pid().await, a.pid(), "first instance should be the leader");
+    let w = {
+        let name = name.clone();
+        tokio::spawn(async move {
+            let c = pg("testdb").await;
+            workload(&c, &name, 150, 2000, 5).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    a.kill9();
+    let killed = Instant::now();
+    // b must become leader and apply new changes
+    loop {
+        if leader_pid().await == b.pid() {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(15), "standby did not take over:\n{}", b.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let takeover = killed.elapsed();
+    println!("takeover after {takeover:?}");
+    assert!(takeover < Duration::from_secs(10));
+    w.await.unwrap();
+    let expected = dump_only(&dir, &pg_config(&format!("{name}x"), &format!("{name}x"), &[&include], ""), &format!("{name}x")).await;
+    wait_equal(&name, &expected, Duration::from_secs(60), &|| b.log()).await;
+    assert!(b.log().contains("elected"));
+    let _ = e.status().await;
+    b.term();
+    pg_cleanup(&name, &[&name], &name).await;
+}
+
+/// A delete while the tool is down, then the slot disappears (as on a new primary): the tool
+/// re-dumps and removes the keys of rows that no longer exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_lost_slot_redump_removes_stale_keys() {
+    if skip("pg_lost_slot_redump_removes_stale_keys") {
+        return;
+    }
+    let name = unique("lost");
+    let c = pg("testdb").await;
+    let _ = etcd().await;
+    workload_schema(&c, &name).await;
+    let dir = tmpdir(&name);
+    let include = format!("{name}.*");
+    let yaml = pg_config(&name, &name, &[&include], "");
+    let mut tool = Tool::new(&dir, "tool", &yaml);
+    tool.start();
+    wait_streaming(&format!("/sync-tool/{name}"), Duration::from_secs(60), &mut tool).await;
+    tool.term();
+    c.batch_execute(&format!("DELETE FROM {name}.w WHERE id <= 100; UPDATE {name}.w SET v = -1 WHERE id = 200;")).await.unwrap();
+    c.execute("SELECT pg_drop_replication_slot($1)", &[&name]).await.unwrap();
+    tool.start();
+    let expected = dump_only(&dir, &pg_config(&format!("{name}x"), &format!("{name}x"), &[&include], ""), &format!("{name}x")).await;
+    assert!(!expected.contains_key(&format!("{name}.w/5")));
+    wait_equal(&name, &expected, Duration::from_secs(60), &|| tool.log()).await;
+    assert!(tool.log().contains("slot is missing"), "{}", tool.log());
+    tool.term();
+    pg_cleanup(&name, &[&name], &name).await;
+}
