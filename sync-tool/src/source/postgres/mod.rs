@@ -8,7 +8,7 @@ mod stream;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 use tokio_postgres::{Client, NoTls};
 
