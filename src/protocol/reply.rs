@@ -307,11 +307,24 @@ impl ReplyTracker {
             _ => {
                 let (n, used) = read_lenenc(p.payload)
                     .ok_or_else(|| ProtocolViolation(format!("bad result set header {first:#04x}")))?;
-                if used != p.payload.len() || n == 0 {
-                    return Err(ProtocolViolation(format!("bad result set header {first:#04x}")));
+                // With MARIADB_CLIENT_CACHE_METADATA a byte follows: 0 means the column
+                // definitions are not sent again.
+                let metadata_follows = match &p.payload[used..] {
+                    [] => true,
+                    [flag] => *flag != 0,
+                    _ => return Err(ProtocolViolation(format!("bad result set header {first:#04x}"))),
+                };
+                if n == 0 {
+                    return Err(ProtocolViolation("result set with no columns".into()));
                 }
                 self.is_resultset = true;
-                self.state = ReplyState::ColumnDefs { remaining: n };
+                self.state = if metadata_follows {
+                    ReplyState::ColumnDefs { remaining: n }
+                } else if self.deprecate_eof {
+                    ReplyState::Rows
+                } else {
+                    ReplyState::ColumnEof
+                };
             }
         }
         Ok(())
@@ -481,6 +494,22 @@ mod tests {
         run(&mut t, &[vec![2], coldef("a"), coldef("b"), row("1"), end]);
         assert!(t.is_complete());
         assert_eq!((t.rows(), t.warnings()), (1, 7));
+    }
+
+    #[test]
+    fn cached_metadata_skips_column_definitions() {
+        let mut end = ok(2, 0);
+        end[0] = 0xFE;
+        let mut t = ReplyTracker::new(true);
+        t.start(COM_STMT_EXECUTE);
+        run(&mut t, &[vec![1, 0], vec![0, 0, 1], end.clone()]);
+        assert!(t.is_complete());
+        assert_eq!(t.rows(), 1);
+        let mut t = ReplyTracker::new(true);
+        t.start(COM_QUERY);
+        run(&mut t, &[vec![1, 1], coldef("a"), row("1"), end]);
+        assert!(t.is_complete());
+        assert_eq!(t.rows(), 1);
     }
 
     #[test]
