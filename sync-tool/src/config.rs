@@ -59,13 +59,17 @@ pub struct Database {
     pub replication_status_timeout: Duration,
     /// MySQL/MariaDB: the replica server id this tool announces (must be unique among the
     /// server's replicas). Default 4000 + a random number below 1000.
+    #[allow(dead_code)]
     pub server_id: Option<u32>,
     /// Accepted for compatibility with the original's configuration; not used.
     #[serde(default)]
+    #[allow(dead_code)]
     pub dialect: Option<String>,
     #[serde(default)]
+    #[allow(dead_code)]
     pub max_open_conn: Option<u32>,
     #[serde(default)]
+    #[allow(dead_code)]
     pub debug: Option<bool>,
 }
 
@@ -109,6 +113,7 @@ pub struct Etcd {
     pub request_timeout: Duration,
     /// Accepted for compatibility; TLS is controlled by `etcd.tls.enabled`.
     #[serde(default)]
+    #[allow(dead_code)]
     pub grpc_insecure: Option<bool>,
     #[serde(default)]
     pub tls: EtcdTls,
@@ -141,6 +146,7 @@ pub struct EtcdTls {
 pub struct Sync {
     /// Accepted for compatibility with `contrail.yml`; the tool always runs.
     #[serde(default)]
+    #[allow(dead_code)]
     pub enabled: Option<bool>,
     /// Only `json` is supported.
     #[serde(default)]

@@ -42,9 +42,6 @@ impl Backoff {
         let span = hi.as_secs_f64() - lo.as_secs_f64();
         Duration::from_secs_f64(lo.as_secs_f64() + rand::thread_rng().gen::<f64>() * span)
     }
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
     pub fn reset(&mut self) {
         self.attempt = 0;
     }

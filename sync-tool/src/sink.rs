@@ -135,10 +135,6 @@ impl Sink {
         }
     }
 
-    pub fn client(&self) -> Client {
-        self.client.clone()
-    }
-
     fn data_ops_limit(&self) -> usize {
         // one op for the checkpoint
         self.max_ops - 1

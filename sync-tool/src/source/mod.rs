@@ -27,9 +27,6 @@ impl Filter {
     pub fn new(t: &Tables) -> Filter {
         Filter { include: t.include.clone(), exclude: t.exclude.clone() }
     }
-    pub fn has_includes(&self) -> bool {
-        !self.include.is_empty()
-    }
     pub fn matches(&self, schema: &str, table: &str) -> bool {
         let hit = |p: &String| {
             if p.contains('.') {

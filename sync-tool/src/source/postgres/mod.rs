@@ -67,7 +67,6 @@ pub struct Column {
 #[derive(Debug, Clone)]
 pub struct PgTable {
     pub meta: Arc<TableMeta>,
-    pub oid: u32,
     pub columns: Vec<Column>,
 }
 
@@ -199,7 +198,7 @@ pub async fn load_tables(cfg: &Config, client: &Client, types: &mut TypeCache) -
             let (cname, typ): (String, u32) = (c.get(0), c.get(1));
             columns.push(Column { name: cname, kind: types.kind(client, typ).await? });
         }
-        out.push(PgTable { meta: Arc::new(TableMeta::new(&tpl, &schema, &name, pk)), oid, columns });
+        out.push(PgTable { meta: Arc::new(TableMeta::new(&tpl, &schema, &name, pk)), columns });
     }
     if !problems.is_empty() {
         return Err(fatal(format!("unsupported tables: {}", problems.join("; "))));

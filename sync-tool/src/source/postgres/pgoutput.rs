@@ -6,6 +6,8 @@ use anyhow::{anyhow, bail, Result};
 
 #[derive(Debug, Clone)]
 pub struct RelColumn {
+    /// part of the replica identity
+    #[allow(dead_code)]
     pub key: bool,
     pub name: String,
     pub type_oid: u32,
@@ -16,6 +18,7 @@ pub struct Relation {
     pub id: u32,
     pub namespace: String,
     pub name: String,
+    #[allow(dead_code)]
     pub replident: u8,
     pub columns: Vec<RelColumn>,
 }
@@ -34,7 +37,7 @@ pub enum Msg {
     Update { rel: u32, old: Option<Vec<Cell>>, new: Vec<Cell> },
     Delete { rel: u32, old: Vec<Cell> },
     Truncate { rels: Vec<u32> },
-    Other(u8),
+    Other(#[allow(dead_code)] u8),
 }
 
 struct Cur<'a> {
