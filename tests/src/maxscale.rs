@@ -1,0 +1,167 @@
+//! Runs a real MaxScale 24.02.3 (given by MAXSCALE_BIN and MAXSCALE_LIBDIR) with a copy of its
+//! module directory in which chosen modules are replaced by ours. The original directory is
+//! never changed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Installation {
+    pub bin: PathBuf,
+    pub libdir: PathBuf,
+}
+
+/// The MaxScale to test against, or None (the caller prints that the suite is skipped).
+pub fn installation() -> Option<Installation> {
+    let bin = std::env::var_os("MAXSCALE_BIN")?;
+    let libdir = std::env::var_os("MAXSCALE_LIBDIR")?;
+    Some(Installation { bin: bin.into(), libdir: libdir.into() })
+}
+
+pub struct MaxScale {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub admin_port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Ports for a MaxScale instance: (admin, listener).
+pub fn ports() -> (u16, u16) {
+    (free_port(), free_port())
+}
+
+impl MaxScale {
+    /// Starts MaxScale with `config` (the `[maxscale]` section is added) and the module
+    /// directory where each (name, file) of `replace` takes the place of lib<name>.so.
+    pub fn start(inst: &Installation, admin_port: u16, config: &str, replace: &[(&str, &Path)]) -> MaxScale {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("lib");
+        copy_dir(&inst.libdir, &lib);
+        for (name, file) in replace {
+            for e in std::fs::read_dir(&lib).unwrap().flatten() {
+                let f = e.file_name().to_string_lossy().into_owned();
+                if f == format!("lib{name}.so") || f.starts_with(&format!("lib{name}.so.")) {
+                    std::fs::remove_file(e.path()).unwrap();
+                }
+            }
+            std::fs::copy(file, lib.join(format!("lib{name}.so"))).unwrap();
+        }
+        for d in ["log", "cache", "data", "run", "persist"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let cnf = dir.path().join("maxscale.cnf");
+        std::fs::write(
+            &cnf,
+            format!(
+                "[maxscale]\nthreads=2\nadmin_host=127.0.0.1\nadmin_port={admin_port}\nadmin_secure_gui=false\nlog_info=false\n\n{config}"
+            ),
+        )
+        .unwrap();
+        let p = |s: &str| format!("--{s}={}", dir.path().join(s.trim_end_matches("dir")).display());
+        let child = Command::new(&inst.bin)
+            .args(["--nodaemon", "--user=root", "--syslog=no"])
+            .arg(format!("--config={}", cnf.display()))
+            .args([p("logdir"), p("cachedir"), p("datadir"), p("persistdir")])
+            .arg(format!("--piddir={}", dir.path().join("run").display()))
+            .arg(format!("--libdir={}", lib.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start maxscale");
+        let ms = MaxScale { child, dir, admin_port };
+        ms.wait_ready();
+        ms
+    }
+
+    fn wait_ready(&self) {
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            if self.get("/v1/maxscale").is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("MaxScale did not start; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log/maxscale.log")).unwrap_or_default()
+    }
+
+    fn curl(&self, method: &str, path: &str, body: Option<&str>) -> Result<String, String> {
+        let mut c = Command::new("curl");
+        c.args(["-s", "-S", "-f", "-u", "admin:mariadb", "-X", method]);
+        if let Some(b) = body {
+            c.args(["-H", "Content-Type: application/json", "-d", b]);
+        }
+        let out = c.arg(format!("http://127.0.0.1:{}{path}", self.admin_port)).output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!("{method} {path}: {}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<serde_json::Value, String> {
+        let s = self.curl("GET", path, None)?;
+        serde_json::from_str(&s).map_err(|e| e.to_string())
+    }
+
+    /// `maxctrl alter service <name> key=value …`
+    pub fn alter_service(&self, name: &str, params: serde_json::Value) -> Result<(), String> {
+        let body = serde_json::json!({"data": {"attributes": {"parameters": params}}});
+        self.curl("PATCH", &format!("/v1/services/{name}"), Some(&body.to_string())).map(|_| ())
+    }
+
+    /// `maxctrl call command <module> <command> <service>`
+    pub fn call_command(&self, module: &str, command: &str, service: &str) -> Result<String, String> {
+        self.curl("POST", &format!("/v1/maxscale/modules/{module}/{command}?{service}"), None)
+    }
+
+    /// Waits until a server is Running in MaxScale's view.
+    pub fn wait_running(&self, server: &str) {
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            if let Ok(v) = self.get(&format!("/v1/servers/{server}")) {
+                if v["data"]["attributes"]["state"].as_str().is_some_and(|s| s.contains("Running")) {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("server {server} never became Running; log:\n{}", self.log());
+    }
+}
+
+impl Drop for MaxScale {
+    fn drop(&mut self) {
+        // SIGTERM for a clean shutdown (the exporters flush), then make sure it is gone.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let t = to.join(e.file_name());
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            // Follow symlinks: the copy must not depend on the original directory.
+            std::fs::copy(e.path(), &t).unwrap();
+        }
+    }
+}
