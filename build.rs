@@ -1,6 +1,7 @@
-//! Generates the Rust side of include/mxsrs.h with bindgen and, when a MaxScale 24.02.3 source
-//! tree and its configured build tree are given (MAXSCALE_SRC, MAXSCALE_BUILD), compiles the
-//! C++ shim that MaxScale loads. Without them everything else builds and tests.
+//! Generates the Rust side of include/mxsrs.h with bindgen and, with the `maxscale-shim`
+//! feature, compiles the C++ shim that MaxScale loads against a MaxScale 24.02.3 source tree
+//! and its configured build tree (MAXSCALE_SRC, MAXSCALE_BUILD). A module built with the shim
+//! loads only into MaxScale; without it, only into the Rust test host.
 
 use std::env;
 use std::path::PathBuf;
@@ -26,9 +27,14 @@ fn main() {
         .write_to_file(out.join("mxsrs.rs"))
         .unwrap();
 
+    if env::var_os("CARGO_FEATURE_MAXSCALE_SHIM").is_none() {
+        return;
+    }
     match (env::var("MAXSCALE_SRC"), env::var("MAXSCALE_BUILD")) {
         (Ok(src), Ok(build)) if !src.is_empty() && !build.is_empty() => build_shim(&src, &build),
-        _ => println!("cargo:warning=MAXSCALE_SRC/MAXSCALE_BUILD not set: building without the MaxScale shim (modules will not load into MaxScale)"),
+        _ => panic!(
+            "the maxscale feature needs MAXSCALE_SRC (a MaxScale {EXPECTED_VERSION} source tree) and MAXSCALE_BUILD (its configured build tree)"
+        ),
     }
 }
 

@@ -1,0 +1,60 @@
+# Build, install and test the MaxScale router modules (mirror, schemarouter) and sync-tool.
+#
+#   make                      build everything (release); the modules load into MaxScale only
+#                             when MAXSCALE_SRC and MAXSCALE_BUILD name a MaxScale 24.02.3
+#                             source tree and its configured build tree
+#   make install MAXSCALE_LIBDIR=<module dir>   copy libmirror.so and libschemarouter.so there
+#   make test                 install and start the test services, run every test; the
+#                             end-to-end suite runs inside MaxScale when MAXSCALE_BIN and
+#                             MAXSCALE_LIBDIR are set too
+#   make bench-mirror / bench-schemarouter / bench-sync-pg / bench-sync-mysql
+
+CARGO ?= cargo
+MODULES := mirror schemarouter
+SERVICES := tests/services
+
+ifneq ($(and $(MAXSCALE_SRC),$(MAXSCALE_BUILD)),)
+MODULE_FEATURES := --features mirror/maxscale,schemarouter/maxscale
+endif
+
+.PHONY: all build install services test test-unit e2e bench-mirror bench-schemarouter clean
+
+all: build
+
+build:
+ifeq ($(MODULE_FEATURES),)
+	@echo "note: MAXSCALE_SRC/MAXSCALE_BUILD not set: the modules are built for the test host only and will not load into MaxScale"
+endif
+	$(CARGO) build --release -p mirror -p schemarouter $(MODULE_FEATURES)
+	$(CARGO) build --release -p sync-tool
+
+install: build
+	@test -n "$(MAXSCALE_LIBDIR)" || { echo "set MAXSCALE_LIBDIR to MaxScale's module directory"; exit 1; }
+	@test -n "$(MODULE_FEATURES)" || { echo "set MAXSCALE_SRC and MAXSCALE_BUILD: MaxScale refuses modules not built against its headers"; exit 1; }
+	for m in $(MODULES); do install -m 0755 target/release/lib$$m.so "$(MAXSCALE_LIBDIR)/lib$$m.so"; done
+
+services:
+	$(SERVICES)/install.sh
+	$(SERVICES)/up.sh
+
+# The modules must exist as files before the test host loads them: build the workspace first.
+test: services
+ifneq ($(MODULE_FEATURES),)
+	$(CARGO) build --release -p mirror -p schemarouter $(MODULE_FEATURES)
+endif
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace -- --test-threads=2
+
+test-unit:
+	$(CARGO) test --workspace --lib --bins
+
+bench-mirror: services build
+	tests/bench/sysbench_compare.sh mirror
+
+bench-schemarouter: services build
+	tests/bench/sysbench_compare.sh schemarouter
+
+clean:
+	$(CARGO) clean
+
+include sync-tool/sync.mk
