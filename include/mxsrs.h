@@ -103,8 +103,11 @@ typedef struct mxsrs_host_api {
     bool (*endpoint_connect)(mxsrs_session_ctx* ctx, size_t endpoint);
     /* Whether the connection of an endpoint is open. */
     bool (*endpoint_is_open)(mxsrs_session_ctx* ctx, size_t endpoint);
-    /* Write one complete client packet to an endpoint. False: the write failed. */
-    bool (*endpoint_write)(mxsrs_session_ctx* ctx, size_t endpoint, const uint8_t* data, size_t len);
+    /* Write one complete client packet to an endpoint. `id` is the id the host gave the client
+     * packet in session_route_query (MaxScale uses it to match prepared statements and session
+     * commands to their replies), 0 for a packet the router made up. False: the write failed. */
+    bool (*endpoint_write)(mxsrs_session_ctx* ctx, size_t endpoint, const uint8_t* data, size_t len,
+                           uint32_t id);
     /* Close an endpoint's connection; it is not reopened. */
     void (*endpoint_close)(mxsrs_session_ctx* ctx, size_t endpoint);
     /* Send packets to the client. `endpoint` is the backend whose reply this is (the host passes
@@ -118,6 +121,13 @@ typedef struct mxsrs_host_api {
     /* Ask the host to call mxsrs_module.session_resume soon, from its event loop, not from
      * inside the current call (used to release queued client packets). */
     void (*session_schedule_resume)(mxsrs_session_ctx* ctx);
+    /* Appended (still ABI 1: a host that lacks them leaves them NULL, and the module must check).
+     * Stop sending the client's connect-time default database to backends this session opens
+     * from now on (the router applies it itself, as the native schemarouter does). */
+    void (*session_clear_connect_db)(mxsrs_session_ctx* ctx);
+    /* The server named by the first ROUTE_TO_NAMED_SERVER routing hint of the client packet
+     * being routed (valid only during session_route_query), empty if none. */
+    mxsrs_str (*packet_route_hint)(mxsrs_session_ctx* ctx);
 } mxsrs_host_api;
 
 /* A module command (maxctrl call command <module> <name> <service>). */
@@ -158,8 +168,9 @@ typedef struct mxsrs_module {
      * session could not be created (the client gets an error). */
     mxsrs_session* (*session_new)(mxsrs_router* router, mxsrs_session_ctx* ctx,
                                   const mxsrs_session_info* info);
-    /* One complete client packet. False: the session is closed. */
-    bool (*session_route_query)(mxsrs_session* session, const uint8_t* data, size_t len);
+    /* One complete client packet, with the host's id for it (see endpoint_write). False: the
+     * session is closed. */
+    bool (*session_route_query)(mxsrs_session* session, const uint8_t* data, size_t len, uint32_t id);
     /* Reply packets from an endpoint. False: the session is closed. */
     bool (*session_client_reply)(mxsrs_session* session, size_t endpoint, const uint8_t* data,
                                  size_t len);

@@ -11,6 +11,8 @@ use crate::router::{EndpointInfo, Router, RouterSession, SessionInfo};
 use crate::{log_error, log_warning};
 use std::ffi::{c_char, c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::{Once, OnceLock};
 
 /// A module's ABI table and the strings it points to.
@@ -209,6 +211,8 @@ struct SessionBox<S> {
     session: S,
     id: u64,
     poisoned: bool,
+    /// Shared with the session's `SessionHost`: the id of the client packet being routed.
+    packet_id: Rc<Cell<u32>>,
 }
 
 /// # Safety
@@ -356,8 +360,11 @@ extern "C" fn session_new<R: Router>(
             }
         };
         let id = info.id;
-        match router.router.new_session(SessionHost::new(router.api, ctx), info) {
-            Ok(session) => Box::into_raw(Box::new(SessionBox { session, id, poisoned: false })) as *mut ffi::mxsrs_session,
+        let packet_id = Rc::new(Cell::new(0));
+        match router.router.new_session(SessionHost::new(router.api, ctx, packet_id.clone()), info) {
+            Ok(session) => {
+                Box::into_raw(Box::new(SessionBox { session, id, poisoned: false, packet_id })) as *mut ffi::mxsrs_session
+            }
             Err(e) => {
                 log_error!("session {id}: {e}");
                 std::ptr::null_mut()
@@ -371,6 +378,7 @@ extern "C" fn session_new<R: Router>(
 fn session_call<R: Router>(
     s: *mut ffi::mxsrs_session,
     what: &str,
+    packet_id: u32,
     f: impl FnOnce(&mut R::Session) -> Result<(), String>,
 ) -> bool {
     if s.is_null() {
@@ -381,7 +389,10 @@ fn session_call<R: Router>(
     if sb.poisoned {
         return false;
     }
-    match guard(what, || f(&mut sb.session)) {
+    sb.packet_id.set(packet_id);
+    let result = guard(what, || f(&mut sb.session));
+    sb.packet_id.set(0);
+    match result {
         Some(Ok(())) => true,
         Some(Err(e)) => {
             log_error!("session {}: {e}", sb.id);
@@ -395,22 +406,22 @@ fn session_call<R: Router>(
     }
 }
 
-extern "C" fn session_route_query<R: Router>(s: *mut ffi::mxsrs_session, data: *const u8, len: usize) -> bool {
+extern "C" fn session_route_query<R: Router>(s: *mut ffi::mxsrs_session, data: *const u8, len: usize, id: u32) -> bool {
     // SAFETY: the host passes `len` readable bytes.
     let packet = unsafe { bytes(data, len) };
-    session_call::<R>(s, "routing a query", |sess| sess.route_query(packet))
+    session_call::<R>(s, "routing a query", id, |sess| sess.route_query(packet))
 }
 
 extern "C" fn session_client_reply<R: Router>(s: *mut ffi::mxsrs_session, ep: usize, data: *const u8, len: usize) -> bool {
     // SAFETY: the host passes `len` readable bytes.
     let buf = unsafe { bytes(data, len) };
-    session_call::<R>(s, "handling a reply", |sess| sess.client_reply(ep, buf))
+    session_call::<R>(s, "handling a reply", 0, |sess| sess.client_reply(ep, buf))
 }
 
 extern "C" fn session_handle_error<R: Router>(s: *mut ffi::mxsrs_session, ep: usize, msg: ffi::mxsrs_str) -> bool {
     // SAFETY: the host passes a valid string.
     let msg = unsafe { read_str(msg) };
-    session_call::<R>(s, "handling a backend error", |sess| {
+    session_call::<R>(s, "handling a backend error", 0, |sess| {
         if sess.handle_error(ep, &msg) {
             Ok(())
         } else {
@@ -420,7 +431,7 @@ extern "C" fn session_handle_error<R: Router>(s: *mut ffi::mxsrs_session, ep: us
 }
 
 extern "C" fn session_resume<R: Router>(s: *mut ffi::mxsrs_session) -> bool {
-    session_call::<R>(s, "resuming", |sess| sess.resume())
+    session_call::<R>(s, "resuming", 0, |sess| sess.resume())
 }
 
 extern "C" fn session_free<R: Router>(s: *mut ffi::mxsrs_session) {

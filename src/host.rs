@@ -3,6 +3,8 @@
 
 use crate::ffi;
 use crate::log::Level;
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 #[derive(Clone, Copy)]
@@ -54,6 +56,8 @@ pub(crate) fn log_enabled(l: Level) -> Option<bool> {
 pub struct SessionHost {
     api: HostApi,
     ctx: *mut ffi::mxsrs_session_ctx,
+    /// The host's id of the client packet being routed (0 outside `route_query`).
+    packet_id: Rc<Cell<u32>>,
 }
 
 macro_rules! host_fn {
@@ -63,8 +67,14 @@ macro_rules! host_fn {
 }
 
 impl SessionHost {
-    pub(crate) fn new(api: HostApi, ctx: *mut ffi::mxsrs_session_ctx) -> Self {
-        SessionHost { api, ctx }
+    pub(crate) fn new(api: HostApi, ctx: *mut ffi::mxsrs_session_ctx, packet_id: Rc<Cell<u32>>) -> Self {
+        SessionHost { api, ctx, packet_id }
+    }
+
+    /// The host's id of the client packet being routed now (0 outside `route_query`). Keep it
+    /// with a packet that is written later, and pass it to `write_with_id`.
+    pub fn packet_id(&self) -> u32 {
+        self.packet_id.get()
     }
 
     /// Opens an endpoint's connection.
@@ -79,10 +89,15 @@ impl SessionHost {
         unsafe { host_fn!(self, endpoint_is_open)(self.ctx, endpoint) }
     }
 
-    /// Writes one complete packet to an endpoint.
+    /// Writes one complete packet to an endpoint, as the client packet being routed now.
     pub fn write(&self, endpoint: usize, packet: &[u8]) -> bool {
+        self.write_with_id(endpoint, packet, self.packet_id())
+    }
+
+    /// Writes a client packet routed earlier (`id` from `packet_id` at that time).
+    pub fn write_with_id(&self, endpoint: usize, packet: &[u8], id: u32) -> bool {
         // SAFETY: as in `connect`; the host copies the bytes before returning.
-        unsafe { host_fn!(self, endpoint_write)(self.ctx, endpoint, packet.as_ptr(), packet.len()) }
+        unsafe { host_fn!(self, endpoint_write)(self.ctx, endpoint, packet.as_ptr(), packet.len(), id) }
     }
 
     pub fn close(&self, endpoint: usize) {
@@ -108,5 +123,29 @@ impl SessionHost {
     pub fn schedule_resume(&self) {
         // SAFETY: as in `connect`.
         unsafe { host_fn!(self, session_schedule_resume)(self.ctx) }
+    }
+
+    /// Backends opened from now on get no connect-time default database (the router applies
+    /// it itself). False if the host cannot do that.
+    pub fn clear_connect_db(&self) -> bool {
+        let Some(f) = self.api.0.session_clear_connect_db else { return false };
+        // SAFETY: as in `connect`.
+        unsafe { f(self.ctx) };
+        true
+    }
+
+    /// The server named by the first ROUTE_TO_NAMED_SERVER hint of the client packet being
+    /// routed; `None` without such a hint (or outside `route_query`).
+    pub fn route_hint(&self) -> Option<String> {
+        let f = self.api.0.packet_route_hint?;
+        // SAFETY: as in `connect`; the returned string is valid until the host's routeQuery
+        // returns, and is copied here.
+        let s = unsafe { f(self.ctx) };
+        if s.ptr.is_null() || s.len == 0 {
+            return None;
+        }
+        // SAFETY: the host guarantees `len` readable bytes at `ptr`.
+        let b = unsafe { std::slice::from_raw_parts(s.ptr.cast::<u8>(), s.len) };
+        Some(String::from_utf8_lossy(b).into_owned())
     }
 }

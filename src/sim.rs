@@ -15,11 +15,18 @@ use std::sync::Mutex;
 pub trait SimHost {
     fn connect(&mut self, endpoint: usize) -> bool;
     fn is_open(&self, endpoint: usize) -> bool;
-    fn write(&mut self, endpoint: usize, data: &[u8]) -> bool;
+    /// `id` is the id the test gave the client packet (`SimSession::route_query_with_id`).
+    fn write(&mut self, endpoint: usize, data: &[u8], id: u32) -> bool;
     fn close(&mut self, endpoint: usize);
     fn client_reply(&mut self, endpoint: Option<usize>, data: &[u8], complete: bool) -> bool;
     fn kill(&mut self, message: &str);
     fn schedule_resume(&mut self);
+    /// The module asked that backends get no connect-time database (the test host never sends one).
+    fn clear_connect_db(&mut self) {}
+    /// The ROUTE_TO_NAMED_SERVER hint of the packet being routed.
+    fn route_hint(&self) -> Option<String> {
+        None
+    }
 }
 
 type Ctx = Box<dyn SimHost>;
@@ -79,9 +86,9 @@ extern "C" fn sim_is_open(ctx: *mut ffi::mxsrs_session_ctx, ep: usize) -> bool {
     // SAFETY: see `host`.
     unsafe { host(ctx) }.is_open(ep)
 }
-extern "C" fn sim_write(ctx: *mut ffi::mxsrs_session_ctx, ep: usize, data: *const u8, len: usize) -> bool {
+extern "C" fn sim_write(ctx: *mut ffi::mxsrs_session_ctx, ep: usize, data: *const u8, len: usize, id: u32) -> bool {
     // SAFETY: see `host`; the module passes `len` readable bytes.
-    unsafe { host(ctx).write(ep, std::slice::from_raw_parts(data, len)) }
+    unsafe { host(ctx).write(ep, std::slice::from_raw_parts(data, len), id) }
 }
 extern "C" fn sim_close(ctx: *mut ffi::mxsrs_session_ctx, ep: usize) {
     // SAFETY: see `host`.
@@ -101,6 +108,20 @@ extern "C" fn sim_schedule_resume(ctx: *mut ffi::mxsrs_session_ctx) {
     unsafe { host(ctx) }.schedule_resume()
 }
 
+extern "C" fn sim_clear_connect_db(ctx: *mut ffi::mxsrs_session_ctx) {
+    unsafe { host(ctx) }.clear_connect_db()
+}
+extern "C" fn sim_route_hint(ctx: *mut ffi::mxsrs_session_ctx) -> ffi::mxsrs_str {
+    // The string must outlive this call: keep the latest one per thread.
+    thread_local!(static HINT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
+    let h = unsafe { host(ctx) }.route_hint().unwrap_or_default();
+    HINT.with(|c| {
+        *c.borrow_mut() = h;
+        let b = c.borrow();
+        ffi::mxsrs_str { ptr: b.as_ptr().cast(), len: b.len() }
+    })
+}
+
 static SIM_API: ffi::mxsrs_host_api = ffi::mxsrs_host_api {
     log: Some(sim_log),
     log_enabled: Some(sim_log_enabled),
@@ -111,6 +132,8 @@ static SIM_API: ffi::mxsrs_host_api = ffi::mxsrs_host_api {
     client_reply: Some(sim_reply),
     session_kill: Some(sim_kill),
     session_schedule_resume: Some(sim_schedule_resume),
+    session_clear_connect_db: Some(sim_clear_connect_db),
+    packet_route_hint: Some(sim_route_hint),
 };
 
 /// A module loaded from its shared library (never unloaded).
@@ -267,8 +290,11 @@ pub struct SimSession {
 
 impl SimSession {
     pub fn route_query(&mut self, packet: &[u8]) -> bool {
+        self.route_query_with_id(packet, 0)
+    }
+    pub fn route_query_with_id(&mut self, packet: &[u8], id: u32) -> bool {
         // SAFETY: live session; `packet` alive for the call.
-        unsafe { (self.m.session_route_query.expect("route_query"))(self.ptr, packet.as_ptr(), packet.len()) }
+        unsafe { (self.m.session_route_query.expect("route_query"))(self.ptr, packet.as_ptr(), packet.len(), id) }
     }
     pub fn client_reply(&mut self, endpoint: usize, data: &[u8]) -> bool {
         // SAFETY: as above.

@@ -38,7 +38,7 @@ struct Backend {
     started: Instant,
     duration_ms: u64,
     /// LOCAL INFILE data that arrived before this server asked for it.
-    pending_data: Vec<Vec<u8>>,
+    pending_data: Vec<(Vec<u8>, u32)>,
     /// Sequence number of the next LOCAL INFILE data packet.
     load_seq: u8,
     /// The end of the LOCAL INFILE data (an empty packet) was sent.
@@ -63,7 +63,8 @@ pub struct MirrorSession {
     /// Reports written, as the native router counts `query_id`.
     reports: u64,
     current: Option<Request>,
-    queue: VecDeque<Vec<u8>>,
+    /// Client packets waiting for the request in flight, with the host's ids.
+    queue: VecDeque<(Vec<u8>, u32)>,
     /// Main's last reply chunk, sent when every target has answered.
     held: Option<Vec<u8>>,
 }
@@ -116,7 +117,7 @@ impl MirrorSession {
     }
 
     /// Starts a new request: writes it to every target in use.
-    fn start(&mut self, packet: &[u8]) -> Result<(), String> {
+    fn start(&mut self, packet: &[u8], id: u32) -> Result<(), String> {
         let p = packet::single(packet).map_err(|e| format!("client sent a {e}"))?;
         let Some(command) = p.first() else {
             // An empty packet is not a command: answer it like a server would.
@@ -130,7 +131,7 @@ impl MirrorSession {
             if !self.backends[i].in_use {
                 continue;
             }
-            if !self.host.write(self.backends[i].endpoint, packet) {
+            if !self.host.write_with_id(self.backends[i].endpoint, packet, id) {
                 self.fail(i, "write failed")?;
                 continue;
             }
@@ -181,7 +182,7 @@ impl MirrorSession {
                     }
                 }
                 // Not answered yet: keep the data until it asks for the file (or refuses).
-                ReplyState::Start if b.waiting => b.pending_data.push(packet.to_vec()),
+                ReplyState::Start if b.waiting => b.pending_data.push((packet.to_vec(), self.host.packet_id())),
                 _ => {}
             }
         }
@@ -219,7 +220,7 @@ impl MirrorSession {
                     let mut end = Vec::new();
                     write_packet(&mut end, b.load_seq, &[]);
                     b.load_ended = true;
-                    if !self.host.write(b.endpoint, &end) {
+                    if !self.host.write_with_id(b.endpoint, &end, 0) {
                         self.fail(i, "write failed")?;
                     }
                 }
@@ -249,8 +250,8 @@ impl MirrorSession {
             self.report(&req);
         }
         while self.current.is_none() {
-            let Some(next) = self.queue.pop_front() else { break };
-            self.start(&next)?;
+            let Some((next, id)) = self.queue.pop_front() else { break };
+            self.start(&next, id)?;
         }
         Ok(())
     }
@@ -290,10 +291,10 @@ impl RouterSession for MirrorSession {
             return Ok(());
         }
         if self.current.is_some() {
-            self.queue.push_back(packet.to_vec());
+            self.queue.push_back((packet.to_vec(), self.host.packet_id()));
             return Ok(());
         }
-        self.start(packet)
+        self.start(packet, self.host.packet_id())
     }
 
     fn client_reply(&mut self, endpoint: usize, data: &[u8]) -> Result<(), String> {
@@ -336,11 +337,11 @@ impl RouterSession for MirrorSession {
             return self.progress();
         }
         if b.tracker.is_load_data() && !b.pending_data.is_empty() {
-            for packet in std::mem::take(&mut b.pending_data) {
+            for (packet, id) in std::mem::take(&mut b.pending_data) {
                 let p = packet::single(&packet).map_err(|e| e.to_string())?;
                 b.load_seq = p.seq.wrapping_add(1);
                 b.load_ended = p.payload.is_empty();
-                if !self.host.write(b.endpoint, &packet) {
+                if !self.host.write_with_id(b.endpoint, &packet, id) {
                     return self.fail(i, "write failed").and_then(|_| self.progress());
                 }
             }

@@ -23,6 +23,8 @@ extern const char* mxsrs_module_name;
 #include <maxscale/target.hh>
 #include <maxscale/protocol/mariadb/module_names.hh>
 #include <maxscale/protocol/mariadb/protocol_classes.hh>
+#include <maxscale/protocol/mariadb/mysql.hh>
+#include <maxscale/hint.hh>
 #include <maxbase/log.hh>
 
 #include <memory>
@@ -280,7 +282,34 @@ public:
 
     bool routeQuery(GWBUF&& packet) override
     {
-        return g_mod->session_route_query(m_rs, packet.data(), packet.length());
+        m_hint.clear();
+        for (const auto& h : packet.hints())
+        {
+            if (h.type == Hint::Type::ROUTE_TO_NAMED_SERVER)
+            {
+                m_hint = h.data;
+            }
+            break;      // only the first hint counts, as in the native schemarouter
+        }
+        bool ok = g_mod->session_route_query(m_rs, packet.data(), packet.length());
+        m_hint.clear();
+        return ok;
+    }
+
+    mxsrs_str route_hint() const
+    {
+        return to_str(m_hint);
+    }
+
+    void clear_connect_db()
+    {
+        auto* mses = static_cast<MYSQL_session*>(m_pSession->protocol_data());
+        if (mses)
+        {
+            // Backend connections authenticate later, from the event loop: they read this then.
+            mses->client_caps.basic_capabilities &= ~GW_MYSQL_CAPABILITIES_CONNECT_WITH_DB;
+            mses->auth_data->default_db.clear();
+        }
     }
 
     bool clientReply(GWBUF&& packet, const mxs::ReplyRoute& down, const mxs::Reply& reply) override
@@ -318,10 +347,15 @@ public:
         return i < m_endpoints.size() && m_endpoints[i]->is_open();
     }
 
-    bool ep_write(size_t i, const uint8_t* data, size_t len)
+    bool ep_write(size_t i, const uint8_t* data, size_t len, uint32_t id)
     {
-        return i < m_endpoints.size() && m_endpoints[i]->is_open()
-               && m_endpoints[i]->routeQuery(GWBUF(data, len));
+        if (i >= m_endpoints.size() || !m_endpoints[i]->is_open())
+        {
+            return false;
+        }
+        GWBUF buf(data, len);
+        buf.set_id(id);
+        return m_endpoints[i]->routeQuery(std::move(buf));
     }
 
     void ep_close(size_t i)
@@ -367,6 +401,7 @@ private:
     std::vector<mxs::ReplyRoute> m_routes;
     std::vector<mxs::Reply>      m_replies;
     mxsrs_session*               m_rs {nullptr};
+    std::string                  m_hint;
 };
 
 Session* sess(mxsrs_session_ctx* ctx)
@@ -383,8 +418,8 @@ const mxsrs_host_api g_host_api = {
     [](mxsrs_session_ctx* c, size_t i) {
         return sess(c)->ep_is_open(i);
     },
-    [](mxsrs_session_ctx* c, size_t i, const uint8_t* d, size_t n) {
-        return sess(c)->ep_write(i, d, n);
+    [](mxsrs_session_ctx* c, size_t i, const uint8_t* d, size_t n, uint32_t id) {
+        return sess(c)->ep_write(i, d, n, id);
     },
     [](mxsrs_session_ctx* c, size_t i) {
         sess(c)->ep_close(i);
@@ -397,6 +432,12 @@ const mxsrs_host_api g_host_api = {
     },
     [](mxsrs_session_ctx* c) {
         sess(c)->schedule_resume();
+    },
+    [](mxsrs_session_ctx* c) {
+        sess(c)->clear_connect_db();
+    },
+    [](mxsrs_session_ctx* c) {
+        return sess(c)->route_hint();
     },
 };
 

@@ -50,6 +50,8 @@ pub struct Client {
     /// Chunks: (from endpoint, bytes, complete).
     pub chunks: Vec<(Option<usize>, Vec<u8>, bool)>,
     pub killed: Option<String>,
+    /// Packets the module wrote: (endpoint, the host id they carried).
+    pub writes: Vec<(usize, u32)>,
 }
 
 struct State {
@@ -83,8 +85,9 @@ impl SimHost for Host {
     fn is_open(&self, ep: usize) -> bool {
         self.0.borrow().backends.get(ep).is_some_and(|b| b.is_some())
     }
-    fn write(&mut self, ep: usize, data: &[u8]) -> bool {
+    fn write(&mut self, ep: usize, data: &[u8], id: u32) -> bool {
         let mut st = self.0.borrow_mut();
+        st.client.writes.push((ep, id));
         st.backends.get_mut(ep).and_then(|b| b.as_mut()).is_some_and(|b| b.write(data))
     }
     fn close(&mut self, ep: usize) {
@@ -120,6 +123,8 @@ pub struct Harness {
     /// False once the module ended the session.
     pub alive: bool,
     pub id: u64,
+    /// Ids given to client packets, as MaxScale numbers them (from 1).
+    next_packet_id: u32,
 }
 
 impl Harness {
@@ -150,7 +155,7 @@ impl Harness {
             events: tx,
         }));
         let session = router.new_session(Box::new(Host(state.clone())), &info)?;
-        Some(Harness { session: Some(session), state, events: rx, alive: true, id })
+        Some(Harness { session: Some(session), state, events: rx, alive: true, id, next_packet_id: 0 })
     }
 
     fn session(&mut self) -> &mut SimSession {
@@ -163,7 +168,9 @@ impl Harness {
             if !self.alive {
                 return false;
             }
-            if !self.session().route_query(&p) {
+            self.next_packet_id += 1;
+            let id = self.next_packet_id;
+            if !self.session().route_query_with_id(&p, id) {
                 self.alive = false;
             }
             self.resume_if_asked();

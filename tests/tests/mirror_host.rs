@@ -132,7 +132,7 @@ fn non_main_failure_during_a_request_does_not_hang() {
     let mut h = Harness::open(&s.router, servers()).unwrap();
     let s2_id = h.connection_id(1).unwrap();
     let start = Instant::now();
-    assert!(h.send(packets::query("SELECT SLEEP(IF(@@port = 3302, 20, 0))")));
+    assert!(h.send(packets::query(&format!("SELECT SLEEP(IF(@@port = {}, 20, 0))", env::mariadb_ports()[1]))));
     h.settle(Duration::from_millis(300));
     assert_eq!(h.client(|c| c.completed), 0, "main's last chunk waits for s2");
     {
@@ -246,6 +246,9 @@ fn pipelined_requests_are_answered_in_order() {
     let r = reports(&s.file);
     let q: Vec<&str> = r.iter().map(|x| x["query"].as_str().unwrap()).collect();
     assert_eq!(q, ["SELECT 0", "SELECT 1", "SELECT 2", "SELECT 3", "SELECT 4"]);
+    // Queued packets keep the host's id (MaxScale matches prepared statements with it).
+    let writes = h.client(|c| c.writes.clone());
+    assert_eq!(writes, (1..=5).flat_map(|id| [(0, id), (1, id)]).collect::<Vec<_>>());
 }
 
 #[test]
