@@ -291,7 +291,7 @@ public:
             }
             break;      // only the first hint counts, as in the native schemarouter
         }
-        bool ok = g_mod->session_route_query(m_rs, packet.data(), packet.length());
+        bool ok = g_mod->session_route_query(m_rs, packet.data(), packet.length(), packet.id());
         m_hint.clear();
         return ok;
     }
