@@ -4,7 +4,7 @@
 //! the request in flight are not queued but passed on at once: the rest of a request of 16 MiB
 //! or more, and the file data of LOAD DATA LOCAL INFILE (the native router deadlocks on both).
 //! Main's reply streams to the client except its last chunk, which is held until every target
-//! has answered, so the report is written before the client can send its next request.
+//! has answered and the report is written.
 //! A target that fails is dropped from the request in flight, whatever it was waiting for,
 //! and an error a server sends on an idle connection is logged, never counted as a reply.
 
@@ -241,13 +241,15 @@ impl MirrorSession {
         for b in &mut self.backends {
             b.in_request = false;
         }
+        // The report goes out before the client's answer: whoever has the answer can read
+        // its report.
+        if req.expects_reply {
+            self.report(&req);
+        }
         if let Some(chunk) = self.held.take() {
             if !self.host.reply(Some(self.backends[self.main].endpoint), &chunk, true) {
                 return Err("cannot write to the client".into());
             }
-        }
-        if req.expects_reply {
-            self.report(&req);
         }
         while self.current.is_none() {
             let Some((next, id)) = self.queue.pop_front() else { break };

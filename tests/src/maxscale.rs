@@ -93,15 +93,16 @@ impl MaxScale {
 
     fn curl(&self, method: &str, path: &str, body: Option<&str>) -> Result<String, String> {
         let mut c = Command::new("curl");
-        c.args(["-s", "-S", "-f", "-u", "admin:mariadb", "-X", method]);
+        c.args(["-s", "-S", "-u", "admin:mariadb", "-X", method, "-w", "\n%{http_code}"]);
         if let Some(b) = body {
             c.args(["-H", "Content-Type: application/json", "-d", b]);
         }
         let out = c.arg(format!("http://127.0.0.1:{}{path}", self.admin_port)).output().map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!("{method} {path}: {}", String::from_utf8_lossy(&out.stderr)))
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        match code.trim().parse::<u16>() {
+            Ok(c) if (200..300).contains(&c) => Ok(body.to_string()),
+            _ => Err(format!("{method} {path}: HTTP {code}: {body} {}", String::from_utf8_lossy(&out.stderr))),
         }
     }
 
