@@ -1,1 +1,2 @@
-//! placeholder
+//! `schemarouter`: a MaxScale router that shards by database and table.
+pub mod sql;

@@ -1,0 +1,521 @@
+//! SQL analysis: which kind of statement a query is and which databases and tables it names.
+//!
+//! Keyword-driven extraction over the tokens of [`lexer`]: names are taken where the grammar
+//! puts table names (after FROM, JOIN, INTO, UPDATE, TABLE, LIKE in CREATE TABLE, REFERENCES,
+//! RENAME ... TO ...), with backquotes, `db.table` qualifiers, comments, several statements,
+//! subqueries and CTEs (whose names are not tables) handled. Names keep the case they were
+//! written in; the router compares them case-insensitively.
+
+pub mod lexer;
+
+use lexer::{tokenize, Tok};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableRef {
+    /// The qualifier, if written.
+    pub db: Option<String>,
+    pub table: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Other,
+    /// `USE db`.
+    Use(String),
+    /// `SHOW DATABASES|SCHEMAS [LIKE 'pattern' | WHERE ...]`.
+    ShowDatabases { like: Option<String>, has_where: bool },
+    ShowShards,
+    /// `SHOW [FULL] TABLES [FROM|IN db] [LIKE|WHERE ...]`.
+    ShowTables { db: Option<String> },
+    /// Changes session state: goes to every server (SET, SELECT @v:=... without tables).
+    Session,
+    /// BEGIN, START TRANSACTION, COMMIT, ROLLBACK, SAVEPOINT...
+    Trx,
+    /// `PREPARE name FROM 'sql'` (`sql` is None for `FROM @var`).
+    Prepare { name: String, sql: Option<String> },
+    Execute { name: String },
+    Deallocate { name: String },
+    /// `EXECUTE IMMEDIATE 'sql'` (None for a variable or an expression).
+    ExecuteImmediate { sql: Option<String> },
+    LoadDataLocal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Analysis {
+    /// One per statement of a multi-statement query.
+    pub kinds: Vec<Kind>,
+    pub tables: Vec<TableRef>,
+    /// Databases named explicitly: qualifiers, CREATE/DROP/ALTER DATABASE, SHOW ... FROM db,
+    /// and `table_schema = 'db'` in queries on information_schema.
+    pub databases: Vec<String>,
+}
+
+impl Analysis {
+    pub fn is_multi(&self) -> bool {
+        self.kinds.len() > 1
+    }
+    /// The kind of the query as a whole: a multi-statement is `Session` when every part is,
+    /// else `Other`.
+    pub fn kind(&self) -> Kind {
+        match self.kinds.as_slice() {
+            [] => Kind::Other,
+            [k] => k.clone(),
+            ks if ks.iter().all(|k| *k == Kind::Session) => Kind::Session,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// Words that end a table reference (never an alias or a table name).
+const RESERVED: &[&str] = &[
+    "select", "where", "set", "values", "value", "on", "using", "group", "order", "limit", "having", "union",
+    "join", "left", "right", "inner", "outer", "cross", "natural", "straight_join", "as", "for", "lock", "into",
+    "from", "with", "window", "partition", "dual", "lateral", "to", "read", "write", "if", "not", "exists",
+    "like", "key", "index", "procedure", "returning", "use", "force", "ignore", "except", "intersect", "outfile",
+    "dumpfile", "and", "or", "full", "low_priority", "local", "high_priority", "delayed", "quick", "default",
+    "character", "charset", "fields", "columns", "lines", "table", "tables", "offset", "fetch", "when", "then",
+    "else", "end", "case", "in", "is", "null", "between", "escape", "by", "all", "distinct", "wait", "nowait",
+    "skip", "share", "mode", "select", "engine", "concurrent", "replace", "add", "drop", "modify", "change",
+    "alter", "rename", "convert", "comment", "auto_increment",
+];
+
+fn reserved(w: &str) -> bool {
+    RESERVED.iter().any(|r| r.eq_ignore_ascii_case(w))
+}
+
+/// An identifier that can be a table or database name here.
+fn name_at(t: &[Tok], i: usize) -> Option<&str> {
+    match t.get(i)? {
+        Tok::Quoted(q) => Some(q),
+        Tok::Word(w) if !reserved(w) => Some(w),
+        _ => None,
+    }
+}
+
+pub fn analyze(sql: &str) -> Analysis {
+    let toks = tokenize(sql);
+    let mut a = Analysis { kinds: Vec::new(), tables: Vec::new(), databases: Vec::new() };
+    for stmt in toks.split(|t| t.is_punct(';')) {
+        if stmt.is_empty() {
+            continue;
+        }
+        let kind = statement(stmt, &mut a);
+        a.kinds.push(kind);
+    }
+    a.tables.sort();
+    a.tables.dedup();
+    let mut seen = std::collections::HashSet::new();
+    a.databases.retain(|d| seen.insert(d.to_ascii_lowercase()));
+    a
+}
+
+fn add_db(a: &mut Analysis, db: &str) {
+    if !db.is_empty() {
+        a.databases.push(db.to_string());
+    }
+}
+
+/// Analyses one statement: its kind, and its names into `a`.
+fn statement(t: &[Tok], a: &mut Analysis) -> Kind {
+    let w = |i: usize, kw: &str| t.get(i).is_some_and(|x| x.is(kw));
+    let first = &t[0];
+    if first.is("use") {
+        return match t.get(1).and_then(|x| x.ident()) {
+            Some(db) => {
+                add_db(a, db);
+                Kind::Use(db.to_string())
+            }
+            None => Kind::Other,
+        };
+    }
+    if first.is("show") {
+        return show(t, a);
+    }
+    if first.is("begin") && (t.len() == 1 || w(1, "work")) || first.is("commit") || first.is("rollback") || first.is("savepoint")
+        || (first.is("start") && w(1, "transaction"))
+        || (first.is("release") && w(1, "savepoint"))
+    {
+        return Kind::Trx;
+    }
+    if first.is("set") && !w(1, "statement") {
+        return Kind::Session;
+    }
+    if first.is("prepare") {
+        if let (Some(name), true) = (t.get(1).and_then(|x| x.ident()), w(2, "from")) {
+            let sql = match t.get(3) {
+                Some(Tok::Str(s)) => Some(s.clone()),
+                _ => None,
+            };
+            return Kind::Prepare { name: name.to_string(), sql };
+        }
+        return Kind::Other;
+    }
+    if first.is("execute") {
+        if w(1, "immediate") {
+            let sql = match (t.get(2), t.get(3)) {
+                (Some(Tok::Str(s)), None | Some(Tok::Word(_))) => Some(s.clone()),
+                _ => None,
+            };
+            return Kind::ExecuteImmediate { sql };
+        }
+        return match t.get(1).and_then(|x| x.ident()) {
+            Some(n) => Kind::Execute { name: n.to_string() },
+            None => Kind::Other,
+        };
+    }
+    if (first.is("deallocate") || first.is("drop")) && w(1, "prepare") {
+        return match t.get(2).and_then(|x| x.ident()) {
+            Some(n) => Kind::Deallocate { name: n.to_string() },
+            None => Kind::Other,
+        };
+    }
+    // CREATE/DROP/ALTER DATABASE|SCHEMA [IF [NOT] EXISTS] name
+    if (first.is("create") || first.is("drop") || first.is("alter")) && (w(1, "database") || w(1, "schema")) {
+        let mut i = 2;
+        while t.get(i).is_some_and(|x| x.is("if") || x.is("not") || x.is("exists")) {
+            i += 1;
+        }
+        if let Some(db) = t.get(i).and_then(|x| x.ident()) {
+            add_db(a, db);
+        }
+        return Kind::Other;
+    }
+    let before = a.tables.len();
+    tables(t, a);
+    let mut kind = Kind::Other;
+    if first.is("load") && t.iter().take(6).any(|x| x.is("local")) {
+        kind = Kind::LoadDataLocal;
+    }
+    if first.is("select") && a.tables.len() == before && t.windows(2).any(|p| matches!(p[0], Tok::Var(_)) && p[1] == Tok::Op(":=")) {
+        kind = Kind::Session;
+    }
+    // Queries on information_schema that name a schema: `table_schema = 'db'`.
+    let new = &a.tables[before..];
+    if !new.is_empty() && new.iter().all(|r| r.db.as_deref().is_some_and(|d| d.eq_ignore_ascii_case("information_schema"))) {
+        for p in t.windows(3) {
+            if let (Some(col), Tok::Punct('='), Tok::Str(db)) = (p[0].ident(), &p[1], &p[2]) {
+                if col.eq_ignore_ascii_case("table_schema") || col.eq_ignore_ascii_case("schema_name") {
+                    add_db(a, db);
+                }
+            }
+        }
+    }
+    kind
+}
+
+fn show(t: &[Tok], a: &mut Analysis) -> Kind {
+    let mut i = 1;
+    let w = |i: usize, kw: &str| t.get(i).is_some_and(|x| x.is(kw));
+    if w(i, "full") || w(i, "extended") {
+        i += 1;
+        if w(i, "full") {
+            i += 1;
+        }
+    }
+    let from_db = |i: usize, a: &mut Analysis| -> Option<String> {
+        if w(i, "from") || w(i, "in") {
+            let db = t.get(i + 1).and_then(|x| x.ident())?.to_string();
+            add_db(a, &db);
+            Some(db)
+        } else {
+            None
+        }
+    };
+    if w(i, "databases") || w(i, "schemas") {
+        let like = match (t.get(i + 1), t.get(i + 2)) {
+            (Some(l), Some(Tok::Str(p))) if l.is("like") => Some(p.clone()),
+            _ => None,
+        };
+        return Kind::ShowDatabases { like, has_where: w(i + 1, "where") };
+    }
+    if w(i, "shards") {
+        return Kind::ShowShards;
+    }
+    if w(i, "tables") {
+        return Kind::ShowTables { db: from_db(i + 1, a) };
+    }
+    if w(i, "table") && w(i + 1, "status") || w(i, "triggers") || w(i, "events") || w(i, "open") && w(i + 1, "tables") {
+        let j = if w(i, "triggers") || w(i, "events") { i + 1 } else { i + 2 };
+        from_db(j, a);
+        return Kind::Other;
+    }
+    if w(i, "columns") || w(i, "fields") || w(i, "index") || w(i, "indexes") || w(i, "keys") {
+        if w(i + 1, "from") || w(i + 1, "in") {
+            if let Some((r, next)) = table_ref(t, i + 2) {
+                let db = from_db(next, a);
+                push_table(a, TableRef { db: db.or(r.db), table: r.table }, &[]);
+            }
+        }
+        return Kind::Other;
+    }
+    if w(i, "create") {
+        if w(i + 1, "database") || w(i + 1, "schema") {
+            if let Some(db) = t.get(i + 2).and_then(|x| x.ident()) {
+                add_db(a, db);
+            }
+        } else if w(i + 1, "table") || w(i + 1, "view") || w(i + 1, "sequence") || w(i + 1, "trigger") {
+            if let Some((r, _)) = table_ref(t, i + 2) {
+                push_table(a, r, &[]);
+            }
+        }
+        return Kind::Other;
+    }
+    Kind::Other
+}
+
+/// A table reference at `i`: `name` or `db.name`. Returns it and the index after it.
+fn table_ref(t: &[Tok], i: usize) -> Option<(TableRef, usize)> {
+    let first = name_at(t, i)?;
+    if t.get(i + 1).is_some_and(|x| x.is_punct('.')) {
+        // After a dot any word is a name (`db.order` is valid).
+        let second = t.get(i + 2).and_then(|x| x.ident())?;
+        return Some((TableRef { db: Some(first.to_string()), table: second.to_string() }, i + 3));
+    }
+    if first.eq_ignore_ascii_case("dual") {
+        return None;
+    }
+    Some((TableRef { db: None, table: first.to_string() }, i + 1))
+}
+
+/// Skips an optional alias (`AS x`, `x`) and index hints after a table reference.
+fn skip_alias(t: &[Tok], mut i: usize) -> usize {
+    if t.get(i).is_some_and(|x| x.is("as")) {
+        return i + 2;
+    }
+    if name_at(t, i).is_some() && !t.get(i + 1).is_some_and(|x| x.is_punct('.') || x.is_punct('(')) {
+        i += 1;
+    }
+    i
+}
+
+fn push_table(a: &mut Analysis, r: TableRef, ctes: &[String]) {
+    if r.db.is_none() && ctes.iter().any(|c| c.eq_ignore_ascii_case(&r.table)) {
+        return;
+    }
+    if let Some(db) = &r.db {
+        add_db(a, db);
+    }
+    a.tables.push(r);
+}
+
+/// Names of the common table expressions of a `WITH` clause.
+fn cte_names(t: &[Tok]) -> Vec<String> {
+    let mut out = Vec::new();
+    if !t.first().is_some_and(|x| x.is("with")) {
+        return out;
+    }
+    let mut i = 1;
+    if t.get(i).is_some_and(|x| x.is("recursive")) {
+        i += 1;
+    }
+    loop {
+        let Some(name) = t.get(i).and_then(|x| x.ident()) else { break };
+        out.push(name.to_string());
+        i += 1;
+        if t.get(i).is_some_and(|x| x.is_punct('(')) {
+            i = skip_parens(t, i);
+        }
+        if !t.get(i).is_some_and(|x| x.is("as")) {
+            break;
+        }
+        i += 1;
+        if !t.get(i).is_some_and(|x| x.is_punct('(')) {
+            break;
+        }
+        i = skip_parens(t, i);
+        if !t.get(i).is_some_and(|x| x.is_punct(',')) {
+            break;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The index after the parenthesis group opening at `i`.
+fn skip_parens(t: &[Tok], mut i: usize) -> usize {
+    let mut depth = 0usize;
+    while i < t.len() {
+        if t[i].is_punct('(') {
+            depth += 1;
+        } else if t[i].is_punct(')') {
+            depth = depth.saturating_sub(1);
+            if depth == 0 {
+                return i + 1;
+            }
+        }
+        i += 1;
+    }
+    i
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Paren {
+    Func,
+    Other,
+}
+
+/// Collects the tables of one statement.
+fn tables(t: &[Tok], a: &mut Analysis) {
+    let ctes = cte_names(t);
+    let mut parens: Vec<Paren> = Vec::new();
+    let first_word = |kw: &str| t.first().is_some_and(|x| x.is(kw));
+    let is_create = first_word("create");
+    let mut i = 0;
+    while i < t.len() {
+        let tok = &t[i];
+        let prev = if i > 0 { t.get(i - 1) } else { None };
+        if tok.is_punct('(') {
+            let is_func = matches!(prev, Some(Tok::Word(w)) if !reserved(w)) && !t.get(i + 1).is_some_and(|x| x.is("select") || x.is("with"));
+            parens.push(if is_func { Paren::Func } else { Paren::Other });
+            i += 1;
+            continue;
+        }
+        if tok.is_punct(')') {
+            parens.pop();
+            i += 1;
+            continue;
+        }
+        if prev.is_some_and(|p| p.is_punct('.')) {
+            // `x.from` is a column named like a keyword.
+            i += 1;
+            continue;
+        }
+        let in_func = parens.last() == Some(&Paren::Func);
+        let Tok::Word(w) = tok else {
+            i += 1;
+            continue;
+        };
+        let w = w.to_ascii_lowercase();
+        i = match w.as_str() {
+            "from" if !in_func => list(t, i + 1, a, &ctes, &[]),
+            "join" | "straight_join" => list(t, i + 1, a, &ctes, &[]).min(t.len()),
+            "into" if !t.get(i + 1).is_some_and(|x| x.is("outfile") || x.is("dumpfile")) => {
+                let j = if t.get(i + 1).is_some_and(|x| x.is("table")) { i + 2 } else { i + 1 };
+                single(t, j, a, &ctes)
+            }
+            "update" if i == 0 || (first_word("with") && !prev.is_some_and(|p| p.is("key") || p.is("for"))) => {
+                let mut j = i + 1;
+                while t.get(j).is_some_and(|x| x.is("low_priority") || x.is("ignore")) {
+                    j += 1;
+                }
+                list(t, j, a, &ctes, &[])
+            }
+            "insert" | "replace" if i == 0 && !t.get(i + 1).is_some_and(|x| x.is_punct('(')) => {
+                let mut j = i + 1;
+                while t.get(j).is_some_and(|x| x.is("low_priority") || x.is("delayed") || x.is("high_priority") || x.is("ignore")) {
+                    j += 1;
+                }
+                if t.get(j).is_some_and(|x| x.is("into")) {
+                    j
+                } else {
+                    single(t, j, a, &ctes)
+                }
+            }
+            "delete" if i == 0 => {
+                // DELETE [opts] t1[.*], t2 FROM ... (multi-table form) or DELETE FROM t.
+                let mut j = i + 1;
+                while t.get(j).is_some_and(|x| x.is("low_priority") || x.is("quick") || x.is("ignore")) {
+                    j += 1;
+                }
+                j
+            }
+            "table" | "tables" if !in_func => {
+                let mut j = i + 1;
+                while t.get(j).is_some_and(|x| x.is("if") || x.is("not") || x.is("exists")) {
+                    j += 1;
+                }
+                list(t, j, a, &ctes, &["to", "read", "write", "local", "low_priority"])
+            }
+            "truncate" if i == 0 && !t.get(i + 1).is_some_and(|x| x.is("table")) => single(t, i + 1, a, &ctes),
+            "references" => single(t, i + 1, a, &ctes),
+            "like" if is_create && matches!(t.get(i + 1), Some(Tok::Word(_) | Tok::Quoted(_))) => single(t, i + 1, a, &ctes),
+            "rename" if t.get(i + 1).is_some_and(|x| x.is("to") || x.is("as")) => single(t, i + 2, a, &ctes),
+            "describe" | "desc" | "explain" if i == 0 => {
+                let j = if t.get(i + 1).is_some_and(|x| x.is("extended") || x.is("partitions")) { i + 2 } else { i + 1 };
+                match table_ref(t, j) {
+                    Some((r, next)) if !t.get(j).is_some_and(|x| x.is("select")) => {
+                        push_table(a, r, &ctes);
+                        next
+                    }
+                    _ => j,
+                }
+            }
+            "call" if i == 0 => {
+                if let Some((r, next)) = table_ref(t, i + 1) {
+                    if let Some(db) = r.db {
+                        add_db(a, &db);
+                    }
+                    next
+                } else {
+                    i + 1
+                }
+            }
+            _ => i + 1,
+        };
+    }
+}
+
+/// One table reference (and its alias) at `i`.
+fn single(t: &[Tok], i: usize, a: &mut Analysis, ctes: &[String]) -> usize {
+    match table_ref(t, i) {
+        Some((r, next)) => {
+            push_table(a, r, ctes);
+            next
+        }
+        None => i,
+    }
+}
+
+/// A comma-separated list of table references (with aliases; `seps` are extra separator
+/// words such as TO in RENAME TABLE, or lock types). Stops at anything else.
+fn list(t: &[Tok], mut i: usize, a: &mut Analysis, ctes: &[String], seps: &[&str]) -> usize {
+    loop {
+        // `FROM (a JOIN b)`: a group of table references, not a subquery.
+        while t.get(i).is_some_and(|x| x.is_punct('(')) && !t.get(i + 1).is_some_and(|x| x.is("select") || x.is("with")) {
+            i += 1;
+        }
+        let Some((r, next)) = table_ref(t, i) else { return i };
+        push_table(a, r, ctes);
+        i = next;
+        if t.get(i).is_some_and(|x| x.is_punct('.')) && t.get(i + 1).is_some_and(|x| x.is_punct('*')) {
+            i += 2; // DELETE t.* FROM ...
+        }
+        if !seps.iter().any(|s| t.get(i).is_some_and(|x| x.is(s))) {
+            i = skip_alias(t, i);
+        }
+        while t.get(i).is_some_and(|x| seps.iter().any(|s| x.is(s))) {
+            i += 1;
+        }
+        while t.get(i).is_some_and(|x| x.is_punct(')')) {
+            i += 1;
+        }
+        if t.get(i).is_some_and(|x| x.is_punct(',')) {
+            i += 1;
+            continue;
+        }
+        if seps.contains(&"to") && t.get(i).is_some_and(|x| x.ident().is_some()) && table_ref(t, i).is_some() {
+            continue;
+        }
+        return i;
+    }
+}
+
+/// SQL LIKE matching (`%`, `_`, backslash escape), ASCII case-insensitive as MariaDB's
+/// default collations compare.
+pub fn like_match(pattern: &str, s: &str) -> bool {
+    fn go(p: &[char], s: &[char]) -> bool {
+        match p.first() {
+            None => s.is_empty(),
+            Some('%') => (0..=s.len()).any(|k| go(&p[1..], &s[k..])),
+            Some('_') => !s.is_empty() && go(&p[1..], &s[1..]),
+            Some('\\') if p.len() > 1 => !s.is_empty() && s[0].eq_ignore_ascii_case(&p[1]) && go(&p[2..], &s[1..]),
+            Some(c) => !s.is_empty() && s[0].to_lowercase().eq(c.to_lowercase()) && go(&p[1..], &s[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let s: Vec<char> = s.chars().collect();
+    go(&p, &s)
+}
+
+#[cfg(test)]
+mod tests;
