@@ -380,36 +380,33 @@ impl Sink {
     pub async fn remove_stale(&mut self, prefix: &str, rev: i64) -> Result<u64> {
         self.flush().await?;
         let end = prefix_end(prefix.as_bytes());
-        let mut start = prefix.as_bytes().to_vec();
         let mut removed = 0u64;
         loop {
+            // The server filters by mod revision, so one request finds the stale keys among
+            // any number of fresh ones (a paged range would be O(keys) per page on etcd 3.4).
             let resp = self
                 .client
                 .get(
-                    start.clone(),
-                    Some(GetOptions::new().with_range(end.clone()).with_keys_only().with_limit(1000)),
+                    prefix,
+                    Some(
+                        GetOptions::new()
+                            .with_range(end.clone())
+                            .with_keys_only()
+                            .with_max_mod_revision(rev.max(1))
+                            .with_limit(10_000),
+                    ),
                 )
                 .await
-                .context("etcd: range keys")?;
-            let kvs = resp.kvs();
-            let mut stale = Vec::new();
-            for kv in kvs {
-                if kv.mod_revision() <= rev {
-                    stale.push(kv.key().to_vec());
-                }
-            }
-            let more = resp.more();
-            if let Some(last) = kvs.last() {
-                start = last.key().to_vec();
-                start.push(0);
+                .context("etcd: range stale keys")?;
+            let stale: Vec<Vec<u8>> =
+                resp.kvs().iter().filter(|kv| kv.mod_revision() <= rev).map(|kv| kv.key().to_vec()).collect();
+            if stale.is_empty() {
+                break;
             }
             for chunk in stale.chunks(self.max_ops.max(2) - 1) {
                 let ops = chunk.iter().map(|k| TxnOp::delete(k.clone(), None)).collect();
                 self.run_txn(ops).await?;
                 removed += chunk.len() as u64;
-            }
-            if !more || kvs.is_empty() {
-                break;
             }
         }
         Ok(removed)

@@ -89,7 +89,7 @@ async fn bench_pg() {
     assert_eq!(n as usize, dump_rows);
 
     // stream: watch the prefix, insert rows stamped with their commit-side time
-    let (_w, mut ws) = e.watch(format!("/{name}/"), Some(WatchOptions::new().with_prefix())).await.unwrap();
+    let mut ws = e.watch(format!("/{name}/"), Some(WatchOptions::new().with_prefix())).await.unwrap();
     let writer = {
         let name = name.clone();
         tokio::spawn(async move {
