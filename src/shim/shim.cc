@@ -27,6 +27,8 @@ extern const char* mxsrs_module_name;
 #include <maxscale/hint.hh>
 #include <maxbase/log.hh>
 
+#include <dlfcn.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -651,7 +653,7 @@ void register_commands()
     };
     for (size_t i = 0; i < g_mod->n_commands && i < MAX_COMMANDS; i++)
     {
-        modulecmd_register_command(g_mod->name, g_mod->commands[i].name, MODULECMD_TYPE_ACTIVE,
+        modulecmd_register_command(mxsrs_module_name, g_mod->commands[i].name, MODULECMD_TYPE_ACTIVE,
                                    fns[i], 1, args, g_mod->commands[i].description);
     }
 }
@@ -659,6 +661,7 @@ void register_commands()
 
 // Called from the Rust module's mxs_get_module_object: builds MaxScale's module description
 // from the module's table.
+extern "C" void* mxsrs_shim_module_object(const mxsrs_module* mod);
 extern "C" void* mxsrs_shim_module_object(const mxsrs_module* mod)
 {
     static MXS_MODULE info;
@@ -672,8 +675,22 @@ extern "C" void* mxsrs_shim_module_object(const mxsrs_module* mod)
         return nullptr;
     }
     g_mod = mod;
-    mxsrs_module_name = mod->name;
-    g_spec = new Spec(mod->name, cfg::Specification::ROUTER);
+    // MaxScale requires a module's name to be its file name (lib<name>.so). Taking it from
+    // the file lets one build be installed under another name, e.g. next to the native module
+    // of the same name for a side-by-side comparison.
+    static std::string name = mod->name;
+    Dl_info dl;
+    if (dladdr(reinterpret_cast<void*>(&mxsrs_shim_module_object), &dl) && dl.dli_fname)
+    {
+        std::string file = dl.dli_fname;
+        file = file.substr(file.find_last_of('/') + 1);
+        if (file.size() > 6 && file.compare(0, 3, "lib") == 0 && file.compare(file.size() - 3, 3, ".so") == 0)
+        {
+            name = file.substr(3, file.size() - 6);
+        }
+    }
+    mxsrs_module_name = name.c_str();
+    g_spec = new Spec(name.c_str(), cfg::Specification::ROUTER);
     for (size_t i = 0; i < mod->n_params; i++)
     {
         g_params.emplace_back(mod->params[i].type, make_param(mod->params[i]));
@@ -682,7 +699,7 @@ extern "C" void* mxsrs_shim_module_object(const mxsrs_module* mod)
 
     info = {
         mxs::MODULE_INFO_VERSION,
-        mod->name,
+        mxsrs_module_name,
         mxs::ModuleType::ROUTER,
         mxs::ModuleStatus::GA,
         MXS_ROUTER_VERSION,

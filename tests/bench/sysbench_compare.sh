@@ -1,0 +1,133 @@
+#!/bin/bash
+# Compares a router module of ours with MaxScale's native one: one MaxScale, the native module
+# and ours (installed as lib<router>_rs.so) each behind a listener, same servers, sysbench
+# oltp_read_only runs alternating between the two. Prints QPS, p95 latency and ours/native.
+#
+#   tests/bench/sysbench_compare.sh mirror|schemarouter
+# Needs MAXSCALE_BIN, MAXSCALE_LIBDIR, the modules built with `make` (MAXSCALE_SRC and
+# MAXSCALE_BUILD set) and the test services (tests/services/up.sh).
+# Knobs: ROUNDS (3), SECONDS_PER_RUN (20), THREADS (8), TABLES (4), TABLE_SIZE (10000).
+set -euo pipefail
+router=${1:?usage: $0 mirror|schemarouter}
+: "${MAXSCALE_BIN:?set MAXSCALE_BIN}" "${MAXSCALE_LIBDIR:?set MAXSCALE_LIBDIR}"
+ROUNDS=${ROUNDS:-3} SECS=${SECONDS_PER_RUN:-20} THREADS=${THREADS:-8}
+TABLES=${TABLES:-4} TABLE_SIZE=${TABLE_SIZE:-10000}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+ours=$root/target/release/lib$router.so
+nm -D "$ours" 2>/dev/null | grep mxs_get_module_object >/dev/null || { echo "$ours missing: run make with MAXSCALE_SRC/MAXSCALE_BUILD"; exit 1; }
+nm "$ours" | grep mxsrs_shim_module_object >/dev/null || { echo "$ours was built without the MaxScale shim"; exit 1; }
+
+work=$(mktemp -d /tmp/bench-$router.XXXXXX)
+trap 'kill $(cat "$work/pid" 2>/dev/null) 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
+cp -rL "$MAXSCALE_LIBDIR" "$work/lib"
+cp "$ours" "$work/lib/lib${router}_rs.so"
+mkdir -p "$work"/{log,cache,data,run,persist}
+admin=$((18000 + RANDOM % 1000)); native_port=$((admin + 1)); ours_port=$((admin + 2))
+
+servers="[s1]
+type=server
+address=127.0.0.1
+port=3301
+
+[s2]
+type=server
+address=127.0.0.1
+port=3302
+
+[Monitor]
+type=monitor
+module=mariadbmon
+servers=s1,s2
+user=app
+password=apppass
+monitor_interval=1s
+"
+case $router in
+  mirror)
+    params="targets=s1,s2
+main=s1
+exporter=file"
+    native_extra="file=$work/native.jsonl"; ours_extra="file=$work/ours.jsonl"
+    db=sbtest_mirror ;;
+  schemarouter)
+    # The sysbench tables live on one shard (s1); s2 holds other databases.
+    params="targets=s1,s2"
+    native_extra=""; ours_extra=""
+    db=sbtest_shard ;;
+  *) echo "unknown router $router"; exit 1 ;;
+esac
+cat > "$work/maxscale.cnf" <<CNF
+[maxscale]
+threads=2
+admin_host=127.0.0.1
+admin_port=$admin
+admin_secure_gui=false
+
+$servers
+[Native]
+type=service
+router=$router
+user=app
+password=apppass
+$params
+$native_extra
+
+[Ours]
+type=service
+router=${router}_rs
+user=app
+password=apppass
+$params
+$ours_extra
+
+[Native-Listener]
+type=listener
+service=Native
+protocol=mariadbprotocol
+address=127.0.0.1
+port=$native_port
+
+[Ours-Listener]
+type=listener
+service=Ours
+protocol=mariadbprotocol
+address=127.0.0.1
+port=$ours_port
+CNF
+"$MAXSCALE_BIN" --nodaemon --user=root --syslog=no --config="$work/maxscale.cnf" \
+  --logdir="$work/log" --cachedir="$work/cache" --datadir="$work/data" --piddir="$work/run" \
+  --persistdir="$work/persist" --libdir="$work/lib" >/dev/null 2>&1 &
+echo $! > "$work/pid"
+for _ in $(seq 1 100); do mariadb -h127.0.0.1 -P$ours_port -uapp -papppass -e 'select 1' >/dev/null 2>&1 && break; sleep 0.3; done
+mariadb -h127.0.0.1 -P$ours_port -uapp -papppass -e 'select 1' >/dev/null || { tail -20 "$work/log/maxscale.log"; exit 1; }
+
+sb() { sysbench oltp_read_only --db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=app --mysql-password=apppass \
+  --mysql-db=$db --tables=$TABLES --table-size=$TABLE_SIZE "$@"; }
+# Tables: created directly on the servers that should hold them.
+for port in 3301 $( [ $router = mirror ] && echo 3302 ); do
+  mariadb -h127.0.0.1 -P$port -uapp -papppass -e "DROP DATABASE IF EXISTS $db; CREATE DATABASE $db"
+  sb --mysql-port=$port prepare >/dev/null
+done
+if [ $router = schemarouter ]; then
+  mariadb -h127.0.0.1 -P3302 -uapp -papppass -e "CREATE DATABASE IF NOT EXISTS bench_other; CREATE TABLE IF NOT EXISTS bench_other.t (id INT PRIMARY KEY)"
+fi
+
+run() { # run PORT -> "qps p95"
+  local out; out=$(sb --mysql-port=$1 --threads=$THREADS --time=$SECS --report-interval=0 --db-ps-mode=auto run)
+  echo "$(echo "$out" | awk '/queries:/ {gsub(/\(/,"",$3); print $3}') $(echo "$out" | awk '/95th percentile:/ {print $3}')"
+}
+declare -a nq np oq op
+echo "router=$router rounds=$ROUNDS seconds=$SECS threads=$THREADS tables=$TABLES size=$TABLE_SIZE"
+for r in $(seq 1 "$ROUNDS"); do
+  read -r q p < <(run $native_port); nq+=("$q"); np+=("$p"); echo "round $r native: qps=$q p95=${p}ms"
+  read -r q p < <(run $ours_port); oq+=("$q"); op+=("$p"); echo "round $r ours:   qps=$q p95=${p}ms"
+done
+python3 - "${nq[*]}" "${np[*]}" "${oq[*]}" "${op[*]}" <<'PY'
+import sys, statistics as st
+nq, np_, oq, op = ([float(x) for x in a.split()] for a in sys.argv[1:5])
+n, o = st.median(nq), st.median(oq)
+print(f"native: qps={n:.1f} p95={st.median(np_):.2f}ms")
+print(f"ours:   qps={o:.1f} p95={st.median(op):.2f}ms")
+print(f"ratio ours/native qps: {o/n:.3f}   p95 native/ours: {st.median(np_)/max(st.median(op),1e-9):.3f}")
+PY
+for port in 3301 3302; do mariadb -h127.0.0.1 -P$port -uapp -papppass -e "DROP DATABASE IF EXISTS $db" 2>/dev/null || true; done
