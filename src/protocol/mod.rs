@@ -7,6 +7,7 @@ pub mod command;
 pub mod packet;
 pub mod reply;
 pub mod resultset;
+pub mod rows;
 
 pub use command::{command_name, will_respond};
 pub use packet::{Packet, PacketError, Packets};
