@@ -20,4 +20,7 @@ pub mod protocol;
 pub mod router;
 pub mod sim;
 
+#[cfg(test)]
+mod panic_tests;
+
 pub use router::{Router, RouterSession, SessionInfo};

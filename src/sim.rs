@@ -175,6 +175,12 @@ impl Module {
         Ok(Module { raw })
     }
 
+    /// A module linked into this process (its table from `export_router!`/`export::table`).
+    pub fn in_process(table: &'static crate::export::ModuleTable) -> Module {
+        // SAFETY: `as_ptr` points to the table's `mxsrs_module`, a static.
+        Module { raw: unsafe { &*(table.as_ptr() as *const ffi::mxsrs_module) } }
+    }
+
     pub fn name(&self) -> String {
         // SAFETY: a NUL-terminated static string of the module.
         unsafe { CStr::from_ptr(self.raw.name) }.to_string_lossy().into_owned()
