@@ -119,7 +119,7 @@ fn rows(reply: &[u8]) -> Result<Vec<Vec<String>>, ReplyError> {
 
 fn one(h: &mut Harness, sql: &str) -> String {
     let r = rows(&h.query(sql)).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    assert_eq!(r.len(), 1, "{sql}: {r:?}");
+    assert_eq!(r.len(), 1, "{sql}: {r:?} {:?}", h.client(|c| c.chunks.iter().rev().take(12).map(|x| (x.0, x.1.len(), x.2)).collect::<Vec<_>>()));
     r[0][0].clone()
 }
 
@@ -164,7 +164,7 @@ fn routes_by_database_table_and_session_state() {
 
     // Qualified names, any case, backquotes, comments.
     assert_eq!(port_of(&mut h, &format!("SELECT @@port FROM {}.t2", d.b)), p[1]);
-    assert_eq!(port_of(&mut h, &format!("/* x */ SELECT @@port FROM `{}`.`T3`", d.c.to_uppercase())), p[2]);
+    assert_eq!(port_of(&mut h, &format!("/* x */ SELECT @@port FROM `{}`.`t3`", d.c)), p[2]);
     assert_eq!(one(&mut h, &format!("SELECT srv FROM {}.tb", d.shared)), "s2", "table family: tb is on s2");
     assert_eq!(one(&mut h, &format!("SELECT x.srv FROM {}.ta x JOIN {}.t1 y USING (id)", d.shared, d.a)), "s1", "join on one server");
     // information_schema query about one database goes to its server.
@@ -174,9 +174,9 @@ fn routes_by_database_table_and_session_state() {
     ok(&mut h, &format!("USE {}", d.c));
     assert_eq!(port_of(&mut h, "SELECT @@port"), p[2]);
     assert_eq!(one(&mut h, "SELECT srv FROM t3"), "s3");
-    assert!(h.send(packets::command(0x02, d.a.as_bytes())));
     let n = h.client(|c| c.completed);
-    assert!(h.wait_replies(n, Duration::from_secs(10)));
+    assert!(h.send(packets::command(0x02, d.a.as_bytes())));
+    assert!(h.wait_replies(n + 1, Duration::from_secs(10)));
     assert_eq!(port_of(&mut h, "SELECT @@port"), p[0]);
     ok(&mut h, &format!("USE {}", d.shared));
     assert_eq!(one(&mut h, "SELECT srv FROM tb"), "s2", "unqualified table of the current database");
@@ -213,7 +213,7 @@ fn routes_by_database_table_and_session_state() {
     ok(&mut h, &format!("PREPARE ps1 FROM 'SELECT srv FROM {}.t3'", d.c));
     assert_eq!(one(&mut h, "EXECUTE PS1"), "s3", "statement names are case-insensitive");
     ok(&mut h, "DEALLOCATE PREPARE ps1");
-    assert_eq!(one(&mut h, &format!("EXECUTE IMMEDIATE 'SELECT srv FROM {}.t2'", d.b)), "s2");
+    assert_eq!(one(&mut h, &format!("EXECUTE IMMEDIATE 'SELECT srv FROM {}.t2 WHERE id = 1'", d.b)), "s2");
 
     // Binary prepared statements.
     let before = h.client(|c| c.bytes.len());
@@ -342,3 +342,4 @@ fn load_data_local_infile_streams_to_the_shard() {
     assert_eq!(env::mariadb(p[2]).query_first::<u64, _>(format!("SELECT COUNT(*) FROM {}.t3", d.c)).unwrap(), Some(3));
     assert_eq!(one(&mut h, &format!("SELECT COUNT(*) FROM {}.t3", d.c)), "3");
 }
+
