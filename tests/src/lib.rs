@@ -6,5 +6,6 @@
 pub mod backend;
 pub mod env;
 pub mod harness;
+pub mod kafka;
 pub mod maxscale;
 pub mod packets;

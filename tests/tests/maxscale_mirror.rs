@@ -155,6 +155,29 @@ fn runtime_alter_rotation_diagnostics_and_a_dying_target() {
     assert!(err.contains("Both 'kafka_broker' and 'kafka_topic' must be defined when exporter=kafka is used."), "{err}");
     ms.alter_service("Mirror", serde_json::json!({"report": "always"})).unwrap();
 
+    // The log exporter: INFO messages of the MaxScale log, when the service logs info.
+    ms.alter_service("Mirror", serde_json::json!({"exporter": "log", "log_info": true})).unwrap();
+    c.query_drop("SELECT 'to the log'").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let log = ms.log();
+    let line = log.lines().find(|l| l.contains(r#"{"query":"SELECT 'to the log'","command":"COM_QUERY""#));
+    let line = line.unwrap_or_else(|| panic!("report not in the log:\n{log}"));
+    assert!(line.contains("info") && line.contains("[mirror]"), "{line}");
+
+    // The Kafka exporter, to a real broker.
+    let topic = unique("e2e_mirror");
+    router_tests::kafka::create_topic(&topic);
+    ms.alter_service(
+        "Mirror",
+        serde_json::json!({"exporter": "kafka", "kafka_broker": env::kafka_broker(), "kafka_topic": topic, "log_info": false}),
+    )
+    .unwrap();
+    c.query_drop("SELECT 'to kafka'").unwrap();
+    let msgs = router_tests::kafka::consume(&topic, 1);
+    assert_eq!(msgs.len(), 1, "report delivered to Kafka");
+    assert!(msgs[0].starts_with(r#"{"query":"SELECT 'to kafka'","command":"COM_QUERY""#), "{}", msgs[0]);
+    ms.alter_service("Mirror", serde_json::json!({"exporter": "file", "file": file.display().to_string()})).unwrap();
+
     // Kill s2's connection while it runs a slow statement: the client must not hang.
     let p2 = env::mariadb_ports()[1];
     let killer = std::thread::spawn(move || {
