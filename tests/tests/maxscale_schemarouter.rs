@@ -1,0 +1,152 @@
+//! schemarouter inside a real MaxScale 24.02.3: our libschemarouter.so and the native one, each
+//! with the same maxscale.cnf and the same three servers. Runs when MAXSCALE_BIN and
+//! MAXSCALE_LIBDIR are set (and libschemarouter.so was built in release mode against MaxScale);
+//! otherwise it says that it skipped.
+
+use mysql::prelude::Queryable;
+use router_tests::env::{self, unique};
+use router_tests::maxscale::{self, MaxScale};
+use std::time::{Duration, Instant};
+
+fn config(listener: u16) -> String {
+    let p = env::mariadb_ports();
+    format!(
+        "[s1]\ntype=server\naddress=127.0.0.1\nport={}\n\n[s2]\ntype=server\naddress=127.0.0.1\nport={}\n\n[s3]\ntype=server\naddress=127.0.0.1\nport={}\n\n\
+         [Monitor]\ntype=monitor\nmodule=mariadbmon\nservers=s1,s2,s3\nuser=app\npassword=apppass\nmonitor_interval=1s\n\n\
+         [Sharding]\ntype=service\nrouter=schemarouter\ntargets=s1,s2,s3\nuser=app\npassword=apppass\n\
+         ignore_tables_regex=/^([^s]|s[^r]|sr[^_])|^sr_shared_[^.]*\\.$/\n\n\
+         [Sharding-Listener]\ntype=listener\nservice=Sharding\nprotocol=mariadbprotocol\naddress=127.0.0.1\nport={listener}\n",
+        p[0], p[1], p[2]
+    )
+}
+
+fn client(port: u16, db: Option<&str>) -> mysql::Conn {
+    let opts = mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(port)
+        .user(Some(env::USER))
+        .pass(Some(env::PASSWORD))
+        .db_name(db)
+        .prefer_socket(false);
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        match mysql::Conn::new(opts.clone()) {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > end => panic!("cannot connect through MaxScale: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(300)),
+        }
+    }
+}
+
+struct Dbs(String);
+
+impl Dbs {
+    fn create() -> Dbs {
+        let u = unique("m");
+        let p = env::mariadb_ports();
+        let sqls = [
+            (p[0], vec![format!("CREATE DATABASE sr_a_{u}"), format!("CREATE TABLE sr_a_{u}.t1 (id INT PRIMARY KEY, srv VARCHAR(8))"), format!("INSERT INTO sr_a_{u}.t1 VALUES (1, 's1')"),
+                        format!("CREATE DATABASE sr_shared_{u}"), format!("CREATE TABLE sr_shared_{u}.ta (id INT PRIMARY KEY, srv VARCHAR(8))"), format!("INSERT INTO sr_shared_{u}.ta VALUES (1, 's1')")]),
+            (p[1], vec![format!("CREATE DATABASE sr_b_{u}"), format!("CREATE TABLE sr_b_{u}.t2 (id INT PRIMARY KEY, srv VARCHAR(8))"), format!("INSERT INTO sr_b_{u}.t2 VALUES (1, 's2')"),
+                        format!("CREATE DATABASE sr_shared_{u}"), format!("CREATE TABLE sr_shared_{u}.tb (id INT PRIMARY KEY, srv VARCHAR(8))"), format!("INSERT INTO sr_shared_{u}.tb VALUES (1, 's2')")]),
+            (p[2], vec![format!("CREATE DATABASE sr_c_{u}"), format!("CREATE TABLE sr_c_{u}.t3 (id INT PRIMARY KEY, srv VARCHAR(8))"), format!("INSERT INTO sr_c_{u}.t3 VALUES (1, 's3')")]),
+        ];
+        for (port, list) in sqls {
+            let mut c = env::mariadb(port);
+            for s in list {
+                c.query_drop(&s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            }
+        }
+        Dbs(u)
+    }
+}
+
+impl Drop for Dbs {
+    fn drop(&mut self) {
+        let u = &self.0;
+        for port in env::mariadb_ports().into_iter().take(3) {
+            if let Ok(mut c) = std::panic::catch_unwind(|| env::mariadb(port)) {
+                for d in ["a", "b", "c", "shared"] {
+                    let _ = c.query_drop(format!("DROP DATABASE IF EXISTS sr_{d}_{u}"));
+                }
+            }
+        }
+    }
+}
+
+/// SHOW SHARDS and SHOW DATABASES rows of this run's databases (sorted), through a MaxScale.
+fn shards_and_dbs(port: u16, u: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let mut c = client(port, None);
+    let mut shards: Vec<(String, String)> = c.query("SHOW SHARDS").unwrap();
+    shards.retain(|(n, _)| n.contains(u));
+    shards.sort();
+    let dbs: Vec<String> = c.query("SHOW DATABASES").unwrap();
+    (shards, dbs.into_iter().filter(|d| d.contains(u) || d == "information_schema").collect())
+}
+
+#[test]
+fn drop_in_replacement_in_maxscale() {
+    let Some(inst) = maxscale::installation() else {
+        eprintln!("skipped: MAXSCALE_BIN/MAXSCALE_LIBDIR not set, so schemarouter was not run inside MaxScale");
+        return;
+    };
+    let ours = env::target_dir().parent().unwrap().join("release/libschemarouter.so");
+    assert!(ours.exists(), "{} missing: build with MAXSCALE_SRC/MAXSCALE_BUILD in release mode", ours.display());
+    let d = Dbs::create();
+    let u = d.0.clone();
+    let p = env::mariadb_ports();
+
+    let (admin, listener) = maxscale::ports();
+    let native = MaxScale::start(&inst, admin, &config(listener), &[]);
+    for s in ["s1", "s2", "s3"] {
+        native.wait_running(s);
+    }
+    let native_rows = shards_and_dbs(listener, &u);
+    drop(native);
+
+    let (admin, listener) = maxscale::ports();
+    let mx = MaxScale::start(&inst, admin, &config(listener), &[("schemarouter", &ours)]);
+    for s in ["s1", "s2", "s3"] {
+        mx.wait_running(s);
+    }
+    let our_rows = shards_and_dbs(listener, &u);
+    assert!(!our_rows.0.is_empty());
+    assert_eq!(our_rows, native_rows, "SHOW SHARDS / SHOW DATABASES as the native module");
+
+    let mut c = client(listener, None);
+    let port = |c: &mut mysql::Conn, q: &str| -> u16 { c.query_first::<u16, _>(q).unwrap().unwrap() };
+    assert_eq!(port(&mut c, &format!("SELECT @@port FROM sr_c_{u}.t3")), p[2]);
+    assert_eq!(c.query_first::<String, _>(format!("SELECT srv FROM sr_shared_{u}.tb")).unwrap().unwrap(), "s2");
+    c.query_drop(format!("USE sr_b_{u}")).unwrap();
+    assert_eq!(port(&mut c, "SELECT @@port"), p[1]);
+    c.query_drop(format!("USE sr_shared_{u}")).unwrap();
+    assert_eq!(c.query_first::<String, _>("SELECT srv FROM ta").unwrap().unwrap(), "s1");
+    let tables: Vec<String> = c.query("SHOW TABLES").unwrap();
+    assert_eq!(tables, vec!["ta", "tb"]);
+    c.query_drop("SET @v = 7").unwrap();
+    assert_eq!(c.query_first::<u32, _>(format!("SELECT @v FROM sr_c_{u}.t3")).unwrap(), Some(7));
+    // Binary prepared statements (the mysql crate prepares and executes).
+    let r: Option<String> = c.exec_first(format!("SELECT srv FROM sr_c_{u}.t3 WHERE id = ?"), (1,)).unwrap();
+    assert_eq!(r.as_deref(), Some("s3"));
+    let r: Option<String> = c.exec_first(format!("SELECT srv FROM sr_b_{u}.t2 WHERE id = ?"), (1,)).unwrap();
+    assert_eq!(r.as_deref(), Some("s2"));
+
+    // Connect-time database on one shard only.
+    let mut c2 = client(listener, Some(&format!("sr_c_{u}")));
+    assert_eq!(port(&mut c2, "SELECT @@port"), p[2]);
+
+    // Diagnostics, commands, runtime alter.
+    let diag = |mx: &MaxScale| mx.get("/v1/services/Sharding").unwrap()["data"]["attributes"]["router_diagnostics"].clone();
+    let before = diag(&mx);
+    assert!(before["shard_map_hits"].as_u64().unwrap() >= 1, "{before}");
+    mx.call_command("schemarouter", "invalidate", "Sharding").unwrap();
+    let mut c3 = client(listener, None);
+    c3.query_drop("SELECT 1").unwrap();
+    assert_eq!(diag(&mx)["shard_map_stale"].as_u64(), Some(before["shard_map_stale"].as_u64().unwrap() + 1));
+    mx.call_command("schemarouter", "clear", "Sharding").unwrap();
+    mx.alter_service("Sharding", serde_json::json!({"ignore_tables_regex": "/^([^s]|s[^r]|sr[^_])/"})).unwrap();
+    let mut c4 = client(listener, None);
+    let e = c4.query_drop("SELECT 1").unwrap_err().to_string();
+    assert!(e.contains("duplicate tables found on two different shards"), "{e}");
+    assert!(mx.log().contains(&format!("'sr_shared_{u}.' found on servers 's1','s2'")), "log names the duplicate");
+}
