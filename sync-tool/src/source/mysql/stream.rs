@@ -1,0 +1,388 @@
+//! The ROW binlog from a file/position. Rows are decoded with the TABLE_MAP that precedes
+//! them (binlog_row_metadata=FULL: column names, ENUM/SET labels, primary key), so each row is
+//! read with the schema valid at its position, also across ALTER TABLE. A source transaction
+//! ends at XID (or COMMIT, or a DDL statement); its end position becomes the checkpoint that
+//! the shared sink writes in the same etcd transaction as the data.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{EventData, OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
+use mysql_async::binlog::row::BinlogRow;
+use mysql_async::binlog::value::BinlogValue;
+use mysql_async::consts::ColumnType;
+use mysql_async::{BinlogStreamRequest, Conn};
+
+use super::types::{map_value, MyCol, MyKind};
+use super::{by_name, checkpoint, classify, connect, json_columns, replica_server_id, MyTable};
+use crate::config::Config;
+use crate::retry::fatal;
+use crate::sink::Sink;
+use crate::source::{delete, migrate_columns, upsert, TableMeta};
+use crate::value::Row;
+
+/// A TABLE_MAP of a selected table, decoded.
+struct Mapped {
+    meta: Arc<TableMeta>,
+    cols: Vec<MyCol>,
+}
+
+/// Column kinds (and primary key) from a TABLE_MAP with full metadata.
+fn cols_from_tme(tme: &TableMapEvent<'_>, json: &HashSet<String>) -> Result<(Vec<MyCol>, Vec<usize>)> {
+    let n = tme.columns_count() as usize;
+    let ex = OptionalMetaExtractor::new(tme.iter_optional_meta())?;
+    let names: Vec<String> =
+        ex.iter_column_name().map(|r| r.map(|c| c.name().into_owned())).collect::<std::io::Result<_>>()?;
+    if names.len() != n {
+        return Err(fatal(format!(
+            "TABLE_MAP of {}.{} has no column names: the server needs binlog_row_metadata=FULL",
+            tme.database_name(),
+            tme.table_name()
+        )));
+    }
+    let charsets: Vec<u16> = ex.iter_charset().collect::<std::io::Result<_>>()?;
+    let mut enums: Vec<Vec<String>> = Vec::new();
+    let mut sets: Vec<Vec<String>> = Vec::new();
+    for f in tme.iter_optional_meta() {
+        match f? {
+            OptionalMetadataField::EnumStrValue(x) => {
+                for v in x.iter_values() {
+                    enums.push(v?.values().iter().map(|s| s.value().into_owned()).collect());
+                }
+            }
+            OptionalMetadataField::SetStrValue(x) => {
+                for v in x.iter_values() {
+                    sets.push(v?.values().iter().map(|s| s.value().into_owned()).collect());
+                }
+            }
+            _ => {}
+        }
+    }
+    let pk: Vec<usize> = ex.iter_primary_key().map(|r| r.map(|i| i as usize)).collect::<std::io::Result<_>>()?;
+    let (mut ci, mut ei, mut si) = (0usize, 0usize, 0usize);
+    let mut cols = Vec::with_capacity(n);
+    for (i, name) in names.into_iter().enumerate() {
+        let ty = tme
+            .get_column_type(i)
+            .map_err(|e| anyhow!("column {name}: {e:?}"))?
+            .ok_or_else(|| anyhow!("column {name}: no type"))?;
+        let meta = tme.get_column_metadata(i).unwrap_or(&[]);
+        use ColumnType::*;
+        let kind = match ty {
+            MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG | MYSQL_TYPE_INT24 => MyKind::Int,
+            MYSQL_TYPE_FLOAT => MyKind::Float,
+            MYSQL_TYPE_DOUBLE => MyKind::Double,
+            MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_DECIMAL => MyKind::Decimal,
+            MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING | MYSQL_TYPE_STRING | MYSQL_TYPE_BLOB | MYSQL_TYPE_TINY_BLOB
+            | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB => {
+                let cs = charsets.get(ci).copied().unwrap_or(0);
+                ci += 1;
+                if cs == 63 {
+                    MyKind::Binary
+                } else if json.contains(&name) {
+                    MyKind::Json
+                } else {
+                    MyKind::Text
+                }
+            }
+            MYSQL_TYPE_GEOMETRY => MyKind::Binary,
+            MYSQL_TYPE_JSON => MyKind::Json,
+            MYSQL_TYPE_ENUM => {
+                ei += 1;
+                MyKind::Enum(enums.get(ei - 1).cloned().ok_or_else(|| anyhow!("column {name}: no ENUM values in TABLE_MAP"))?)
+            }
+            MYSQL_TYPE_SET => {
+                si += 1;
+                MyKind::Set(sets.get(si - 1).cloned().ok_or_else(|| anyhow!("column {name}: no SET values in TABLE_MAP"))?)
+            }
+            MYSQL_TYPE_BIT => {
+                let bits = meta.get(1).copied().unwrap_or(0) as u32 * 8 + meta.first().copied().unwrap_or(0) as u32;
+                MyKind::Bit(bits)
+            }
+            MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => MyKind::Date,
+            MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => MyKind::DateTime,
+            MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => MyKind::Timestamp,
+            MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => MyKind::Time,
+            MYSQL_TYPE_YEAR => MyKind::Year,
+            other => bail!("column {name}: unsupported binlog column type {other:?}"),
+        };
+        cols.push(MyCol { name, kind });
+    }
+    Ok((cols, pk))
+}
+
+fn decode(m: &Mapped, row: BinlogRow) -> Result<Row> {
+    let vals = row.unwrap();
+    if vals.len() != m.cols.len() {
+        return Err(fatal(format!(
+            "table {}: binlog row has {} of {} columns (the server needs binlog_row_image=FULL)",
+            m.meta.label(),
+            vals.len(),
+            m.cols.len()
+        )));
+    }
+    let mut out = Row::new();
+    for (c, v) in m.cols.iter().zip(vals) {
+        let j = match v {
+            BinlogValue::Value(v) => map_value(&c.kind, v),
+            BinlogValue::Jsonb(j) => serde_json::Value::try_from(j).map_err(|e| anyhow!("JSON value: {e:?}")),
+            BinlogValue::JsonDiff(_) => Err(anyhow!("partial JSON update (set binlog_row_value_options='')")),
+        }
+        .map_err(|e| anyhow!("table {} column {}: {e}", m.meta.label(), c.name))?;
+        out.insert(c.name.clone(), j);
+    }
+    Ok(out)
+}
+
+/// `TRUNCATE [TABLE] x` / `DROP TABLE [IF EXISTS] a, b`: the tables whose rows all vanish.
+pub fn ddl_removed_tables(sql: &str, default_schema: &str) -> Vec<(String, String)> {
+    let s = sql.trim_start();
+    let up = s.to_ascii_uppercase();
+    let rest = if let Some(r) = up.strip_prefix("TRUNCATE") {
+        let r = r.trim_start();
+        let skip = if r.starts_with("TABLE ") { s.len() - r.len() + 6 } else { s.len() - r.len() };
+        &s[skip..]
+    } else if up.starts_with("DROP TABLE") || up.starts_with("DROP TEMPORARY") {
+        if up.starts_with("DROP TEMPORARY") {
+            return Vec::new();
+        }
+        let mut r = &s[10..];
+        if r.trim_start().to_ascii_uppercase().starts_with("IF EXISTS") {
+            r = &r.trim_start()[9..];
+        }
+        r
+    } else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let b: Vec<char> = rest.chars().collect();
+    let mut i = 0;
+    let ident = |i: &mut usize| -> Option<String> {
+        while *i < b.len() && b[*i].is_whitespace() {
+            *i += 1;
+        }
+        if *i < b.len() && b[*i] == '`' {
+            let mut s = String::new();
+            *i += 1;
+            while *i < b.len() {
+                if b[*i] == '`' {
+                    if b.get(*i + 1) == Some(&'`') {
+                        s.push('`');
+                        *i += 2;
+                        continue;
+                    }
+                    *i += 1;
+                    return Some(s);
+                }
+                s.push(b[*i]);
+                *i += 1;
+            }
+            None
+        } else {
+            let st = *i;
+            while *i < b.len() && (b[*i].is_alphanumeric() || b[*i] == '_' || b[*i] == '$') {
+                *i += 1;
+            }
+            (*i > st).then(|| b[st..*i].iter().collect())
+        }
+    };
+    loop {
+        let Some(a) = ident(&mut i) else { break };
+        let name = if b.get(i) == Some(&'.') {
+            i += 1;
+            match ident(&mut i) {
+                Some(t) => (a, t),
+                None => break,
+            }
+        } else {
+            (default_schema.to_string(), a)
+        };
+        out.push(name);
+        while i < b.len() && b[i].is_whitespace() {
+            i += 1;
+        }
+        if b.get(i) == Some(&',') {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn stream(
+    cfg: &Config,
+    mut sql: Conn,
+    tables: &[MyTable],
+    sink: &mut Sink,
+    server: &str,
+    fingerprint: &str,
+    file: String,
+    pos: u64,
+) -> Result<()> {
+    let selected = by_name(tables);
+    let mut json: HashMap<(String, String), HashSet<String>> = HashMap::new();
+    for t in tables {
+        json.insert((t.meta.schema.clone(), t.meta.name.clone()), json_columns(&mut sql, &t.meta.schema, &t.meta.name).await?);
+    }
+    let bconn = connect(cfg).await?;
+    let server_id = replica_server_id(cfg);
+    let req = BinlogStreamRequest::new(server_id).with_filename(file.as_bytes()).with_pos(pos);
+    let mut bs = bconn.get_binlog_stream(req).await.map_err(|e| classify(e, "binlog dump"))?;
+    tracing::info!(file = %file, pos, server_id, "streaming binlog");
+
+    let mut cur_file = file;
+    let mut in_txn = false;
+    let mut mapped: HashMap<u64, Option<Arc<Mapped>>> = HashMap::new();
+    // column list last seen per table (stored rows follow it)
+    let mut known_cols: HashMap<String, Vec<String>> = HashMap::new();
+
+    loop {
+        let next = match tokio::time::timeout(Duration::ZERO, bs.next()).await {
+            Ok(r) => r,
+            Err(_) => {
+                if !in_txn && (sink.has_pending_checkpoint() || sink.buffered() > 0) {
+                    sink.flush().await?;
+                }
+                bs.next().await
+            }
+        };
+        let ev = match next {
+            None => bail!("binlog stream ended"),
+            Some(Err(e)) => {
+                if let mysql_async::Error::Server(s) = &e {
+                    if s.code == 1236 {
+                        bail!("binlog position {cur_file}:{pos} is not readable on the server ({}); the next start re-dumps if it was purged", s.message);
+                    }
+                }
+                return Err(anyhow!(e).context("binlog stream"));
+            }
+            Some(Ok(ev)) => ev,
+        };
+        let hdr = ev.header();
+        let end_pos = hdr.log_pos() as u64;
+        let ts = hdr.timestamp() as f64;
+        let data = match ev.read_data() {
+            Ok(Some(d)) => d,
+            Ok(None) => continue,
+            Err(e) => return Err(anyhow!("binlog event at {cur_file}:{end_pos}: {e}")),
+        };
+        match data {
+            EventData::RotateEvent(r) => {
+                cur_file = r.name().into_owned();
+            }
+            EventData::QueryEvent(q) => {
+                let text = q.query();
+                let t = text.trim();
+                if t.eq_ignore_ascii_case("BEGIN") {
+                    in_txn = true;
+                    continue;
+                }
+                if t.starts_with('#') {
+                    continue; // MariaDB GTID (or other) event replaced by a dummy for this client
+                }
+                if t.eq_ignore_ascii_case("COMMIT") || t.eq_ignore_ascii_case("ROLLBACK") {
+                    in_txn = false;
+                    sink.commit(checkpoint(server, fingerprint, "stream", &cur_file, end_pos), Some(ts));
+                    continue;
+                }
+                // DDL (its own transaction)
+                let schema = q.schema().into_owned();
+                for (s, n) in ddl_removed_tables(t, &schema) {
+                    if let Some(tb) = selected.get(&(s, n)) {
+                        tracing::info!(table = %tb.meta.label(), statement = %t, "table truncated/dropped; removing its keys");
+                        sink.delete_prefix(&tb.meta.prefix).await?;
+                    }
+                }
+                for ((s, n), set) in json.iter_mut() {
+                    *set = json_columns(&mut sql, s, n).await?;
+                }
+                in_txn = false;
+                sink.commit(checkpoint(server, fingerprint, "stream", &cur_file, end_pos), Some(ts));
+            }
+            EventData::TableMapEvent(tme) => {
+                let key = (tme.database_name().into_owned(), tme.table_name().into_owned());
+                let m = match selected.get(&key) {
+                    None => None,
+                    Some(tb) => {
+                        let js = json.get(&key).cloned().unwrap_or_default();
+                        let (cols, pk) = cols_from_tme(&tme, &js)
+                            .map_err(|e| anyhow!("TABLE_MAP of {}: {e:#}", tb.meta.label()))?;
+                        let meta = if pk.is_empty() {
+                            tb.meta.clone()
+                        } else {
+                            let names: Vec<String> = pk.iter().filter_map(|&i| cols.get(i).map(|c| c.name.clone())).collect();
+                            if names == tb.meta.pk {
+                                tb.meta.clone()
+                            } else {
+                                let mut m = (*tb.meta).clone();
+                                m.pk = names;
+                                Arc::new(m)
+                            }
+                        };
+                        let names: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
+                        if known_cols.get(&meta.label()) != Some(&names) {
+                            migrate_columns(sink, &meta, &names).await?;
+                            known_cols.insert(meta.label(), names);
+                        }
+                        Some(Arc::new(Mapped { meta, cols }))
+                    }
+                };
+                mapped.insert(tme.table_id(), m);
+            }
+            EventData::RowsEvent(re) => {
+                let Some(Some(m)) = mapped.get(&re.table_id()).cloned() else { continue };
+                let tme = bs
+                    .get_tme(re.table_id())
+                    .ok_or_else(|| anyhow!("rows event for unknown table id {}", re.table_id()))?;
+                let mut changes = Vec::new();
+                for r in re.rows(tme) {
+                    let (before, after) = r.map_err(|e| anyhow!("table {}: rows event: {e}", m.meta.label()))?;
+                    let before = before.map(|b| decode(&m, b)).transpose()?;
+                    let after = after.map(|a| decode(&m, a)).transpose()?;
+                    changes.push((before, after));
+                }
+                for (before, after) in changes {
+                    match (before, after) {
+                        (None, Some(a)) => upsert(sink, &m.meta, &a).await?,
+                        (Some(b), Some(a)) => {
+                            let (ok, nk) = (m.meta.key(&b)?, m.meta.key(&a)?);
+                            if ok != nk {
+                                sink.delete(ok, Some(&m.meta.label())).await?;
+                            }
+                            upsert(sink, &m.meta, &a).await?;
+                        }
+                        (Some(b), None) => delete(sink, &m.meta, &b).await?,
+                        (None, None) => {}
+                    }
+                }
+            }
+            EventData::XidEvent(_) => {
+                in_txn = false;
+                sink.commit(checkpoint(server, fingerprint, "stream", &cur_file, end_pos), Some(ts));
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn ddl_parse() {
+        let d = |s: &str| ddl_removed_tables(s, "db");
+        assert_eq!(d("TRUNCATE TABLE t1"), vec![("db".into(), "t1".into())]);
+        assert_eq!(d("truncate `x`.`a``b`"), vec![("x".into(), "a`b".into())]);
+        assert_eq!(
+            d("DROP TABLE IF EXISTS `a`,b.c /* generated by server */"),
+            vec![("db".into(), "a".into()), ("b".into(), "c".into())]
+        );
+        assert!(d("ALTER TABLE t ADD c int").is_empty());
+        assert!(d("DROP TEMPORARY TABLE t").is_empty());
+    }
+}
