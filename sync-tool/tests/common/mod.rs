@@ -249,3 +249,57 @@ pub fn tmpdir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+pub const MY_PORT: u16 = 3301;
+
+/// Admin connection (app user) to the shared MariaDB, session time zone UTC.
+pub async fn my() -> mysql_async::Conn {
+    my_port(MY_PORT).await
+}
+
+pub async fn my_port(port: u16) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("app"))
+        .pass(Some("apppass"))
+        .prefer_socket(false)
+        .init(vec!["SET time_zone = '+00:00'"]);
+    match tokio::time::timeout(Duration::from_secs(10), mysql_async::Conn::new(opts)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => panic!("MariaDB on 127.0.0.1:{port} is not reachable ({e}); start it with tests/services/up.sh mariadb, or set SYNC_TESTS_SKIP=1"),
+        Err(_) => panic!("MariaDB on 127.0.0.1:{port}: connect timed out; set SYNC_TESTS_SKIP=1 to skip"),
+    }
+}
+
+/// Runs `;`-separated statements (no `;` inside literals).
+pub async fn my_exec(c: &mut mysql_async::Conn, sql: &str) {
+    use mysql_async::prelude::Queryable;
+    for s in sql.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+        c.query_drop(s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+}
+
+pub fn my_config_port(port: u16, path: &str, include: &[&str], extra_sync: &str) -> String {
+    let inc = include.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        "log_level: info\n\
+         database: {{type: mysql, host: 127.0.0.1, port: {port}, user: repl, password: replpass, retry_period: 200ms}}\n\
+         etcd: {{endpoints: [\"{ETCD}\"], path: {path}, dial_timeout: 5s, request_timeout: 10s}}\n\
+         sync:\n  tables: {{include: [{inc}]}}\n  key_template: \"/{{path}}/{{schema}}.{{table}}/{{pk}}\"\n  lease_ttl: 2s\n  max_backoff: 2s\n{extra_sync}"
+    )
+}
+
+pub fn my_config(path: &str, include: &[&str], extra_sync: &str) -> String {
+    my_config_port(MY_PORT, path, include, extra_sync)
+}
+
+pub async fn my_cleanup(dbs: &[&str], path: &str) {
+    let mut c = my().await;
+    for d in dbs {
+        let _ = mysql_async::prelude::Queryable::query_drop(&mut c, format!("DROP DATABASE IF EXISTS {d}")).await;
+    }
+    let mut e = etcd().await;
+    etcd_clear(&mut e, &format!("/{path}/")).await;
+    etcd_clear(&mut e, &format!("/sync-tool/{path}/")).await;
+}

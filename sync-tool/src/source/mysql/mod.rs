@@ -147,6 +147,19 @@ pub async fn json_columns(conn: &mut Conn, schema: &str, table: &str) -> Result<
     Ok(out)
 }
 
+/// Signed MEDIUMINT columns (MariaDB's TABLE_MAP signedness marks them unsigned).
+pub async fn signed_mediumints(conn: &mut Conn, schema: &str, table: &str) -> Result<HashSet<String>> {
+    let rows: Vec<String> = conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+             AND DATA_TYPE = 'mediumint' AND COLUMN_TYPE NOT LIKE '%unsigned%'",
+            (schema, table),
+        )
+        .await
+        .map_err(|e| classify(e, "column lookup"))?;
+    Ok(rows.into_iter().collect())
+}
+
 pub async fn load_columns(conn: &mut Conn, schema: &str, table: &str) -> Result<Vec<MyCol>> {
     let json = json_columns(conn, schema, table).await?;
     let rows: Vec<(String, String, String, Option<u64>)> = conn

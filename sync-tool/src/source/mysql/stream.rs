@@ -17,12 +17,23 @@ use mysql_async::consts::ColumnType;
 use mysql_async::{BinlogStreamRequest, Conn};
 
 use super::types::{map_value, MyCol, MyKind};
-use super::{by_name, checkpoint, classify, connect, json_columns, replica_server_id, MyTable};
+use super::{by_name, checkpoint, classify, connect, json_columns, replica_server_id, signed_mediumints, MyTable};
 use crate::config::Config;
 use crate::retry::fatal;
 use crate::sink::Sink;
 use crate::source::{delete, migrate_columns, upsert, TableMeta};
 use crate::value::Row;
+
+/// What the TABLE_MAP does not say, read from information_schema (refreshed after DDL).
+#[derive(Default, Clone)]
+struct Extra {
+    json: HashSet<String>,
+    signed24: HashSet<String>,
+}
+
+async fn extra(sql: &mut Conn, schema: &str, table: &str) -> Result<Extra> {
+    Ok(Extra { json: json_columns(sql, schema, table).await?, signed24: signed_mediumints(sql, schema, table).await? })
+}
 
 /// A TABLE_MAP of a selected table, decoded.
 struct Mapped {
@@ -31,7 +42,8 @@ struct Mapped {
 }
 
 /// Column kinds (and primary key) from a TABLE_MAP with full metadata.
-fn cols_from_tme(tme: &TableMapEvent<'_>, json: &HashSet<String>) -> Result<(Vec<MyCol>, Vec<usize>)> {
+fn cols_from_tme(tme: &TableMapEvent<'_>, extra: &Extra) -> Result<(Vec<MyCol>, Vec<usize>)> {
+    let json = &extra.json;
     let n = tme.columns_count() as usize;
     let ex = OptionalMetaExtractor::new(tme.iter_optional_meta())?;
     let names: Vec<String> =
@@ -43,7 +55,11 @@ fn cols_from_tme(tme: &TableMapEvent<'_>, json: &HashSet<String>) -> Result<(Vec
             tme.table_name()
         )));
     }
-    let charsets: Vec<u16> = ex.iter_charset().collect::<std::io::Result<_>>()?;
+    // the charset iterator is infinite with DEFAULT_CHARSET: one entry per character column
+    let n_char = (0..n)
+        .filter(|&i| tme.get_column_type(i).ok().flatten().is_some_and(|t| t.is_character_type()))
+        .count();
+    let charsets: Vec<u16> = ex.iter_charset().take(n_char).collect::<std::io::Result<_>>()?;
     let mut enums: Vec<Vec<String>> = Vec::new();
     let mut sets: Vec<Vec<String>> = Vec::new();
     for f in tme.iter_optional_meta() {
@@ -72,6 +88,7 @@ fn cols_from_tme(tme: &TableMapEvent<'_>, json: &HashSet<String>) -> Result<(Vec
         let meta = tme.get_column_metadata(i).unwrap_or(&[]);
         use ColumnType::*;
         let kind = match ty {
+            MYSQL_TYPE_INT24 if extra.signed24.contains(&name) => MyKind::Int24Signed,
             MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG | MYSQL_TYPE_INT24 => MyKind::Int,
             MYSQL_TYPE_FLOAT => MyKind::Float,
             MYSQL_TYPE_DOUBLE => MyKind::Double,
@@ -80,7 +97,12 @@ fn cols_from_tme(tme: &TableMapEvent<'_>, json: &HashSet<String>) -> Result<(Vec
             | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB => {
                 let cs = charsets.get(ci).copied().unwrap_or(0);
                 ci += 1;
-                if cs == 63 {
+                if cs == 63 && ty == MYSQL_TYPE_STRING {
+                    // BINARY(n): length from the metadata (same rule as mysql_common's parser)
+                    let (b0, b1) = (meta.first().copied().unwrap_or(0) as usize, meta.get(1).copied().unwrap_or(0) as usize);
+                    let len = if b0 & 0x30 != 0x30 { b1 | (((b0 & 0x30) ^ 0x30) << 4) } else { b1 };
+                    MyKind::BinaryFixed(len)
+                } else if cs == 63 {
                     MyKind::Binary
                 } else if json.contains(&name) {
                     MyKind::Json
@@ -225,9 +247,9 @@ pub async fn stream(
     pos: u64,
 ) -> Result<()> {
     let selected = by_name(tables);
-    let mut json: HashMap<(String, String), HashSet<String>> = HashMap::new();
+    let mut json: HashMap<(String, String), Extra> = HashMap::new();
     for t in tables {
-        json.insert((t.meta.schema.clone(), t.meta.name.clone()), json_columns(&mut sql, &t.meta.schema, &t.meta.name).await?);
+        json.insert((t.meta.schema.clone(), t.meta.name.clone()), extra(&mut sql, &t.meta.schema, &t.meta.name).await?);
     }
     let bconn = connect(cfg).await?;
     let server_id = replica_server_id(cfg);
@@ -266,6 +288,7 @@ pub async fn stream(
         let hdr = ev.header();
         let end_pos = hdr.log_pos() as u64;
         let ts = hdr.timestamp() as f64;
+        tracing::trace!(file = %cur_file, end_pos, event_type = ?hdr.event_type(), "binlog event");
         let data = match ev.read_data() {
             Ok(Some(d)) => d,
             Ok(None) => continue,
@@ -273,7 +296,11 @@ pub async fn stream(
         };
         match data {
             EventData::RotateEvent(r) => {
-                cur_file = r.name().into_owned();
+                // The fake rotate at the start names the file we asked for (and arrives before
+                // the format description, so its name may carry the checksum bytes): skip it.
+                if !(r.is_fake() || end_pos == 0) {
+                    cur_file = r.name().into_owned();
+                }
             }
             EventData::QueryEvent(q) => {
                 let text = q.query();
@@ -299,7 +326,7 @@ pub async fn stream(
                     }
                 }
                 for ((s, n), set) in json.iter_mut() {
-                    *set = json_columns(&mut sql, s, n).await?;
+                    *set = extra(&mut sql, s, n).await?;
                 }
                 in_txn = false;
                 sink.commit(checkpoint(server, fingerprint, "stream", &cur_file, end_pos), Some(ts));
@@ -339,13 +366,27 @@ pub async fn stream(
                 let tme = bs
                     .get_tme(re.table_id())
                     .ok_or_else(|| anyhow!("rows event for unknown table id {}", re.table_id()))?;
-                let mut changes = Vec::new();
-                for r in re.rows(tme) {
-                    let (before, after) = r.map_err(|e| anyhow!("table {}: rows event: {e}", m.meta.label()))?;
-                    let before = before.map(|b| decode(&m, b)).transpose()?;
-                    let after = after.map(|a| decode(&m, a)).transpose()?;
-                    changes.push((before, after));
-                }
+                // mysql_common's row parser can panic on some values (e.g. a negative TIME(1|2)
+                // with a fraction, an overflow in its decoder): turn that into an error.
+                let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Vec<_>> {
+                    let mut changes = Vec::new();
+                    for r in re.rows(tme) {
+                        let (before, after) = r.map_err(|e| anyhow!("table {}: rows event: {e}", m.meta.label()))?;
+                        let before = before.map(|b| decode(&m, b)).transpose()?;
+                        let after = after.map(|a| decode(&m, a)).transpose()?;
+                        changes.push((before, after));
+                    }
+                    Ok(changes)
+                }));
+                let changes = match decoded {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(fatal(format!(
+                            "table {}: the binlog row decoder failed at {cur_file}:{end_pos} (unsupported value)",
+                            m.meta.label()
+                        )))
+                    }
+                };
                 for (before, after) in changes {
                     match (before, after) {
                         (None, Some(a)) => upsert(sink, &m.meta, &a).await?,

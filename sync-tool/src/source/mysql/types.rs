@@ -25,6 +25,11 @@ pub enum MyKind {
     Text,
     /// BINARY/VARBINARY/BLOB/GEOMETRY: base64 string.
     Binary,
+    /// BINARY(n): base64 of the value zero-padded to n bytes (the binlog strips the padding).
+    BinaryFixed(usize),
+    /// Signed MEDIUMINT: number (MariaDB's TABLE_MAP marks it unsigned; values >= 2^23 that
+    /// arrive from the binlog are sign-extended).
+    Int24Signed,
     /// BIT(n): n = 1 → bool, otherwise a string of n '0'/'1'.
     Bit(u32),
     /// ENUM: the label (raw value: 1-based index, 0 = the '' error value).
@@ -135,6 +140,20 @@ pub fn map_value(kind: &MyKind, v: My) -> Result<Value> {
         return Ok(Value::Null);
     }
     Ok(match kind {
+        MyKind::Int24Signed => match v {
+            My::Int(i) if i >= 0x80_0000 => Value::from(i - 0x100_0000),
+            My::UInt(u) if u >= 0x80_0000 => Value::from(u as i64 - 0x100_0000),
+            other => map_value(&MyKind::Int, other)?,
+        },
+        MyKind::BinaryFixed(n) => match v {
+            My::Bytes(mut b) => {
+                if b.len() < *n {
+                    b.resize(*n, 0);
+                }
+                Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+            }
+            other => bail!("expected bytes, got {other:?}"),
+        },
         MyKind::Int | MyKind::Year => {
             let n = match &v {
                 My::Int(i) => Value::from(*i),
@@ -296,7 +315,12 @@ pub fn parse_labels(column_type: &str) -> Result<Vec<String>> {
 /// Kind of a column from `information_schema.COLUMNS` (the dump side).
 pub fn kind_from_schema(data_type: &str, column_type: &str, bit_len: Option<u64>, is_json: bool) -> Result<MyKind> {
     Ok(match data_type.to_ascii_lowercase().as_str() {
+        "mediumint" if !column_type.to_ascii_lowercase().contains("unsigned") => MyKind::Int24Signed,
         "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" => MyKind::Int,
+        "binary" => match column_type.split_once('(').and_then(|(_, r)| r.trim_end_matches(')').parse::<usize>().ok()) {
+            Some(n) => MyKind::BinaryFixed(n),
+            None => MyKind::Binary,
+        },
         "float" => MyKind::Float,
         "double" | "real" | "double precision" => MyKind::Double,
         "decimal" | "numeric" => MyKind::Decimal,
@@ -353,6 +377,11 @@ mod tests {
         assert_eq!(map_value(&MyKind::Json, My::Bytes(br#"{"a":[1]}"#.to_vec())).unwrap(), json!({"a": [1]}));
         assert_eq!(map_value(&MyKind::Binary, My::Bytes(vec![0, 255])).unwrap(), json!("AP8="));
         assert_eq!(map_value(&MyKind::Text, My::NULL).unwrap(), json!(null));
+        assert_eq!(map_value(&MyKind::Int24Signed, My::Int(0x80_0000)).unwrap(), json!(-8388608));
+        assert_eq!(map_value(&MyKind::Int24Signed, My::Int(-5)).unwrap(), json!(-5));
+        assert_eq!(map_value(&MyKind::BinaryFixed(4), My::Bytes(b"ab".to_vec())).unwrap(), json!("YWIAAA=="));
+        assert_eq!(kind_from_schema("binary", "binary(4)", None, false).unwrap(), MyKind::BinaryFixed(4));
+        assert_eq!(kind_from_schema("mediumint", "mediumint(8) unsigned", None, false).unwrap(), MyKind::Int);
         assert!(map_value(&MyKind::Timestamp, My::Bytes(b"x".to_vec())).is_err());
     }
 
