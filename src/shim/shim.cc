@@ -293,7 +293,9 @@ public:
             }
             break;      // only the first hint counts, as in the native schemarouter
         }
+        m_routing = true;
         bool ok = g_mod->session_route_query(m_rs, packet.data(), packet.length(), packet.id());
+        m_routing = false;
         m_hint.clear();
         return ok;
     }
@@ -374,9 +376,16 @@ public:
         {
             return mxs::RouterSession::clientReply(GWBUF(data, len), m_routes[i], m_replies[i]);
         }
-        // A reply the router made up: MaxScale delivers it as the answer to the request.
-        set_response(GWBUF(data, len));
-        return true;
+        // A reply the router made up. Inside routeQuery MaxScale delivers it as the answer to
+        // the request; elsewhere (a request the router held back and routes from clientReply
+        // or session_resume) set_response would never be delivered: pass it up as a complete
+        // reply, as MaxScale's own delivery does.
+        if (m_routing)
+        {
+            set_response(GWBUF(data, len));
+            return true;
+        }
+        return mxs::RouterSession::clientReply(GWBUF(data, len), mxs::ReplyRoute(), mxs::Reply());
     }
 
     void kill(mxsrs_str msg)
@@ -404,6 +413,7 @@ private:
     std::vector<mxs::Reply>      m_replies;
     mxsrs_session*               m_rs {nullptr};
     std::string                  m_hint;
+    bool                         m_routing {false};
 };
 
 Session* sess(mxsrs_session_ctx* ctx)
