@@ -49,7 +49,10 @@ macro_rules! export_router {
             $crate::export::table::<$router>(&__MXSRS_TABLE).as_ptr()
         }
 
-        /// MaxScale's entry point: the `MXS_MODULE*` built by the C++ shim.
+        /// MaxScale's entry point: the `MXS_MODULE*` built by the C++ shim. Only in builds
+        /// with the shim (the module crate's `maxscale` feature): without it MaxScale finds no
+        /// entry point and refuses the file cleanly.
+        #[cfg(feature = "maxscale")]
         #[no_mangle]
         pub extern "C" fn mxs_get_module_object() -> *mut ::std::ffi::c_void {
             $crate::export::maxscale_module_object($crate::export::table::<$router>(&__MXSRS_TABLE))
