@@ -153,6 +153,25 @@ impl Drop for MaxScale {
     }
 }
 
+/// A client connection through a MaxScale listener, retried while the listener starts (20 s).
+pub fn client(port: u16, db: Option<&str>) -> mysql::Conn {
+    let opts = mysql::OptsBuilder::new()
+        .ip_or_hostname(Some("127.0.0.1"))
+        .tcp_port(port)
+        .user(Some(crate::env::USER))
+        .pass(Some(crate::env::PASSWORD))
+        .db_name(db)
+        .prefer_socket(false);
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        match mysql::Conn::new(opts.clone()) {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > end => panic!("cannot connect through MaxScale: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(300)),
+        }
+    }
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap().flatten() {

@@ -33,22 +33,6 @@ fn config(listener: u16, file: &Path, extra: &str) -> String {
     )
 }
 
-fn client(port: u16) -> mysql::Conn {
-    let opts = mysql::OptsBuilder::new()
-        .ip_or_hostname(Some("127.0.0.1"))
-        .tcp_port(port)
-        .user(Some(env::USER))
-        .pass(Some(env::PASSWORD))
-        .prefer_socket(false);
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        match mysql::Conn::new(opts.clone()) {
-            Ok(c) => return c,
-            Err(e) if Instant::now() > end => panic!("cannot connect through MaxScale: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(300)),
-        }
-    }
-}
 
 fn lines(file: &Path) -> Vec<Value> {
     std::fs::read_to_string(file)
@@ -97,7 +81,7 @@ fn run(inst: &Installation, replace: &[(&str, &Path)], db: &str) -> (Vec<Value>,
     let ms = MaxScale::start(inst, admin, &config(listener, &file, ""), replace);
     ms.wait_running("s1");
     ms.wait_running("s2");
-    let mut c = client(listener);
+    let mut c = maxscale::client(listener, None);
     workload(&mut c, db);
     drop(c);
     std::thread::sleep(Duration::from_millis(500));
@@ -131,7 +115,7 @@ fn runtime_alter_rotation_diagnostics_and_a_dying_target() {
     ms.wait_running("s1");
     ms.wait_running("s2");
     assert!(ms.log().contains("libmirror.so"), "our module was loaded");
-    let mut c = client(listener);
+    let mut c = maxscale::client(listener, None);
     c.query_drop("SELECT 1").unwrap();
 
     // Rotation: move the file away, alter the service, new reports go to a new file.

@@ -6,7 +6,6 @@
 use mysql::prelude::Queryable;
 use router_tests::env::{self, unique};
 use router_tests::maxscale::{self, MaxScale};
-use std::time::{Duration, Instant};
 
 fn config(listener: u16) -> String {
     let p = env::mariadb_ports();
@@ -20,23 +19,6 @@ fn config(listener: u16) -> String {
     )
 }
 
-fn client(port: u16, db: Option<&str>) -> mysql::Conn {
-    let opts = mysql::OptsBuilder::new()
-        .ip_or_hostname(Some("127.0.0.1"))
-        .tcp_port(port)
-        .user(Some(env::USER))
-        .pass(Some(env::PASSWORD))
-        .db_name(db)
-        .prefer_socket(false);
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        match mysql::Conn::new(opts.clone()) {
-            Ok(c) => return c,
-            Err(e) if Instant::now() > end => panic!("cannot connect through MaxScale: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(300)),
-        }
-    }
-}
 
 struct Dbs(String);
 
@@ -76,7 +58,7 @@ impl Drop for Dbs {
 
 /// SHOW SHARDS and SHOW DATABASES rows of this run's databases (sorted), through a MaxScale.
 fn shards_and_dbs(port: u16, u: &str) -> (Vec<(String, String)>, Vec<String>) {
-    let mut c = client(port, None);
+    let mut c = maxscale::client(port, None);
     let mut shards: Vec<(String, String)> = c.query("SHOW SHARDS").unwrap();
     shards.retain(|(n, _)| n.contains(u));
     shards.sort();
@@ -113,7 +95,7 @@ fn drop_in_replacement_in_maxscale() {
     assert!(!our_rows.0.is_empty());
     assert_eq!(our_rows, native_rows, "SHOW SHARDS / SHOW DATABASES as the native module");
 
-    let mut c = client(listener, None);
+    let mut c = maxscale::client(listener, None);
     let port = |c: &mut mysql::Conn, q: &str| -> u16 { c.query_first::<u16, _>(q).unwrap().unwrap() };
     assert_eq!(port(&mut c, &format!("SELECT @@port FROM sr_c_{u}.t3")), p[2]);
     assert_eq!(c.query_first::<String, _>(format!("SELECT srv FROM sr_shared_{u}.tb")).unwrap().unwrap(), "s2");
@@ -132,7 +114,7 @@ fn drop_in_replacement_in_maxscale() {
     assert_eq!(r.as_deref(), Some("s2"));
 
     // Connect-time database on one shard only.
-    let mut c2 = client(listener, Some(&format!("sr_c_{u}")));
+    let mut c2 = maxscale::client(listener, Some(&format!("sr_c_{u}")));
     assert_eq!(port(&mut c2, "SELECT @@port"), p[2]);
 
     // Diagnostics, commands, runtime alter.
@@ -140,12 +122,12 @@ fn drop_in_replacement_in_maxscale() {
     let before = diag(&mx);
     assert!(before["shard_map_hits"].as_u64().unwrap() >= 1, "{before}");
     mx.call_command("schemarouter", "invalidate", "Sharding").unwrap();
-    let mut c3 = client(listener, None);
+    let mut c3 = maxscale::client(listener, None);
     c3.query_drop("SELECT 1").unwrap();
     assert_eq!(diag(&mx)["shard_map_stale"].as_u64(), Some(before["shard_map_stale"].as_u64().unwrap() + 1));
     mx.call_command("schemarouter", "clear", "Sharding").unwrap();
     mx.alter_service("Sharding", serde_json::json!({"ignore_tables_regex": "/^([^s]|s[^r]|sr[^_])/"})).unwrap();
-    let mut c4 = client(listener, None);
+    let mut c4 = maxscale::client(listener, None);
     let e = c4.query_drop("SELECT 1").unwrap_err().to_string();
     assert!(e.contains("duplicate tables found on two different shards"), "{e}");
     assert!(mx.log().contains(&format!("'sr_shared_{u}.' found on servers 's1','s2'")), "log names the duplicate");
