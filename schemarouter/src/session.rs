@@ -84,6 +84,9 @@ pub struct Session {
     key: String,
     deprecate_eof: bool,
     backends: Vec<Backend>,
+    /// Server names in the service's order: location lists (and the duplicate message) follow
+    /// it, so they do not depend on which server answered the mapping query first.
+    server_order: Vec<String>,
     state: State,
     map: Arc<ShardMap>,
     /// When the map in use was built (started).
@@ -97,6 +100,11 @@ pub struct Session {
     init_db_left: usize,
     current_db: String,
     queue: VecDeque<Queued>,
+    /// Sequence number of the client request being answered, until the first byte of its
+    /// answer went out: an error that ends the session then answers it in sequence, so every
+    /// client can read it (the native router sends it with sequence 0, which most connectors
+    /// report as "packets out of sync" instead of the message).
+    answering: Option<u8>,
     /// A client request's reply is awaited.
     busy: bool,
     previous: Option<usize>,
@@ -155,6 +163,7 @@ impl Session {
             cfg,
             key,
             deprecate_eof,
+            server_order: backends.iter().map(|b: &Backend| b.name.clone()).collect(),
             backends,
             state: State::Fresh,
             map: Arc::new(ShardMap::default()),
@@ -167,6 +176,7 @@ impl Session {
             init_db_left: 0,
             current_db: String::new(),
             queue: VecDeque::new(),
+            answering: None,
             busy: false,
             previous: None,
             pending_use: None,
@@ -200,7 +210,8 @@ impl Session {
         true
     }
 
-    fn reply_client(&self, data: &[u8]) -> Result<(), String> {
+    fn reply_client(&mut self, data: &[u8]) -> Result<(), String> {
+        self.answering = None;
         if self.host.reply(None, data, true) {
             Ok(())
         } else {
@@ -209,6 +220,11 @@ impl Session {
     }
 
     fn kill(&mut self, msg: &str) {
+        let request = match self.answering.take() {
+            Some(seq) => Some(seq),
+            None if !self.busy => self.queue.front().and_then(|q| q.packet.get(3).copied()),
+            None => None,
+        };
         self.state = State::Failed;
         self.queue.clear();
         self.busy = false;
@@ -216,7 +232,13 @@ impl Session {
             self.shared.cache.release(&self.key);
             self.claimed = false;
         }
-        self.host.kill(msg);
+        match request {
+            Some(seq) if !msg.is_empty() => {
+                self.host.reply(None, &err_packet(seq.wrapping_add(1), 1927, "70100", msg), true);
+                self.host.kill("");
+            }
+            _ => self.host.kill(msg),
+        }
     }
 
     // ---- shard map -------------------------------------------------------------------------
@@ -347,6 +369,7 @@ impl Session {
                 return Ok(());
             }
             let q = self.queue.pop_front().expect("not empty");
+            self.answering = q.packet.get(3).copied();
             self.route(q)?;
         }
     }
@@ -736,7 +759,7 @@ impl Session {
                                 let db = String::from_utf8_lossy(db).into_owned();
                                 let t = t.map(|t| String::from_utf8_lossy(t).into_owned()).unwrap_or_default();
                                 let name = b.name.clone();
-                                self.building.add(&db, &t, &name, &self.shared.targets);
+                                self.building.add(&db, &t, &name, &self.server_order);
                             }
                         }
                     }
@@ -779,6 +802,7 @@ impl Session {
                             self.current_db = db;
                         }
                     }
+                    self.answering = None;
                     if !self.host.reply(Some(self.backends[i].endpoint), &out, true) {
                         return Err("cannot write to the client".into());
                     }
@@ -795,6 +819,9 @@ impl Session {
                 }
                 Expect::Gather => self.gather_done()?,
             }
+        }
+        if !out.is_empty() {
+            self.answering = None;
         }
         if !out.is_empty() && !self.host.reply(Some(self.backends[i].endpoint), &out, false) {
             return Err("cannot write to the client".into());

@@ -91,6 +91,18 @@ impl MaxScale {
         std::fs::read_to_string(self.dir.path().join("log/maxscale.log")).unwrap_or_default()
     }
 
+    /// True once the log contains `text` (MaxScale writes its log asynchronously): 10 s.
+    pub fn log_shows(&self, text: &str) -> bool {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(text) {
+            if Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        true
+    }
+
     fn curl(&self, method: &str, path: &str, body: Option<&str>) -> Result<String, String> {
         let mut c = Command::new("curl");
         c.args(["-s", "-S", "-u", "admin:mariadb", "-X", method, "-w", "\n%{http_code}"]);
@@ -153,15 +165,24 @@ impl Drop for MaxScale {
     }
 }
 
-/// A client connection through a MaxScale listener, retried while the listener starts (20 s).
-pub fn client(port: u16, db: Option<&str>) -> mysql::Conn {
-    let opts = mysql::OptsBuilder::new()
+fn client_opts(port: u16, db: Option<&str>) -> mysql::OptsBuilder {
+    mysql::OptsBuilder::new()
         .ip_or_hostname(Some("127.0.0.1"))
         .tcp_port(port)
         .user(Some(crate::env::USER))
         .pass(Some(crate::env::PASSWORD))
         .db_name(db)
-        .prefer_socket(false);
+        .prefer_socket(false)
+}
+
+/// One connection attempt through a MaxScale listener that is already up.
+pub fn try_client(port: u16, db: Option<&str>) -> mysql::Result<mysql::Conn> {
+    mysql::Conn::new(client_opts(port, db))
+}
+
+/// A client connection through a MaxScale listener, retried while the listener starts (20 s).
+pub fn client(port: u16, db: Option<&str>) -> mysql::Conn {
+    let opts = client_opts(port, db);
     let end = Instant::now() + Duration::from_secs(20);
     loop {
         match mysql::Conn::new(opts.clone()) {

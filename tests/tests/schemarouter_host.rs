@@ -134,9 +134,21 @@ fn port_of(h: &mut Harness, sql: &str) -> u16 {
     one(h, sql).parse().unwrap()
 }
 
+/// The message the client got when the router ended the session: either the host's kill
+/// message, or (when a request was waiting) an ERR 1927/70100 answering that request in
+/// sequence (the test sends single-packet commands, so its sequence number is 1).
 fn wait_killed(h: &mut Harness) -> Option<String> {
     h.pump_until(Duration::from_secs(10), |c| c.killed.is_some());
-    h.client(|c| c.killed.clone())
+    let (killed, last) = h.client(|c| (c.killed.clone(), c.chunks.last().map(|(_, d, _)| d.clone())));
+    let killed = killed?;
+    if !killed.is_empty() {
+        return Some(killed);
+    }
+    let err = last.expect("a session ended without a message answers the waiting request");
+    assert_eq!((err[3], err[4]), (1, 0xff), "ERR in sequence: {err:?}");
+    assert_eq!(u16::from_le_bytes([err[5], err[6]]), 1927);
+    assert_eq!(&err[7..13], b"#70100");
+    Some(String::from_utf8_lossy(&err[13..]).into_owned())
 }
 
 #[test]
