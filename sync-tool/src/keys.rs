@@ -98,25 +98,41 @@ impl KeyTemplate {
 }
 
 /// The `{pk}` segment from the JSON-mapped values of the primary-key columns.
+#[cfg(test)]
 pub fn pk_segment<'a>(values: impl IntoIterator<Item = &'a Value>) -> Result<String> {
     let mut out = String::new();
+    push_pk_segment(&mut out, values)?;
+    Ok(out)
+}
+
+/// Appends the encoding of `s` (fast path when nothing needs escaping).
+fn push_encoded(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')) {
+        out.push_str(s);
+    } else {
+        out.extend(utf8_percent_encode(s, SEGMENT));
+    }
+}
+
+/// Appends the `{pk}` segment to `out` (a key being built, no intermediate strings).
+pub fn push_pk_segment<'a>(out: &mut String, values: impl IntoIterator<Item = &'a Value>) -> Result<()> {
+    let start = out.len();
     for (i, v) in values.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let s = match v {
+        match v {
             Value::Null => bail!("primary-key column is NULL"),
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            other => other.to_string(),
-        };
-        out.push_str(&encode(&s));
+            Value::String(s) => push_encoded(out, s),
+            Value::Number(n) => push_encoded(out, &n.to_string()),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            other => push_encoded(out, &other.to_string()),
+        }
     }
-    if out.is_empty() {
+    if out.len() == start {
         bail!("empty primary key");
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

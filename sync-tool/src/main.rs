@@ -126,6 +126,8 @@ async fn run(cfg: Config, cli: Cli) -> Result<()> {
             DbType::Postgres => source::postgres::dump_only(&cfg, &mut sink).await?,
             DbType::Mysql => source::mysql::dump_only(&cfg, &mut sink).await?,
         }
+        sink.flush().await?;
+        sink.drain().await?;
         tracing::info!("dump finished");
         return Ok(());
     }
@@ -179,10 +181,13 @@ async fn run(cfg: Config, cli: Cli) -> Result<()> {
                 _ = leader.lost() => Err(anyhow!(LostLeadership)),
                 _ = &mut shutdown => {
                     tracing::info!("shutting down; resigning leadership");
+                    sink.shutdown().await;
                     leader.resign(&client).await;
                     return Ok(());
                 }
             };
+            // no write of this run may reach etcd after the next run read the checkpoint
+            sink.shutdown().await;
             let e = match r {
                 Ok(()) => anyhow!("source ended"),
                 Err(e) => e,

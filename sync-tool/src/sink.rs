@@ -99,29 +99,135 @@ enum Op {
     Delete,
 }
 
+/// Batches queued for the writer task on top of the one it is writing: the source builds the
+/// next batch while the previous one is in flight, so reading and decoding the source overlaps
+/// the etcd round trip. There is still exactly one etcd transaction in flight at any time, so
+/// transactions commit strictly in order.
+pub const PIPELINE_QUEUE: usize = 1;
+
+/// One etcd transaction for the writer task.
+struct Batch {
+    seq: u64,
+    ops: Vec<TxnOp>,
+    rows: u64,
+    per_table: Vec<(std::sync::Arc<str>, u64)>,
+    checkpoint: Option<Value>,
+    commit_unix: Option<f64>,
+}
+
+/// What the writer task reports back.
+#[derive(Clone, Default)]
+struct WriterState {
+    /// Sequence number of the last batch etcd committed (batches commit in order).
+    committed: u64,
+    /// Newest checkpoint etcd committed, with the sequence number of its batch.
+    durable: Option<(u64, Value)>,
+    /// First failure; the writer stops there and drops everything queued after it.
+    failed: Option<Failure>,
+}
+
+#[derive(Clone)]
+enum Failure {
+    Lost,
+    Other(String),
+}
+
+impl Failure {
+    fn to_error(&self) -> anyhow::Error {
+        match self {
+            Failure::Lost => LostLeadership.into(),
+            Failure::Other(m) => anyhow!("{m}"),
+        }
+    }
+}
+
+fn fence_cmp(fence: &Option<Fence>) -> Vec<Compare> {
+    match fence {
+        Some(f) => vec![Compare::create_revision(f.key.clone(), CompareOp::Equal, f.rev)],
+        None => vec![],
+    }
+}
+
+async fn run_txn(client: &mut Client, fence: &Option<Fence>, ops: Vec<TxnOp>) -> Result<i64> {
+    let txn = Txn::new().when(fence_cmp(fence)).and_then(ops);
+    let resp = client.txn(txn).await.context("etcd: transaction")?;
+    if !resp.succeeded() {
+        return Err(LostLeadership.into());
+    }
+    METRICS.etcd_txns.inc();
+    Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+}
+
+/// The writer task: commits batches one after the other, in order. A checkpoint becomes
+/// durable (visible to the source for acknowledging) only after its transaction committed.
+/// After the first failure nothing more is written.
+async fn writer(
+    mut client: Client,
+    fence: Option<Fence>,
+    mut rx: tokio::sync::mpsc::Receiver<Batch>,
+    state: tokio::sync::watch::Sender<WriterState>,
+) {
+    while let Some(b) = rx.recv().await {
+        match run_txn(&mut client, &fence, b.ops).await {
+            Ok(_) => {
+                METRICS.rows_applied.add(b.rows);
+                for (t, c) in &b.per_table {
+                    METRICS.add_table_rows(t, *c);
+                }
+                if let Some(cp) = &b.checkpoint {
+                    METRICS.set_checkpoint(cp);
+                    if let Some(t) = b.commit_unix {
+                        METRICS.observe_commit(t);
+                    }
+                }
+                state.send_modify(|s| {
+                    s.committed = b.seq;
+                    if let Some(cp) = b.checkpoint {
+                        s.durable = Some((b.seq, cp));
+                    }
+                });
+            }
+            Err(e) => {
+                let f = if e.is::<LostLeadership>() { Failure::Lost } else { Failure::Other(format!("{e:#}")) };
+                state.send_modify(|s| s.failed = Some(f));
+                return;
+            }
+        }
+    }
+}
+
 pub struct Sink {
     client: Client,
-    fence: Option<Fence>,
     checkpoint_key: String,
     state_path: String,
     max_ops: usize,
     max_bytes: usize,
     // batch
-    ops: Vec<(String, Op, Option<String>)>,
+    ops: Vec<(String, Op, Option<std::sync::Arc<str>>)>,
     index: HashMap<String, usize>,
     bytes: usize,
     pending_checkpoint: Option<(Value, Option<Instant>)>,
-    /// Last checkpoint written (set after a successful etcd commit), for the source to ack.
-    durable: Option<Value>,
     /// Commit time (unix seconds) of the last applied source transaction, for lag metrics.
     pending_commit_unix: Option<f64>,
+    /// Table labels interned for the per-table metrics.
+    labels: HashMap<String, std::sync::Arc<str>>,
+    // writer task
+    tx: Option<tokio::sync::mpsc::Sender<Batch>>,
+    state: tokio::sync::watch::Receiver<WriterState>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Sequence number of the last batch handed to the writer.
+    submitted: u64,
+    /// Sequence number of the last durable checkpoint handed out by `take_durable`.
+    acked: u64,
 }
 
 impl Sink {
     pub fn new(client: Client, cfg: &Config, fence: Option<Fence>) -> Sink {
+        let (tx, rx) = tokio::sync::mpsc::channel(PIPELINE_QUEUE);
+        let (stx, srx) = tokio::sync::watch::channel(WriterState::default());
+        let task = tokio::spawn(writer(client.clone(), fence, rx, stx));
         Sink {
             client,
-            fence,
             checkpoint_key: format!("{}/checkpoint", cfg.state_path()),
             state_path: cfg.state_path(),
             max_ops: cfg.sync.max_txn_ops,
@@ -130,8 +236,13 @@ impl Sink {
             index: HashMap::new(),
             bytes: 0,
             pending_checkpoint: None,
-            durable: None,
             pending_commit_unix: None,
+            labels: HashMap::new(),
+            tx: Some(tx),
+            state: srx,
+            task: Some(task),
+            submitted: 0,
+            acked: 0,
         }
     }
 
@@ -140,25 +251,71 @@ impl Sink {
         self.max_ops - 1
     }
 
-    fn fence_cmp(&self) -> Vec<Compare> {
-        match &self.fence {
-            Some(f) => vec![Compare::create_revision(f.key.clone(), CompareOp::Equal, f.rev)],
-            None => vec![],
+    /// Transactions handed to the writer and not yet committed.
+    pub fn in_flight(&self) -> u64 {
+        self.submitted - self.state.borrow().committed
+    }
+
+    /// The writer's failure, if any (nothing is written after it).
+    pub fn check(&self) -> Result<()> {
+        match self.failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
-    async fn run_txn(&mut self, ops: Vec<TxnOp>) -> Result<i64> {
-        let txn = Txn::new().when(self.fence_cmp()).and_then(ops);
-        let resp = self.client.txn(txn).await.context("etcd: transaction")?;
-        if !resp.succeeded() {
-            return Err(LostLeadership.into());
+    fn failure(&self) -> Option<anyhow::Error> {
+        self.state.borrow().failed.as_ref().map(Failure::to_error)
+    }
+
+    /// Hands a transaction to the writer task (waits only while the queue is full).
+    async fn submit(&mut self, ops: Vec<TxnOp>, rows: u64, per_table: Vec<(std::sync::Arc<str>, u64)>, checkpoint: Option<Value>, commit_unix: Option<f64>) -> Result<()> {
+        if let Some(e) = self.failure() {
+            return Err(e);
         }
-        METRICS.etcd_txns.inc();
-        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+        let tx = self.tx.as_ref().ok_or_else(|| anyhow!("etcd writer stopped"))?;
+        self.submitted += 1;
+        let b = Batch { seq: self.submitted, ops, rows, per_table, checkpoint, commit_unix };
+        if tx.send(b).await.is_err() {
+            return Err(self.failure().unwrap_or_else(|| anyhow!("etcd writer stopped")));
+        }
+        Ok(())
+    }
+
+    /// Waits until every transaction handed to the writer is committed (or one failed).
+    pub async fn drain(&mut self) -> Result<()> {
+        let target = self.submitted;
+        let r = self
+            .state
+            .wait_for(|s| s.committed >= target || s.failed.is_some())
+            .await
+            .map(|s| s.failed.as_ref().map(Failure::to_error));
+        match r {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) => Err(e),
+            Err(_) => Err(self.failure().unwrap_or_else(|| anyhow!("etcd writer stopped"))),
+        }
+    }
+
+    /// Stops the writer task: what is queued is dropped, the transaction in flight (if any)
+    /// is waited for, so that no write of this sink reaches etcd after this returns.
+    pub async fn shutdown(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.task.take() {
+            // Dropping the sender lets the writer finish what it already has; bound the wait by
+            // aborting if it takes long (etcd unreachable): an aborted request is not retried.
+            let mut t = t;
+            if tokio::time::timeout(Duration::from_secs(5), &mut t).await.is_err() {
+                t.abort();
+                let _ = t.await;
+            }
+        }
     }
 
     /// Reads the stored checkpoint.
     pub async fn read_checkpoint(&mut self) -> Result<Option<Value>> {
+        self.flush().await?;
+        self.drain().await?;
         let resp = self
             .client
             .get(self.checkpoint_key.as_bytes(), None)
@@ -193,16 +350,19 @@ impl Sink {
         self.add(key, Op::Put(v), size, None).await
     }
 
-    /// Writes what is buffered (without the pending checkpoint).
+    /// Writes what is buffered (without the pending checkpoint) and waits until it is in etcd.
     pub async fn flush_data(&mut self) -> Result<()> {
         let cp = self.pending_checkpoint.take();
-        let r = self.flush_inner(false).await;
+        let r = self.flush_inner().await;
         self.pending_checkpoint = cp;
-        r
+        r?;
+        self.drain().await
     }
 
     /// Pages through all key/values under `prefix` (bounded memory), calling `f` per page.
+    /// Reads what is committed: call [`Sink::flush_data`] first.
     pub async fn scan_prefix(&mut self, prefix: &str, mut start: Vec<u8>) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>)> {
+        self.drain().await?;
         let end = prefix_end(prefix.as_bytes());
         if start.is_empty() {
             start = prefix.as_bytes().to_vec();
@@ -225,18 +385,18 @@ impl Sink {
         Ok((kvs, next))
     }
 
-    /// Writes a checkpoint alone (no data), e.g. "dump in progress".
+    /// Writes a checkpoint alone (no data), e.g. "dump in progress", and waits for it.
     pub async fn write_checkpoint(&mut self, cp: &Value) -> Result<()> {
         self.flush().await?;
         let op = TxnOp::put(self.checkpoint_key.as_bytes(), serde_json::to_vec(cp)?, None);
-        self.run_txn(vec![op]).await?;
-        self.durable = Some(cp.clone());
-        METRICS.set_checkpoint(cp);
-        Ok(())
+        self.submit(vec![op], 0, Vec::new(), Some(cp.clone()), None).await?;
+        self.drain().await
     }
 
-    /// Current etcd revision.
+    /// Current etcd revision (after everything submitted is committed).
     pub async fn revision(&mut self) -> Result<i64> {
+        self.flush().await?;
+        self.drain().await?;
         let resp = self
             .client
             .get(self.checkpoint_key.as_bytes(), Some(GetOptions::new().with_count_only()))
@@ -263,8 +423,18 @@ impl Sink {
         self.add(key, Op::Delete, size, table).await
     }
 
+    fn label(&mut self, table: Option<&str>) -> Option<std::sync::Arc<str>> {
+        let t = table?;
+        if let Some(l) = self.labels.get(t) {
+            return Some(l.clone());
+        }
+        let l: std::sync::Arc<str> = t.into();
+        self.labels.insert(t.to_string(), l.clone());
+        Some(l)
+    }
+
     async fn add(&mut self, key: String, op: Op, size: usize, table: Option<&str>) -> Result<()> {
-        let table = table.map(str::to_string);
+        let table = self.label(table);
         if let Some(&i) = self.index.get(&key) {
             let old = match &self.ops[i].1 {
                 Op::Put(v) => key.len() + v.len() + OP_OVERHEAD,
@@ -274,12 +444,12 @@ impl Sink {
             self.ops[i].1 = op;
             self.ops[i].2 = table;
             if self.bytes + 256 > self.max_bytes {
-                self.flush_inner(false).await?;
+                self.flush_inner().await?;
             }
             return Ok(());
         }
         if self.ops.len() + 1 > self.data_ops_limit() || self.bytes + size + 256 > self.max_bytes {
-            self.flush_inner(false).await?;
+            self.flush_inner().await?;
         }
         self.index.insert(key.clone(), self.ops.len());
         self.ops.push((key, op, table));
@@ -287,7 +457,8 @@ impl Sink {
         Ok(())
     }
 
-    /// The value a key has once the buffered operations are applied (buffer first, then etcd).
+    /// The value a key has once the buffered operations are applied (buffer first, then etcd
+    /// after the transactions in flight committed).
     pub async fn current(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
         if let Some(&i) = self.index.get(key) {
             return Ok(match &self.ops[i].1 {
@@ -295,17 +466,17 @@ impl Sink {
                 Op::Delete => None,
             });
         }
+        self.drain().await?;
         let resp = self.client.get(key, None).await.context("etcd: get")?;
         Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
-    /// Deletes every key under `prefix` (must end in '/'), after writing what is buffered.
+    /// Deletes every key under `prefix` (must end in '/'), after what is buffered (in order).
     pub async fn delete_prefix(&mut self, prefix: &str) -> Result<()> {
         debug_assert!(prefix.ends_with('/'));
-        self.flush_inner(false).await?;
+        self.flush_inner().await?;
         let op = TxnOp::delete(prefix, Some(DeleteOptions::new().with_prefix()));
-        self.run_txn(vec![op]).await?;
-        Ok(())
+        self.submit(vec![op], 0, Vec::new(), None, None).await
     }
 
     /// Marks the end of a source transaction: its checkpoint goes into the etcd transaction
@@ -317,7 +488,7 @@ impl Sink {
         }
     }
 
-    /// Operations buffered (not yet in etcd).
+    /// Operations buffered (not yet handed to the writer).
     pub fn buffered(&self) -> usize {
         self.ops.len()
     }
@@ -326,12 +497,13 @@ impl Sink {
         self.pending_checkpoint.is_some()
     }
 
-    /// Writes everything buffered plus the pending checkpoint.
+    /// Hands everything buffered plus the pending checkpoint to the writer (does not wait for
+    /// the commit: see [`Sink::drain`], [`Sink::take_durable`]).
     pub async fn flush(&mut self) -> Result<()> {
-        self.flush_inner(true).await
+        self.flush_inner().await
     }
 
-    async fn flush_inner(&mut self, _explicit: bool) -> Result<()> {
+    async fn flush_inner(&mut self) -> Result<()> {
         if self.ops.is_empty() && self.pending_checkpoint.is_none() {
             return Ok(());
         }
@@ -339,39 +511,49 @@ impl Sink {
         self.index.clear();
         self.bytes = 0;
         let mut txn_ops = Vec::with_capacity(ops.len() + 1);
-        let mut per_table: HashMap<String, u64> = HashMap::new();
+        let mut per_table: Vec<(std::sync::Arc<str>, u64)> = Vec::new();
         let n = ops.len() as u64;
         for (key, op, table) in ops {
             if let Some(t) = table {
-                *per_table.entry(t).or_default() += 1;
+                match per_table.iter_mut().find(|(l, _)| std::sync::Arc::ptr_eq(l, &t)) {
+                    Some((_, c)) => *c += 1,
+                    None => per_table.push((t, 1)),
+                }
             }
             txn_ops.push(match op {
                 Op::Put(v) => TxnOp::put(key, v, None),
                 Op::Delete => TxnOp::delete(key, None),
             });
         }
-        let cp = self.pending_checkpoint.take();
-        if let Some((cp, _)) = &cp {
+        let cp = self.pending_checkpoint.take().map(|(cp, _)| cp);
+        let mut commit_unix = None;
+        if let Some(cp) = &cp {
             txn_ops.push(TxnOp::put(self.checkpoint_key.as_bytes(), serde_json::to_vec(cp)?, None));
+            commit_unix = self.pending_commit_unix.take();
         }
-        self.run_txn(txn_ops).await?;
-        METRICS.rows_applied.add(n);
-        for (t, c) in per_table {
-            METRICS.add_table_rows(&t, c);
-        }
-        if let Some((cp, _)) = cp {
-            METRICS.set_checkpoint(&cp);
-            if let Some(t) = self.pending_commit_unix.take() {
-                METRICS.observe_commit(t);
-            }
-            self.durable = Some(cp);
-        }
-        Ok(())
+        self.submit(txn_ops, n, per_table, cp, commit_unix).await
     }
 
     /// The newest checkpoint known to be in etcd, once (for acknowledging to the source).
     pub fn take_durable(&mut self) -> Option<Value> {
-        self.durable.take()
+        let s = self.state.borrow();
+        match &s.durable {
+            Some((seq, cp)) if *seq > self.acked => {
+                let (seq, cp) = (*seq, cp.clone());
+                drop(s);
+                self.acked = seq;
+                Some(cp)
+            }
+            _ => None,
+        }
+    }
+
+    /// Resolves when the writer reported progress (a commit or a failure) that this sink has
+    /// not looked at yet; for waiting on the source and on etcd at the same time.
+    pub async fn changed(&mut self) {
+        if self.state.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Deletes keys under `prefix` whose last modification is at or before `rev` (rows a
@@ -379,6 +561,7 @@ impl Sink {
     /// keys, so memory stays bounded.
     pub async fn remove_stale(&mut self, prefix: &str, rev: i64) -> Result<u64> {
         self.flush().await?;
+        self.drain().await?;
         let end = prefix_end(prefix.as_bytes());
         let mut removed = 0u64;
         loop {
@@ -405,9 +588,11 @@ impl Sink {
             }
             for chunk in stale.chunks(self.max_ops.max(2) - 1) {
                 let ops = chunk.iter().map(|k| TxnOp::delete(k.clone(), None)).collect();
-                self.run_txn(ops).await?;
+                self.submit(ops, 0, Vec::new(), None, None).await?;
                 removed += chunk.len() as u64;
             }
+            // the next range must see these deletes
+            self.drain().await?;
         }
         Ok(removed)
     }

@@ -1,36 +1,54 @@
-//! Benchmarks (ignored by default; `make bench-sync-pg`). Prints rows/s of the tool next to the
-//! raw etcd write rate measured in the same run with the same batch size, the ratio, the lag
-//! p50/p99 of streamed rows, and the tool's peak RSS during the dump.
+//! Benchmarks (ignored by default; `make bench-sync-pg`, `make bench-sync-mysql`). Print rows/s
+//! of the tool (dump and stream) next to the raw etcd write rate measured in the same run with
+//! the same transaction shape (same number of puts per transaction, same key and value sizes,
+//! same number of transactions in flight), the ratio, the lag p50/p99 of streamed rows, and the
+//! tool's peak RSS during the dump.
 //! Environment: BENCH_ROWS (dump rows, default 1_000_000), BENCH_STREAM_ROWS (default 50_000).
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::*;
 use etcd_client::{GetOptions, Txn, TxnOp, WatchOptions};
+use futures_util::stream::{FuturesOrdered, StreamExt};
 
 fn env_usize(k: &str, d: usize) -> usize {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
 }
 
-const BATCH: usize = 127; // data operations per etcd transaction (128 minus the checkpoint)
+/// Data operations per etcd transaction: the tool's default `sync.max_txn_ops` (128) minus the
+/// checkpoint put it adds to every transaction.
+const BATCH: usize = 127;
+/// etcd transactions the tool has in flight at once: its writer task commits one transaction
+/// at a time (the source prepares the next batch meanwhile), so the baseline does the same.
+const IN_FLIGHT: usize = 1;
+/// Timestamp of the dumped rows; streamed rows carry their insert time instead.
+const DUMP_TS: i64 = 1_700_000_000_000;
 
-/// Raw etcd write rate: sequential transactions of BATCH puts with values like the tool's.
-async fn raw_etcd_rate(rows: usize, prefix: &str) -> f64 {
-    let mut e = etcd().await;
-    let value = br#"{"id":123456,"v":123456,"t":"row-123456-xxxxxxxxxxxxxxxxxxxxxxxx","ts":1700000000000}"#.to_vec();
+/// Raw etcd write rate: transactions of BATCH puts, IN_FLIGHT at a time, keys shaped like the
+/// tool's (`/<name>raw/b/<7-digit id>`) and values of the benchmark rows' size.
+async fn raw_etcd_rate(rows: usize, name: &str) -> f64 {
+    let e = etcd().await;
+    let prefix = format!("/{name}raw/");
+    let value = br#"{"id":1234567,"v":1234567,"t":"row-1234567-xxxxxxxxxxxxxxxxxxxxxxxx","ts":1700000000000}"#.to_vec();
     let t0 = Instant::now();
+    let mut inflight = FuturesOrdered::new();
     let mut i = 0;
-    while i < rows {
-        let n = BATCH.min(rows - i);
-        let ops: Vec<TxnOp> = (i..i + n).map(|k| TxnOp::put(format!("{prefix}{k}"), value.clone(), None)).collect();
-        e.txn(Txn::new().and_then(ops)).await.unwrap();
-        i += n;
+    while i < rows || !inflight.is_empty() {
+        while i < rows && inflight.len() < IN_FLIGHT {
+            let n = BATCH.min(rows - i);
+            let ops: Vec<TxnOp> =
+                (i..i + n).map(|k| TxnOp::put(format!("{prefix}b/{}", 1_000_000 + k), value.clone(), None)).collect();
+            let mut c = e.clone();
+            inflight.push_back(async move { c.txn(Txn::new().and_then(ops)).await.unwrap() });
+            i += n;
+        }
+        inflight.next().await;
     }
     let rate = rows as f64 / t0.elapsed().as_secs_f64();
-    etcd_clear(&mut e, prefix).await;
+    etcd_clear(&mut e.clone(), &prefix).await;
     rate
 }
 
@@ -47,6 +65,114 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+fn now_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
+}
+
+#[derive(Default)]
+struct Report {
+    raw: f64,
+    dump_rows: usize,
+    dump_secs: f64,
+    peak_kb: u64,
+    stream_rows: usize,
+    stream_secs: f64,
+    p50: f64,
+    p99: f64,
+}
+
+impl Report {
+    fn print(&self, title: &str) {
+        let (dump_rate, stream_rate) =
+            (self.dump_rows as f64 / self.dump_secs, self.stream_rows as f64 / self.stream_secs);
+        println!("=== {title}, {BATCH} puts per etcd txn, {IN_FLIGHT} txn in flight ===");
+        println!("raw etcd write rate      : {:>10.0} rows/s", self.raw);
+        println!(
+            "dump ({} rows)   : {dump_rate:>10.0} rows/s  ratio {:.2} (target >= 0.8)  {:.1}s",
+            self.dump_rows,
+            dump_rate / self.raw,
+            self.dump_secs
+        );
+        println!(
+            "stream ({} rows)     : {stream_rate:>10.0} rows/s  ratio {:.2} (target >= 0.8)",
+            self.stream_rows,
+            stream_rate / self.raw
+        );
+        println!("stream lag               : p50 {:.0} ms  p99 {:.0} ms", self.p50, self.p99);
+        println!("peak RSS during dump     : {:.1} MB (target <= 100 MB)", self.peak_kb as f64 / 1024.0);
+    }
+}
+
+/// Starts the tool and waits until its dump finished (checkpoint in phase `stream`) and all
+/// `dump_rows` keys are in etcd: fills the dump part of `r`.
+async fn measure_dump(tool: &mut Tool, name: &str, dump_rows: usize, r: &mut Report) {
+    let mut e = etcd().await;
+    let t0 = Instant::now();
+    tool.start();
+    let pid = tool.pid().unwrap();
+    let state = format!("/sync-tool/{name}");
+    loop {
+        r.peak_kb = r.peak_kb.max(vm_hwm_kb(pid).unwrap_or(0));
+        if let Ok(resp) = e.get(format!("{state}/checkpoint"), None).await {
+            if resp.kvs().first().is_some_and(|kv| kv.value_str().unwrap_or("").contains("\"phase\":\"stream\"")) {
+                break;
+            }
+        }
+        assert!(tool.exited().is_none(), "{}", tool.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    r.dump_secs = t0.elapsed().as_secs_f64();
+    r.peak_kb = r.peak_kb.max(vm_hwm_kb(pid).unwrap_or(0));
+    r.dump_rows = dump_rows;
+    let n = e.get(format!("/{name}/"), Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap().count();
+    assert_eq!(n as usize, dump_rows);
+}
+
+/// Watches the table's keys while `insert(first_id, last_id)` inserts `stream_rows` rows in
+/// transactions of 100, each row stamped with its insert time (`ts`, ms): fills the stream
+/// part of `r` (rows/s from the first to the last row seen, lag = watch event − `ts`).
+async fn measure_stream<F, Fut>(name: &str, stream_rows: usize, insert: F, r: &mut Report)
+where
+    F: Fn(i64, i64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let e = etcd().await;
+    let mut ws = e.watch_client().watch(format!("/{name}/"), Some(WatchOptions::new().with_prefix())).await.unwrap();
+    let per_txn = 100;
+    let target = stream_rows / per_txn * per_txn;
+    let writer = tokio::spawn(async move {
+        let mut id = 10_000_000i64;
+        for _ in 0..stream_rows / per_txn {
+            insert(id, id + per_txn as i64 - 1).await;
+            id += per_txn as i64;
+        }
+    });
+    let mut lags = Vec::with_capacity(stream_rows);
+    let mut first = None;
+    let mut last = Instant::now();
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    while seen.len() < target {
+        let resp = tokio::time::timeout(Duration::from_secs(60), ws.message()).await.expect("stream stalled").unwrap().unwrap();
+        let now = now_ms();
+        for ev in resp.events() {
+            if let Some(kv) = ev.kv() {
+                let v: serde_json::Value = serde_json::from_slice(kv.value()).unwrap_or_default();
+                if let Some(ts) = v["ts"].as_i64().filter(|&ts| ts > DUMP_TS) {
+                    first.get_or_insert_with(Instant::now);
+                    last = Instant::now();
+                    lags.push((now - ts as f64).max(0.0));
+                    seen.insert(kv.key().to_vec());
+                }
+            }
+        }
+    }
+    writer.await.unwrap();
+    r.stream_secs = last.duration_since(first.unwrap()).as_secs_f64().max(1e-3);
+    r.stream_rows = seen.len();
+    r.p50 = pct(&mut lags, 0.5);
+    r.p99 = pct(&mut lags, 0.99);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn bench_pg() {
@@ -54,98 +180,35 @@ async fn bench_pg() {
     let stream_rows = env_usize("BENCH_STREAM_ROWS", 50_000);
     let name = unique("bench");
     let c = pg("testdb").await;
-    let mut e = etcd().await;
     println!("preparing {dump_rows} rows ...");
     c.batch_execute(&format!(
         "CREATE SCHEMA {name}; CREATE TABLE {name}.b (id bigint PRIMARY KEY, v int, t text, ts bigint);
-         INSERT INTO {name}.b SELECT i, i, 'row-' || i || '-xxxxxxxxxxxxxxxxxxxxxxxx', 1700000000000 FROM generate_series(1, {dump_rows}) i;"
+         INSERT INTO {name}.b SELECT i, i, 'row-' || i || '-xxxxxxxxxxxxxxxxxxxxxxxx', {DUMP_TS} FROM generate_series(1, {dump_rows}) i;"
     ))
     .await
     .unwrap();
-
-    let raw = raw_etcd_rate(50_000, &format!("/{name}raw/")).await;
+    let mut r = Report { raw: raw_etcd_rate(50_000, &name).await, ..Default::default() };
 
     let dir = tmpdir(&name);
     let mut tool = Tool::new(&dir, "tool", &pg_config(&name, &name, &[&format!("{name}.*")], "").replace("log_level: info", "log_level: warn"));
-    let t0 = Instant::now();
-    tool.start();
-    let pid = tool.pid().unwrap();
-    let state = format!("/sync-tool/{name}");
-    let mut peak_kb = 0;
-    loop {
-        peak_kb = peak_kb.max(vm_hwm_kb(pid).unwrap_or(0));
-        if let Ok(r) = e.get(format!("{state}/checkpoint"), None).await {
-            if r.kvs().first().is_some_and(|kv| kv.value_str().unwrap_or("").contains("\"phase\":\"stream\"")) {
-                break;
-            }
-        }
-        assert!(tool.exited().is_none(), "{}", tool.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let dump_secs = t0.elapsed().as_secs_f64();
-    peak_kb = peak_kb.max(vm_hwm_kb(pid).unwrap_or(0));
-    let dump_rate = dump_rows as f64 / dump_secs;
-    let n = e.get(format!("/{name}/"), Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap().count();
-    assert_eq!(n as usize, dump_rows);
-
-    // stream: watch the prefix, insert rows stamped with their commit-side time
-    let mut ws = e.watch(format!("/{name}/"), Some(WatchOptions::new().with_prefix())).await.unwrap();
-    let writer = {
-        let name = name.clone();
-        tokio::spawn(async move {
-            let c = pg("testdb").await;
-            let per_txn = 100;
-            let mut id = 10_000_000i64;
-            for _ in 0..stream_rows / per_txn {
-                c.batch_execute(&format!(
-                    "INSERT INTO {name}.b SELECT i, i, 'row-' || i || '-xxxxxxxxxxxxxxxxxxxxxxxx', (extract(epoch from clock_timestamp()) * 1000)::bigint FROM generate_series({}, {}) i",
-                    id,
-                    id + per_txn as i64 - 1
+    measure_dump(&mut tool, &name, dump_rows, &mut r).await;
+    let n = name.clone();
+    let conn = std::sync::Arc::new(pg("testdb").await);
+    let insert = move |first: i64, last: i64| {
+        let (name, conn) = (n.clone(), conn.clone());
+        async move {
+            conn.batch_execute(&format!(
+                    "INSERT INTO {name}.b SELECT i, i, 'row-' || i || '-xxxxxxxxxxxxxxxxxxxxxxxx', (extract(epoch from clock_timestamp()) * 1000)::bigint FROM generate_series({first}, {last}) i"
                 ))
                 .await
                 .unwrap();
-                id += per_txn as i64;
-            }
-        })
-    };
-    let mut lags = Vec::with_capacity(stream_rows);
-    let mut first = None;
-    let mut last = Instant::now();
-    let mut seen: HashMap<Vec<u8>, ()> = HashMap::new();
-    while seen.len() < stream_rows / 100 * 100 {
-        let resp = tokio::time::timeout(Duration::from_secs(60), ws.message()).await.expect("stream stalled").unwrap().unwrap();
-        let now_ms = common_now_ms();
-        for ev in resp.events() {
-            if let Some(kv) = ev.kv() {
-                let v: serde_json::Value = serde_json::from_slice(kv.value()).unwrap_or_default();
-                if let Some(ts) = v["ts"].as_i64() {
-                    first.get_or_insert_with(Instant::now);
-                    last = Instant::now();
-                    lags.push((now_ms - ts as f64).max(0.0));
-                    seen.insert(kv.key().to_vec(), ());
-                }
-            }
         }
-    }
-    writer.await.unwrap();
-    let stream_secs = last.duration_since(first.unwrap()).as_secs_f64().max(1e-3);
-    let stream_rate = seen.len() as f64 / stream_secs;
-    let p50 = pct(&mut lags, 0.5);
-    let p99 = pct(&mut lags, 0.99);
+    };
+    measure_stream(&name, stream_rows, insert, &mut r).await;
     tool.term();
-
-    println!("=== bench-sync-pg (PostgreSQL 15 -> etcd 3.4, {BATCH} ops per etcd txn) ===");
-    println!("raw etcd write rate      : {raw:>10.0} rows/s");
-    println!("dump ({dump_rows} rows)   : {dump_rate:>10.0} rows/s  ratio {:.2} (target >= 0.8)  {dump_secs:.1}s", dump_rate / raw);
-    println!("stream ({} rows)     : {stream_rate:>10.0} rows/s  ratio {:.2} (target >= 0.8)", seen.len(), stream_rate / raw);
-    println!("stream lag               : p50 {p50:.0} ms  p99 {p99:.0} ms");
-    println!("peak RSS during dump     : {:.1} MB (target <= 100 MB)", peak_kb as f64 / 1024.0);
+    r.print("bench-sync-pg (PostgreSQL 15 -> etcd 3.4)");
     pg_cleanup(&name, &[&name], &name).await;
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn common_now_ms() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
 }
 
 /// MariaDB → etcd: dump and stream rows/s next to the raw etcd write rate of the same run,
@@ -157,96 +220,38 @@ async fn bench_mysql() {
     let stream_rows = env_usize("BENCH_STREAM_ROWS", 50_000);
     let name = unique("mybench");
     let mut c = my().await;
-    let mut e = etcd().await;
     println!("preparing {dump_rows} rows ...");
     my_exec(
         &mut c,
         &format!(
             "CREATE DATABASE {name};
              CREATE TABLE {name}.b (id BIGINT PRIMARY KEY, v INT, t VARCHAR(64), ts BIGINT);
-             INSERT INTO {name}.b SELECT seq, seq, CONCAT('row-', seq, '-xxxxxxxxxxxxxxxxxxxxxxxx'), 1700000000000 FROM {name}.seq_1_to_{dump_rows}"
+             INSERT INTO {name}.b SELECT seq, seq, CONCAT('row-', seq, '-xxxxxxxxxxxxxxxxxxxxxxxx'), {DUMP_TS} FROM {name}.seq_1_to_{dump_rows}"
         ),
     )
     .await;
-    let raw = raw_etcd_rate(50_000, &format!("/{name}raw/")).await;
+    let mut r = Report { raw: raw_etcd_rate(50_000, &name).await, ..Default::default() };
     let dir = tmpdir(&name);
     let include = format!("{name}.*");
     let mut tool = Tool::new(&dir, "tool", &my_config(&name, &[&include], "").replace("log_level: info", "log_level: warn"));
-    let t0 = Instant::now();
-    tool.start();
-    let pid = tool.pid().unwrap();
-    let state = format!("/sync-tool/{name}");
-    let mut peak_kb = 0;
-    loop {
-        peak_kb = peak_kb.max(vm_hwm_kb(pid).unwrap_or(0));
-        if let Ok(r) = e.get(format!("{state}/checkpoint"), None).await {
-            if r.kvs().first().is_some_and(|kv| kv.value_str().unwrap_or("").contains("\"phase\":\"stream\"")) {
-                break;
-            }
+    measure_dump(&mut tool, &name, dump_rows, &mut r).await;
+    let n = name.clone();
+    let conn = std::sync::Arc::new(tokio::sync::Mutex::new(my().await));
+    let insert = move |first: i64, last: i64| {
+        let (name, conn) = (n.clone(), conn.clone());
+        async move {
+            my_exec(
+                &mut *conn.lock().await,
+                &format!(
+                    "INSERT INTO {name}.b SELECT seq, seq, CONCAT('row-', seq, '-xxxxxxxxxxxxxxxxxxxxxxxx'), CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED) FROM {name}.seq_{first}_to_{last}"
+                ),
+            )
+            .await;
         }
-        assert!(tool.exited().is_none(), "{}", tool.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let dump_secs = t0.elapsed().as_secs_f64();
-    peak_kb = peak_kb.max(vm_hwm_kb(pid).unwrap_or(0));
-    let dump_rate = dump_rows as f64 / dump_secs;
-    let n = e.get(format!("/{name}/"), Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap().count();
-    assert_eq!(n as usize, dump_rows);
-
-    let mut ws = e.watch(format!("/{name}/"), Some(WatchOptions::new().with_prefix())).await.unwrap();
-    let writer = {
-        let name = name.clone();
-        tokio::spawn(async move {
-            let mut c = my().await;
-            let per_txn = 100;
-            let mut id = 10_000_000i64;
-            for _ in 0..stream_rows / per_txn {
-                my_exec(
-                    &mut c,
-                    &format!(
-                        "INSERT INTO {name}.b SELECT seq, seq, CONCAT('row-', seq, '-xxxxxxxxxxxxxxxxxxxxxxxx'), CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED) FROM {name}.seq_{}_to_{}",
-                        id,
-                        id + per_txn as i64 - 1
-                    ),
-                )
-                .await;
-                id += per_txn as i64;
-            }
-        })
     };
-    let mut lags = Vec::with_capacity(stream_rows);
-    let mut first = None;
-    let mut last = Instant::now();
-    let mut seen: HashMap<Vec<u8>, ()> = HashMap::new();
-    while seen.len() < stream_rows / 100 * 100 {
-        let resp = tokio::time::timeout(Duration::from_secs(60), ws.message()).await.expect("stream stalled").unwrap().unwrap();
-        let now_ms = common_now_ms();
-        for ev in resp.events() {
-            if let Some(kv) = ev.kv() {
-                let v: serde_json::Value = serde_json::from_slice(kv.value()).unwrap_or_default();
-                if let Some(ts) = v["ts"].as_i64() {
-                    if ts > 1700000000000 {
-                        first.get_or_insert_with(Instant::now);
-                        last = Instant::now();
-                        lags.push((now_ms - ts as f64).max(0.0));
-                        seen.insert(kv.key().to_vec(), ());
-                    }
-                }
-            }
-        }
-    }
-    writer.await.unwrap();
-    let stream_secs = last.duration_since(first.unwrap()).as_secs_f64().max(1e-3);
-    let stream_rate = seen.len() as f64 / stream_secs;
-    let p50 = pct(&mut lags, 0.5);
-    let p99 = pct(&mut lags, 0.99);
+    measure_stream(&name, stream_rows, insert, &mut r).await;
     tool.term();
-    println!("=== bench-sync-mysql (MariaDB 10.11 -> etcd 3.4, {BATCH} ops per etcd txn) ===");
-    println!("raw etcd write rate      : {raw:>10.0} rows/s");
-    println!("dump ({dump_rows} rows)   : {dump_rate:>10.0} rows/s  ratio {:.2} (target >= 0.8)  {dump_secs:.1}s", dump_rate / raw);
-    println!("stream ({} rows)     : {stream_rate:>10.0} rows/s  ratio {:.2} (target >= 0.8)", seen.len(), stream_rate / raw);
-    println!("stream lag               : p50 {p50:.0} ms  p99 {p99:.0} ms");
-    println!("peak RSS during dump     : {:.1} MB (target <= 100 MB)", peak_kb as f64 / 1024.0);
+    r.print("bench-sync-mysql (MariaDB 10.11 -> etcd 3.4)");
     my_cleanup(&[&name], &name).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

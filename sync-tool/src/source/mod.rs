@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use serde_json::Value;
 
 use crate::config::Tables;
-use crate::keys::{pk_segment, KeyTemplate};
+use crate::keys::{push_pk_segment, KeyTemplate};
 use crate::metrics::METRICS;
 use crate::sink::Sink;
 use crate::value::Row;
@@ -73,6 +73,8 @@ pub struct TableMeta {
     pub prefix: String,
     /// Primary-key column names in key order.
     pub pk: Vec<String>,
+    /// `schema.table`.
+    label: String,
 }
 
 impl TableMeta {
@@ -82,20 +84,23 @@ impl TableMeta {
             name: name.to_string(),
             prefix: tpl.table_prefix(schema, name),
             pk,
+            label: format!("{schema}.{name}"),
         }
     }
     pub fn label(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
+        self.label.clone()
+    }
+    pub fn label_str(&self) -> &str {
+        &self.label
     }
     pub fn key(&self, row: &Row) -> Result<String> {
-        let mut vals = Vec::with_capacity(self.pk.len());
-        for c in &self.pk {
-            match row.get(c) {
-                Some(v) => vals.push(v),
-                None => bail!("table {}: primary-key column {c} missing from row", self.label()),
-            }
+        if let Some(c) = self.pk.iter().find(|c| !row.contains_key(c.as_str())) {
+            bail!("table {}: primary-key column {c} missing from row", self.label());
         }
-        Ok(format!("{}{}", self.prefix, pk_segment(vals)?))
+        let mut key = String::with_capacity(self.prefix.len() + 24);
+        key.push_str(&self.prefix);
+        push_pk_segment(&mut key, self.pk.iter().filter_map(|c| row.get(c.as_str())))?;
+        Ok(key)
     }
 }
 
@@ -117,14 +122,14 @@ pub fn check_prefixes(tables: &[TableMeta]) -> Result<()> {
 /// Writes an upsert of `row`.
 pub async fn upsert(sink: &mut Sink, t: &TableMeta, row: &Row) -> Result<()> {
     let key = t.key(row)?;
-    let value = serde_json::to_vec(&Value::Object(row.clone()))?;
-    sink.put(key, value, Some(&t.label())).await
+    let value = serde_json::to_vec(row)?;
+    sink.put(key, value, Some(t.label_str())).await
 }
 
 /// Writes a delete of the row identified by the key columns of `row`.
 pub async fn delete(sink: &mut Sink, t: &TableMeta, row: &Row) -> Result<()> {
     let key = t.key(row)?;
-    sink.delete(key, Some(&t.label())).await
+    sink.delete(key, Some(t.label_str())).await
 }
 
 /// Dump progress: logs rows and rows/s per table every few seconds.

@@ -264,13 +264,19 @@ pub async fn stream(
     let mut known_cols: HashMap<String, Vec<String>> = HashMap::new();
 
     loop {
-        let next = match tokio::time::timeout(Duration::ZERO, bs.next()).await {
-            Ok(r) => r,
-            Err(_) => {
-                if !in_txn && (sink.has_pending_checkpoint() || sink.buffered() > 0) {
-                    sink.flush().await?;
-                }
-                bs.next().await
+        // Group commits: flush when nothing more is immediately available and no etcd
+        // transaction is in flight; while one is, keep collecting into the next batch.
+        let next = loop {
+            if let Ok(r) = tokio::time::timeout(Duration::ZERO, bs.next()).await {
+                break r;
+            }
+            sink.check()?;
+            if !in_txn && (sink.has_pending_checkpoint() || sink.buffered() > 0) && sink.in_flight() == 0 {
+                sink.flush().await?;
+            }
+            tokio::select! {
+                r = bs.next() => break r,
+                _ = sink.changed() => {}
             }
         };
         let ev = match next {

@@ -332,7 +332,7 @@ pub fn kind_from_schema(data_type: &str, column_type: &str, bit_len: Option<u64>
                 MyKind::Text
             }
         }
-        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "geometry" | "point"
+        "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "geometry" | "point"
         | "linestring" | "polygon" | "multipoint" | "multilinestring" | "multipolygon"
         | "geometrycollection" => MyKind::Binary,
         "bit" => MyKind::Bit(bit_len.unwrap_or(1) as u32),

@@ -78,15 +78,22 @@ pub async fn stream(
     let mut last_end = resume_lsn;
 
     loop {
-        // Group commits: flush when nothing more is immediately available.
-        let ev = match tokio::time::timeout(Duration::ZERO, repl.recv()).await {
-            Ok(r) => r,
-            Err(_) => {
-                if !in_txn && (sink.has_pending_checkpoint() || sink.buffered() > 0) {
-                    sink.flush().await?;
-                    ack(sink, &repl);
-                }
-                repl.recv().await
+        // Group commits: flush when nothing more is immediately available and no etcd
+        // transaction is in flight; while one is, keep collecting (the next batch grows
+        // instead of queueing many small ones). Checkpoints are acknowledged as soon as the
+        // writer reports their commit, also while the source is idle.
+        let ev = loop {
+            if let Ok(r) = tokio::time::timeout(Duration::ZERO, repl.recv()).await {
+                break r;
+            }
+            sink.check()?;
+            if !in_txn && (sink.has_pending_checkpoint() || sink.buffered() > 0) && sink.in_flight() == 0 {
+                sink.flush().await?;
+            }
+            ack(sink, &repl);
+            tokio::select! {
+                r = repl.recv() => break r,
+                _ = sink.changed() => ack(sink, &repl),
             }
         };
         let ev = match ev {
