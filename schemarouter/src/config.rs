@@ -1,12 +1,12 @@
 //! schemarouter's parameters: those of 24.02.3 and those of 2.3 that 24.02 dropped.
 //!
-//! Regexes compile with the `regex` crate. MaxScale uses PCRE2; for the patterns these
-//! parameters take (alternations, anchors, classes, `.*`) the two agree: unanchored search,
-//! case-sensitive unless `(?i)`. PCRE2-only syntax (look-around, backreferences, possessive
-//! quantifiers) is rejected at configuration time with the parser's message.
+//! Regexes compile with `fancy-regex`, so the PCRE2 syntax operators write for MaxScale works
+//! here too, look-around and backreferences included: unanchored search, case-sensitive unless
+//! `(?i)`. What it cannot parse is refused at configuration time with the parser's message; a
+//! match that exceeds its backtracking limit counts as no match.
 
 use bridge::params::{ParamKind, ParamSpec, Params, Reader};
-use regex::Regex;
+use fancy_regex::Regex;
 use std::time::Duration;
 
 pub const PARAMS: &[ParamSpec] = &[
@@ -124,9 +124,9 @@ impl Config {
         const SYSTEM: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
         SYSTEM.contains(&db)
             || self.ignore_tables.iter().any(|t| t == full)
-            || self.ignore_tables_regex.as_ref().is_some_and(|r| r.is_match(full))
+            || self.ignore_tables_regex.as_ref().is_some_and(|r| r.is_match(full).unwrap_or(false))
             || self.ignore_databases.iter().any(|d| d.eq_ignore_ascii_case(db))
-            || self.ignore_databases_regex.as_ref().is_some_and(|r| r.is_match(db))
+            || self.ignore_databases_regex.as_ref().is_some_and(|r| r.is_match(db).unwrap_or(false))
     }
 }
 
@@ -175,6 +175,9 @@ mod tests {
 
         assert!(cfg(&[("ignore_tables_regex", "(unclosed")]).unwrap_err().contains("ignore_tables_regex"));
         assert!(cfg(&[("ignore_databases_regex", "a[")]).unwrap_err().contains("ignore_databases_regex"));
+        // PCRE2 look-around, as operators write it for the native module.
+        let c = cfg(&[("ignore_tables_regex", "^(?!shop\\.)")]).unwrap();
+        assert!(c.ignores("misc", "misc.t") && !c.ignores("shop", "shop.carts"));
         assert!(cfg(&[("refresh_interval", "300")]).unwrap_err().contains("unit"));
         assert!(cfg(&[("max_staleness", "500ms")]).unwrap_err().contains("seconds"));
         assert!(cfg(&[("refresh_databases", "maybe")]).unwrap_err().contains("refresh_databases"));
