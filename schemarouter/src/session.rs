@@ -611,7 +611,7 @@ impl Session {
         let names = self.map.db_servers(&db);
         let holders: Vec<usize> = (0..self.backends.len()).filter(|&i| self.backends[i].in_use && names.contains(&self.backends[i].name)).collect();
         if holders.is_empty() {
-            let stale = self.map_time.elapsed().as_secs() > self.cfg.refresh_interval.as_secs();
+            let stale = self.map_time.elapsed() > self.cfg.refresh_interval;
             if self.cfg.refresh_databases && stale && !self.remapped_for_use {
                 log_info!("session {}: '{db}' is not in the map, which is stale: mapping again", self.id);
                 self.remapped_for_use = true;

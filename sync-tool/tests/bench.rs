@@ -27,12 +27,14 @@ const IN_FLIGHT: usize = 1;
 /// Timestamp of the dumped rows; streamed rows carry their insert time instead.
 const DUMP_TS: i64 = 1_700_000_000_000;
 
-/// Raw etcd write rate: transactions of BATCH puts, IN_FLIGHT at a time, keys shaped like the
-/// tool's (`/<name>raw/b/<7-digit id>`) and values of the benchmark rows' size.
+/// Raw etcd write rate: transactions of BATCH puts, IN_FLIGHT at a time, keys as long as the
+/// tool's (`/<name>/<name>.r/<6-digit id>`; the tool writes `/<name>/<name>.b/<id>`, template
+/// `/{path}/{schema}.{table}/{pk}`) and values of the benchmark rows' size. Runs before the
+/// tool starts; its keys are removed afterwards.
 async fn raw_etcd_rate(rows: usize, name: &str) -> f64 {
     let e = etcd().await;
-    let prefix = format!("/{name}raw/");
-    let value = br#"{"id":1234567,"v":1234567,"t":"row-1234567-xxxxxxxxxxxxxxxxxxxxxxxx","ts":1700000000000}"#.to_vec();
+    let prefix = format!("/{name}/{name}.r/");
+    let value = br#"{"id":123456,"v":123456,"t":"row-123456-xxxxxxxxxxxxxxxxxxxxxxxx","ts":1700000000000}"#.to_vec();
     let t0 = Instant::now();
     let mut inflight = FuturesOrdered::new();
     let mut i = 0;
@@ -40,7 +42,7 @@ async fn raw_etcd_rate(rows: usize, name: &str) -> f64 {
         while i < rows && inflight.len() < IN_FLIGHT {
             let n = BATCH.min(rows - i);
             let ops: Vec<TxnOp> =
-                (i..i + n).map(|k| TxnOp::put(format!("{prefix}b/{}", 1_000_000 + k), value.clone(), None)).collect();
+                (i..i + n).map(|k| TxnOp::put(format!("{prefix}{}", 100_000 + k), value.clone(), None)).collect();
             let mut c = e.clone();
             inflight.push_back(async move { c.txn(Txn::new().and_then(ops)).await.unwrap() });
             i += n;
@@ -55,6 +57,20 @@ async fn raw_etcd_rate(rows: usize, name: &str) -> f64 {
 fn vm_hwm_kb(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU seconds (user + system) used by process `pid` so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // fields after the command name (which is in parentheses): utime is the 12th, stime the 13th
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -79,6 +95,11 @@ struct Report {
     stream_secs: f64,
     p50: f64,
     p99: f64,
+    /// CPU seconds the tool used for the dump / for the stream.
+    dump_cpu: f64,
+    stream_cpu: f64,
+    /// Load average when the bench started and when it ended (other work on the machine).
+    load_start: String,
 }
 
 impl Report {
@@ -100,6 +121,12 @@ impl Report {
         );
         println!("stream lag               : p50 {:.0} ms  p99 {:.0} ms", self.p50, self.p99);
         println!("peak RSS during dump     : {:.1} MB (target <= 100 MB)", self.peak_kb as f64 / 1024.0);
+        println!(
+            "tool CPU                 : dump {:.1} us/row, stream {:.1} us/row",
+            self.dump_cpu * 1e6 / self.dump_rows as f64,
+            self.stream_cpu * 1e6 / self.stream_rows.max(1) as f64
+        );
+        println!("load average             : start {}, end {}", self.load_start, loadavg());
     }
 }
 
@@ -122,6 +149,7 @@ async fn measure_dump(tool: &mut Tool, name: &str, dump_rows: usize, r: &mut Rep
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     r.dump_secs = t0.elapsed().as_secs_f64();
+    r.dump_cpu = cpu_secs(pid);
     r.peak_kb = r.peak_kb.max(vm_hwm_kb(pid).unwrap_or(0));
     r.dump_rows = dump_rows;
     let n = e.get(format!("/{name}/"), Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap().count();
@@ -131,12 +159,14 @@ async fn measure_dump(tool: &mut Tool, name: &str, dump_rows: usize, r: &mut Rep
 /// Watches the table's keys while `insert(first_id, last_id)` inserts `stream_rows` rows in
 /// transactions of 100, each row stamped with its insert time (`ts`, ms): fills the stream
 /// part of `r` (rows/s from the first to the last row seen, lag = watch event − `ts`).
-async fn measure_stream<F, Fut>(name: &str, stream_rows: usize, insert: F, r: &mut Report)
+async fn measure_stream<F, Fut>(tool: &Tool, name: &str, stream_rows: usize, insert: F, r: &mut Report)
 where
     F: Fn(i64, i64) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let e = etcd().await;
+    let pid = tool.pid().unwrap();
+    let cpu0 = cpu_secs(pid);
     let mut ws = e.watch_client().watch(format!("/{name}/"), Some(WatchOptions::new().with_prefix())).await.unwrap();
     let per_txn = 100;
     let target = stream_rows / per_txn * per_txn;
@@ -167,6 +197,7 @@ where
         }
     }
     writer.await.unwrap();
+    r.stream_cpu = cpu_secs(pid) - cpu0;
     r.stream_secs = last.duration_since(first.unwrap()).as_secs_f64().max(1e-3);
     r.stream_rows = seen.len();
     r.p50 = pct(&mut lags, 0.5);
@@ -187,7 +218,7 @@ async fn bench_pg() {
     ))
     .await
     .unwrap();
-    let mut r = Report { raw: raw_etcd_rate(50_000, &name).await, ..Default::default() };
+    let mut r = Report { load_start: loadavg(), raw: raw_etcd_rate(50_000, &name).await, ..Default::default() };
 
     let dir = tmpdir(&name);
     let mut tool = Tool::new(&dir, "tool", &pg_config(&name, &name, &[&format!("{name}.*")], "").replace("log_level: info", "log_level: warn"));
@@ -204,7 +235,7 @@ async fn bench_pg() {
                 .unwrap();
         }
     };
-    measure_stream(&name, stream_rows, insert, &mut r).await;
+    measure_stream(&tool, &name, stream_rows, insert, &mut r).await;
     tool.term();
     r.print("bench-sync-pg (PostgreSQL 15 -> etcd 3.4)");
     pg_cleanup(&name, &[&name], &name).await;
@@ -230,7 +261,7 @@ async fn bench_mysql() {
         ),
     )
     .await;
-    let mut r = Report { raw: raw_etcd_rate(50_000, &name).await, ..Default::default() };
+    let mut r = Report { load_start: loadavg(), raw: raw_etcd_rate(50_000, &name).await, ..Default::default() };
     let dir = tmpdir(&name);
     let include = format!("{name}.*");
     let mut tool = Tool::new(&dir, "tool", &my_config(&name, &[&include], "").replace("log_level: info", "log_level: warn"));
@@ -249,7 +280,7 @@ async fn bench_mysql() {
             .await;
         }
     };
-    measure_stream(&name, stream_rows, insert, &mut r).await;
+    measure_stream(&tool, &name, stream_rows, insert, &mut r).await;
     tool.term();
     r.print("bench-sync-mysql (MariaDB 10.11 -> etcd 3.4)");
     my_cleanup(&[&name], &name).await;

@@ -77,6 +77,15 @@ impl PrivateMaria {
             let _ = c.wait();
         }
     }
+    fn set_server_id(&self, id: u32) {
+        let p = self.dir.join("my.cnf");
+        let cnf = std::fs::read_to_string(&p).unwrap();
+        let cnf: String = cnf
+            .lines()
+            .map(|l| if l.starts_with("server_id=") { format!("server_id={id}\n") } else { format!("{l}\n") })
+            .collect();
+        std::fs::write(p, cnf).unwrap();
+    }
     fn root_sql(&self, sql: &str) {
         let out = Command::new("mariadb")
             .args(["-uroot", "-h127.0.0.1", &format!("-P{}", self.port), "-e", sql])
@@ -148,6 +157,31 @@ async fn mysql_private_server_restart_and_purged_binlog() {
     let expected = dump_only(&dir, &ref_yaml, &path2).await;
     assert_eq!(expected.len(), 200 + 101 + 101 - 11);
     wait_equal(&name, &expected, Duration::from_secs(60), &|| tool.log()).await;
+
+    // failover look-alike: the server comes back with another server_id (a different server
+    // identity for the tool) while the tool is down; rows written meanwhile. The tool must not
+    // re-dump but resume from the GTID position stored in its checkpoint.
+    tool.term();
+    let cp = etcd_map(&mut etcd().await, &format!("/sync-tool/{name}/")).await;
+    let gtid = cp["checkpoint"]["gtid"].as_str().unwrap_or_default().to_string();
+    assert!(gtid.starts_with("0-7-"), "checkpoint has the GTID of the last transaction: {cp:?}");
+    my_exec(&mut c, &format!("INSERT INTO {name}.t SELECT seq, 'failover' FROM {name}.seq_3000_to_3020")).await;
+    drop(c);
+    srv.down();
+    srv.set_server_id(8);
+    srv.up();
+    let mut c = my_port(port).await;
+    my_exec(&mut c, &format!("UPDATE {name}.t SET v = 'on-new' WHERE id = 3001")).await;
+    tool.start();
+    let expected = dump_only(&dir, &ref_yaml, &path2).await;
+    assert_eq!(expected.len(), 200 + 101 + 101 - 11 + 21);
+    wait_equal(&name, &expected, Duration::from_secs(60), &|| tool.log()).await;
+    let log = tool.log();
+    assert!(log.contains("resuming from its GTID position"), "{log}");
+    assert_eq!(log.matches("dump: snapshot taken").count(), 1, "no re-dump after the identity change: {log}");
+    let cp = etcd_map(&mut etcd().await, &format!("/sync-tool/{name}/")).await;
+    assert_eq!(cp["checkpoint"]["server"], "server_id:8", "{cp:?}");
+    assert!(cp["checkpoint"]["gtid"].as_str().unwrap_or_default().starts_with("0-8-"), "{cp:?}");
 
     // tool down; rows deleted/updated; the binlog holding them purged
     tool.term();

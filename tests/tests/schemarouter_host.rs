@@ -355,3 +355,57 @@ fn load_data_local_infile_streams_to_the_shard() {
     assert_eq!(one(&mut h, &format!("SELECT COUNT(*) FROM {}.t3", d.c)), "3");
 }
 
+
+/// `refresh_databases`: a USE of a database created after the session mapped finds it once
+/// the map is older than `refresh_interval`; without it the USE fails and the current
+/// database stays.
+#[test]
+fn refresh_databases_maps_again_for_an_unknown_use() {
+    let d = Dbs::create();
+    let p = env::mariadb_ports();
+    let late = format!("{}_late", d.c);
+    let _late_db = DropLater(p[2], late.clone());
+    for (refresh, want) in [("false", None), ("true", Some(p[2]))] {
+        let mut ps = params(&d);
+        ps.push(("refresh_databases".into(), refresh.into()));
+        ps.push(("refresh_interval".into(), "1s".into()));
+        let r = router(ps);
+        let mut h = Harness::open(&r, servers()).expect("session");
+        ok(&mut h, &format!("USE {}", d.a));
+        env::mariadb(p[2]).query_drop(format!("CREATE DATABASE IF NOT EXISTS {late}")).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        let reply = h.query(&format!("USE {late}"));
+        let err = Packets::new(&reply).next().and_then(|p| ReplyError::parse(p.unwrap().payload));
+        match want {
+            Some(port) => {
+                assert!(err.is_none(), "refresh_databases=true: {err:?}");
+                assert_eq!(port_of(&mut h, "SELECT @@port"), port);
+                assert_eq!(one(&mut h, "SELECT DATABASE()"), late);
+            }
+            None => {
+                assert!(err.is_some(), "refresh_databases=false: the USE fails");
+                assert_eq!(port_of(&mut h, "SELECT @@port"), p[0], "the current database stays {}", d.a);
+            }
+        }
+        env::mariadb(p[2]).query_drop(format!("DROP DATABASE IF EXISTS {late}")).unwrap();
+    }
+}
+
+/// The 2.3 parameter `ignore_databases` exempts a whole duplicated database (tables included).
+#[test]
+fn ignore_databases_exempts_a_split_database() {
+    let d = Dbs::with_shared("sd_shared");
+    let r = router(vec![("ignore_tables_regex".into(), CHECK_SD.into()), ("ignore_databases".into(), d.shared.clone())]);
+    let mut h = Harness::open(&r, servers()).expect("session");
+    assert_eq!(one(&mut h, &format!("SELECT srv FROM {}.tb", d.shared)), "s2");
+    assert_eq!(one(&mut h, &format!("SELECT srv FROM {}.ta", d.shared)), "s1");
+}
+
+struct DropLater(u16, String);
+impl Drop for DropLater {
+    fn drop(&mut self) {
+        if let Ok(mut c) = std::panic::catch_unwind(|| env::mariadb(self.0)) {
+            let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {}", self.1));
+        }
+    }
+}

@@ -9,14 +9,14 @@ use mysql_async::Conn;
 use serde_json::Value;
 
 use super::types::{dump_expr, map_value, quote_ident};
-use super::{classify, master_status, MyTable};
+use super::{classify, gtid_binlog_pos, master_status, MyTable};
 use crate::config::Config;
 use crate::metrics::METRICS;
 use crate::sink::Sink;
 use crate::source::{upsert, Progress};
 use crate::value::Row;
 
-pub async fn dump(_cfg: &Config, conn: &mut Conn, tables: &[MyTable], sink: &mut Sink) -> Result<(String, u64)> {
+pub async fn dump(_cfg: &Config, conn: &mut Conn, tables: &[MyTable], sink: &mut Sink) -> Result<(String, u64, String)> {
     let rev = sink.revision().await?;
     conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| classify(e, "FLUSH TABLES WITH READ LOCK"))?;
     let pos = async {
@@ -24,14 +24,17 @@ pub async fn dump(_cfg: &Config, conn: &mut Conn, tables: &[MyTable], sink: &mut
         conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             .await
             .map_err(|e| classify(e, "START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
-        master_status(conn).await
+        let (file, pos) = master_status(conn).await?;
+        // under the global read lock: the GTID position of the same point (MariaDB)
+        let gtid = gtid_binlog_pos(conn).await?.unwrap_or_default();
+        Ok::<_, anyhow::Error>((file, pos, gtid))
     }
     .await;
     // always release the global read lock quickly
     let unlock = conn.query_drop("UNLOCK TABLES").await;
-    let (file, pos) = pos?;
+    let (file, pos, gtid) = pos?;
     unlock.map_err(|e| classify(e, "UNLOCK TABLES"))?;
-    tracing::info!(file = %file, pos, "dump: snapshot taken at binlog position");
+    tracing::info!(file = %file, pos, gtid = %gtid, "dump: snapshot taken at binlog position");
 
     for t in tables {
         let label = t.meta.label();
@@ -66,5 +69,5 @@ pub async fn dump(_cfg: &Config, conn: &mut Conn, tables: &[MyTable], sink: &mut
             tracing::info!(table = %t.meta.label(), removed, "removed keys of rows that no longer exist");
         }
     }
-    Ok((file, pos))
+    Ok((file, pos, gtid))
 }

@@ -241,7 +241,7 @@ pub fn position_num(file: &str, pos: u64) -> u64 {
     seq << 32 | (pos & 0xffff_ffff)
 }
 
-pub fn checkpoint(server: &str, fingerprint: &str, phase: &str, file: &str, pos: u64) -> Value {
+pub fn checkpoint(server: &str, fingerprint: &str, phase: &str, file: &str, pos: u64, gtid: &str) -> Value {
     json!({
         "source": "mysql",
         "phase": phase,
@@ -249,8 +249,25 @@ pub fn checkpoint(server: &str, fingerprint: &str, phase: &str, file: &str, pos:
         "tables": fingerprint,
         "file": file,
         "pos": pos,
+        "gtid": gtid,
         "position_num": position_num(file, pos),
     })
+}
+
+/// MariaDB's `@@gtid_binlog_pos` (the last GTID of every replication domain in the binlog);
+/// `None` on MySQL (no such variable).
+pub async fn gtid_binlog_pos(conn: &mut Conn) -> Result<Option<String>> {
+    global_var(conn, "gtid_binlog_pos").await
+}
+
+/// Where the stream starts.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// Binlog file and position of this server.
+    FilePos(String, u64),
+    /// MariaDB GTID position (another server than the checkpoint's: failover), through
+    /// `@slave_connect_state` and a binlog dump request without file name.
+    Gtid(String),
 }
 
 /// `SHOW MASTER STATUS` (MariaDB, MySQL < 8.4) or `SHOW BINARY LOG STATUS` (MySQL 8.4+).
@@ -303,40 +320,49 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool) -> Result<()
     *started = true;
 
     let cp = sink.read_checkpoint().await?;
+    let mariadb_gtid = gtid_binlog_pos(&mut conn).await?.is_some();
     let mut resume = None;
     if let Some(cp) = &cp {
-        let ok = cp.get("source") == Some(&json!("mysql"))
+        let same_stream = cp.get("source") == Some(&json!("mysql"))
             && cp.get("phase") == Some(&json!("stream"))
-            && cp.get("server") == Some(&json!(server))
             && cp.get("tables") == Some(&json!(fingerprint));
+        let same_server = cp.get("server") == Some(&json!(server));
         let file = cp.get("file").and_then(Value::as_str).unwrap_or_default().to_string();
         let pos = cp.get("pos").and_then(Value::as_u64).unwrap_or(0);
-        if !ok {
+        let gtid = cp.get("gtid").and_then(Value::as_str).unwrap_or_default().to_string();
+        if same_stream && !same_server && mariadb_gtid && !gtid.is_empty() {
+            // failover: file/pos name the old server's binlog, the GTID is global
+            tracing::warn!(checkpoint = %cp, server = %server, gtid = %gtid, "the server changed since the checkpoint; resuming from its GTID position");
+            resume = Some(Start::Gtid(gtid));
+        } else if !(same_stream && same_server) {
             tracing::warn!(checkpoint = %cp, server = %server, tables = %fingerprint, "checkpoint does not match this server/table selection; re-dumping");
         } else if !binlog_available(&mut conn, &file, pos).await? {
             tracing::warn!(file = %file, pos, "binlog position of the checkpoint is no longer on the server (purged); re-dumping and removing stale keys");
         } else {
-            resume = Some((file, pos));
+            resume = Some(Start::FilePos(file, pos));
         }
     }
-    let (file, pos) = match resume {
-        Some((f, p)) => {
-            tracing::info!(file = %f, pos = p, "resuming from checkpoint");
-            (f, p)
+    let gtid = cp.as_ref().and_then(|c| c.get("gtid")).and_then(Value::as_str).unwrap_or_default().to_string();
+    let (start, gtid) = match resume {
+        Some(Start::FilePos(f, p)) => {
+            tracing::info!(file = %f, pos = p, gtid = %gtid, "resuming from checkpoint");
+            (Start::FilePos(f, p), gtid)
         }
+        Some(Start::Gtid(g)) => (Start::Gtid(g.clone()), g),
         None => {
-            sink.write_checkpoint(&checkpoint(&server, &fingerprint, "dump", "", 0)).await?;
-            let (f, p) = if cfg.sync.dump {
+            sink.write_checkpoint(&checkpoint(&server, &fingerprint, "dump", "", 0, "")).await?;
+            let (f, p, g) = if cfg.sync.dump {
                 METRICS.dumps.inc();
                 dump::dump(cfg, &mut conn, &tables, sink).await?
             } else {
-                master_status(&mut conn).await?
+                let (f, p) = master_status(&mut conn).await?;
+                (f, p, gtid_binlog_pos(&mut conn).await?.unwrap_or_default())
             };
-            sink.write_checkpoint(&checkpoint(&server, &fingerprint, "stream", &f, p)).await?;
-            (f, p)
+            sink.write_checkpoint(&checkpoint(&server, &fingerprint, "stream", &f, p, &g)).await?;
+            (Start::FilePos(f, p), g)
         }
     };
-    stream::stream(cfg, conn, &tables, sink, &server, &fingerprint, file, pos).await
+    stream::stream(cfg, conn, &tables, sink, &server, &fingerprint, start, &gtid, mariadb_gtid).await
 }
 
 /// `--dump-only`: copy the selected tables in one consistent snapshot, remove stale keys, exit.

@@ -17,7 +17,8 @@ use mysql_async::consts::ColumnType;
 use mysql_async::{BinlogStreamRequest, Conn};
 
 use super::types::{map_value, MyCol, MyKind};
-use super::{by_name, checkpoint, classify, connect, json_columns, replica_server_id, signed_mediumints, MyTable};
+use super::{by_name, checkpoint, classify, connect, json_columns, replica_server_id, signed_mediumints, MyTable, Start};
+use mysql_async::prelude::Queryable;
 use crate::config::Config;
 use crate::retry::fatal;
 use crate::sink::Sink;
@@ -235,6 +236,27 @@ pub fn ddl_removed_tables(sql: &str, default_schema: &str) -> Vec<(String, Strin
     out
 }
 
+/// MariaDB's GTID event (type 162), sent instead of BEGIN to a client announcing
+/// `@mariadb_slave_capability=4`: (domain, "domain-server-seq", standalone).
+pub fn mariadb_gtid_event(body: &[u8], server_id: u32) -> Option<(u32, String, bool)> {
+    let seq = u64::from_le_bytes(body.get(0..8)?.try_into().ok()?);
+    let domain = u32::from_le_bytes(body.get(8..12)?.try_into().ok()?);
+    let flags = *body.get(12)?;
+    Some((domain, format!("{domain}-{server_id}-{seq}"), flags & 1 != 0))
+}
+
+/// Parses a MariaDB GTID position (`0-1-100,1-2-7`) into domain → GTID.
+pub fn parse_gtid_pos(s: &str) -> std::collections::BTreeMap<u32, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter_map(|g| Some((g.split('-').next()?.parse::<u32>().ok()?, g.to_string())))
+        .collect()
+}
+
+fn gtid_pos_str(m: &std::collections::BTreeMap<u32, String>) -> String {
+    m.values().cloned().collect::<Vec<_>>().join(",")
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn stream(
     cfg: &Config,
@@ -243,19 +265,61 @@ pub async fn stream(
     sink: &mut Sink,
     server: &str,
     fingerprint: &str,
-    file: String,
-    pos: u64,
+    start: Start,
+    gtid: &str,
+    mariadb_gtid: bool,
 ) -> Result<()> {
     let selected = by_name(tables);
     let mut json: HashMap<(String, String), Extra> = HashMap::new();
     for t in tables {
         json.insert((t.meta.schema.clone(), t.meta.name.clone()), extra(&mut sql, &t.meta.schema, &t.meta.name).await?);
     }
-    let bconn = connect(cfg).await?;
+    let mut bconn = connect(cfg).await?;
     let server_id = replica_server_id(cfg);
+    // GTID state: the last GTID per replication domain (MariaDB), stored in every checkpoint
+    let mut gtids = parse_gtid_pos(gtid);
+    let mut pending_gtid: Option<(u32, String)> = None;
+    if mariadb_gtid {
+        // real GTID events (not dummies), so that each transaction's GTID is known
+        bconn.query_drop("SET @mariadb_slave_capability=4").await.map_err(|e| classify(e, "binlog dump setup"))?;
+    }
+    let (file, pos, by_gtid) = match &start {
+        Start::FilePos(f, p) => (f.clone(), *p, false),
+        Start::Gtid(g) => {
+            bconn
+                .query_drop(format!("SET @slave_connect_state='{}'", g.replace('\'', "")))
+                .await
+                .map_err(|e| classify(e, "SET @slave_connect_state"))?;
+            bconn.query_drop("SET @slave_gtid_strict_mode=1").await.map_err(|e| classify(e, "SET @slave_gtid_strict_mode"))?;
+            (String::new(), 4, true)
+        }
+    };
+    let binlogs: Vec<String> = if by_gtid {
+        let rows: Vec<mysql_async::Row> = sql.query("SHOW BINARY LOGS").await.map_err(|e| classify(e, "SHOW BINARY LOGS"))?;
+        rows.iter().filter_map(|r| r.get::<String, _>(0)).collect()
+    } else {
+        Vec::new()
+    };
     let req = BinlogStreamRequest::new(server_id).with_filename(file.as_bytes()).with_pos(pos);
-    let mut bs = bconn.get_binlog_stream(req).await.map_err(|e| classify(e, "binlog dump"))?;
-    tracing::info!(file = %file, pos, server_id, "streaming binlog");
+    let mut bs = match bconn.get_binlog_stream(req).await {
+        Ok(bs) => bs,
+        Err(e) => {
+            if by_gtid {
+                if let mysql_async::Error::Server(se) = &e {
+                    if se.code == 1236 {
+                        // the GTID is not in this server's binlog: re-dump at the next start
+                        sink.write_checkpoint(&checkpoint(server, fingerprint, "dump", "", 0, "")).await?;
+                        bail!("GTID position {gtid} is not available on this server ({}); the next start re-dumps", se.message);
+                    }
+                }
+            }
+            return Err(classify(e, "binlog dump"));
+        }
+    };
+    match &start {
+        Start::FilePos(..) => tracing::info!(file = %file, pos, server_id, "streaming binlog"),
+        Start::Gtid(g) => tracing::info!(gtid = %g, server_id, "streaming binlog from GTID position"),
+    }
 
     let mut cur_file = file;
     let mut in_txn = false;
@@ -295,6 +359,14 @@ pub async fn stream(
         let end_pos = hdr.log_pos() as u64;
         let ts = hdr.timestamp() as f64;
         tracing::trace!(file = %cur_file, end_pos, event_type = ?hdr.event_type(), "binlog event");
+        if hdr.event_type_raw() == 162 {
+            // MariaDB GTID event: starts a transaction (unless standalone, e.g. DDL)
+            let g = mariadb_gtid_event(ev.data(), hdr.server_id())
+                .ok_or_else(|| anyhow!("short MariaDB GTID event at {cur_file}:{end_pos}"))?;
+            in_txn = !g.2;
+            pending_gtid = Some((g.0, g.1));
+            continue;
+        }
         let data = match ev.read_data() {
             Ok(Some(d)) => d,
             Ok(None) => continue,
@@ -306,6 +378,15 @@ pub async fn stream(
                 // the format description, so its name may carry the checksum bytes): skip it.
                 if !(r.is_fake() || end_pos == 0) {
                     cur_file = r.name().into_owned();
+                } else if by_gtid && cur_file.is_empty() {
+                    // started from a GTID: the fake rotate names the file the server chose
+                    // (possibly followed by checksum bytes: take the name SHOW BINARY LOGS knows)
+                    let raw = r.name_raw();
+                    cur_file = (0..=4.min(raw.len()))
+                        .map(|cut| String::from_utf8_lossy(&raw[..raw.len() - cut]).into_owned())
+                        .find(|n| binlogs.contains(n))
+                        .ok_or_else(|| anyhow!("binlog file {:?} of the GTID start is not in SHOW BINARY LOGS", r.name()))?;
+                    tracing::info!(file = %cur_file, "GTID start resolved to binlog file");
                 }
             }
             EventData::QueryEvent(q) => {
@@ -320,7 +401,10 @@ pub async fn stream(
                 }
                 if t.eq_ignore_ascii_case("COMMIT") || t.eq_ignore_ascii_case("ROLLBACK") {
                     in_txn = false;
-                    sink.commit(checkpoint(server, fingerprint, "stream", &cur_file, end_pos), Some(ts));
+                    if let Some((d, g)) = pending_gtid.take() {
+                    gtids.insert(d, g);
+                }
+                sink.commit(checkpoint(server, fingerprint, "stream", &cur_file, end_pos, &gtid_pos_str(&gtids)), Some(ts));
                     continue;
                 }
                 // DDL (its own transaction)
@@ -335,7 +419,10 @@ pub async fn stream(
                     *set = extra(&mut sql, s, n).await?;
                 }
                 in_txn = false;
-                sink.commit(checkpoint(server, fingerprint, "stream", &cur_file, end_pos), Some(ts));
+                if let Some((d, g)) = pending_gtid.take() {
+                    gtids.insert(d, g);
+                }
+                sink.commit(checkpoint(server, fingerprint, "stream", &cur_file, end_pos, &gtid_pos_str(&gtids)), Some(ts));
             }
             EventData::TableMapEvent(tme) => {
                 let key = (tme.database_name().into_owned(), tme.table_name().into_owned());
@@ -410,7 +497,10 @@ pub async fn stream(
             }
             EventData::XidEvent(_) => {
                 in_txn = false;
-                sink.commit(checkpoint(server, fingerprint, "stream", &cur_file, end_pos), Some(ts));
+                if let Some((d, g)) = pending_gtid.take() {
+                    gtids.insert(d, g);
+                }
+                sink.commit(checkpoint(server, fingerprint, "stream", &cur_file, end_pos, &gtid_pos_str(&gtids)), Some(ts));
             }
             _ => {}
         }
@@ -420,6 +510,20 @@ pub async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn gtid_helpers() {
+        let mut body = 100u64.to_le_bytes().to_vec();
+        body.extend(3u32.to_le_bytes());
+        body.push(1);
+        assert_eq!(mariadb_gtid_event(&body, 7), Some((3, "3-7-100".to_string(), true)));
+        assert_eq!(mariadb_gtid_event(&body[..10], 7), None);
+        let mut m = parse_gtid_pos("0-1-100, 2-5-7");
+        assert_eq!(gtid_pos_str(&m), "0-1-100,2-5-7");
+        m.insert(1, "1-9-3".into());
+        assert_eq!(gtid_pos_str(&m), "0-1-100,1-9-3,2-5-7");
+        assert!(parse_gtid_pos("").is_empty());
+    }
+
     #[test]
     fn ddl_parse() {
         let d = |s: &str| ddl_removed_tables(s, "db");
