@@ -110,6 +110,9 @@ pub struct Session {
     previous: Option<usize>,
     /// `USE db` in flight: becomes the current database if the replier says OK.
     pending_use: Option<String>,
+    /// COM_CHANGE_USER in flight: (user, database). On success the session maps again with
+    /// the new user's view (the native router keeps the old user's map).
+    pending_user: Option<(String, String)>,
     /// A USE of an unknown database triggered a remap (refresh_databases): once only.
     remapped_for_use: bool,
     ps_text: HashMap<String, usize>,
@@ -118,6 +121,19 @@ pub struct Session {
     load_target: Option<usize>,
     continuation: Option<Vec<usize>>,
     gather_left: usize,
+}
+
+/// User and database of a COM_CHANGE_USER payload (after the command byte): user NUL,
+/// length-prefixed auth data (every client MaxScale accepts has SECURE_CONNECTION), database
+/// NUL. A packet that does not parse leaves the map as it is.
+fn change_user_target(p: &[u8]) -> Option<(String, String)> {
+    let nul = p.iter().position(|&b| b == 0)?;
+    let user = String::from_utf8_lossy(&p[..nul]).into_owned();
+    let rest = &p[nul + 1..];
+    let auth_len = *rest.first()? as usize;
+    let rest = rest.get(1 + auth_len..)?;
+    let db_end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    Some((user, String::from_utf8_lossy(&rest[..db_end]).into_owned()))
 }
 
 fn payload_str(p: &[u8]) -> String {
@@ -180,6 +196,7 @@ impl Session {
             busy: false,
             previous: None,
             pending_use: None,
+            pending_user: None,
             remapped_for_use: false,
             ps_text: HashMap::new(),
             ps_bin: HashMap::new(),
@@ -188,6 +205,23 @@ impl Session {
             continuation: None,
             gather_left: 0,
         })
+    }
+
+    /// After a successful COM_CHANGE_USER: the shard map is the new user's (built or taken
+    /// from the cache at the next request), the current database the one the client named.
+    fn changed_user(&mut self, user: String, db: String) {
+        if self.claimed {
+            self.shared.cache.release(&self.key);
+            self.claimed = false;
+        }
+        let names: Vec<String> = self.backends.iter().filter(|b| b.in_use).map(|b| b.name.clone()).collect();
+        log_info!("session {}: user changed from '{}' to '{user}': mapping with the new user's view", self.id, self.user);
+        self.key = cache_key(&user, &names);
+        self.user = user;
+        self.map = Arc::new(ShardMap::default());
+        self.current_db = db;
+        self.previous = None;
+        self.state = State::Fresh;
     }
 
     fn servers(&self) -> Vec<(String, bool)> {
@@ -449,6 +483,9 @@ impl Session {
                 if cmd == COM_RESET_CONNECTION || cmd == COM_CHANGE_USER {
                     self.ps_text.clear();
                     self.ps_bin.clear();
+                }
+                if cmd == COM_CHANGE_USER {
+                    self.pending_user = change_user_target(q.packet.get(5..).unwrap_or_default());
                 }
                 self.to_all(q)
             }
@@ -802,6 +839,11 @@ impl Session {
                             self.current_db = db;
                         }
                     }
+                    if let Some((user, db)) = self.pending_user.take() {
+                        if error.is_none() {
+                            self.changed_user(user, db);
+                        }
+                    }
                     self.answering = None;
                     if !self.host.reply(Some(self.backends[i].endpoint), &out, true) {
                         return Err("cannot write to the client".into());
@@ -907,5 +949,22 @@ impl Drop for Session {
         if self.claimed {
             self.shared.cache.release(&self.key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::change_user_target;
+
+    #[test]
+    fn change_user_packet() {
+        let mut p = b"bob\0".to_vec();
+        p.push(3);
+        p.extend_from_slice(&[1, 2, 3]);
+        p.extend_from_slice(b"shop\0\x21\x00mysql_native_password\0");
+        assert_eq!(change_user_target(&p), Some(("bob".into(), "shop".into())));
+        assert_eq!(change_user_target(b"bob\0\0"), Some(("bob".into(), "".into())));
+        assert_eq!(change_user_target(b"bob"), None);
+        assert_eq!(change_user_target(b"bob\0\x09ab"), None, "auth data longer than the packet");
     }
 }

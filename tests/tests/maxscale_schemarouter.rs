@@ -34,6 +34,12 @@ impl Dbs {
                         format!("CREATE DATABASE sr_shared_{u}"), format!("CREATE TABLE sr_shared_{u}.tb (id INT PRIMARY KEY, srv VARCHAR(8))"), format!("INSERT INTO sr_shared_{u}.tb VALUES (1, 's2')")]),
             (p[2], vec![format!("CREATE DATABASE sr_c_{u}"), format!("CREATE TABLE sr_c_{u}.t3 (id INT PRIMARY KEY, srv VARCHAR(8))"), format!("INSERT INTO sr_c_{u}.t3 VALUES (1, 's3')")]),
         ];
+        // A user who sees one database only (on every server: MaxScale loads accounts from all).
+        for port in p.iter().take(3) {
+            let mut c = env::mariadb(*port);
+            c.query_drop(format!("CREATE USER IF NOT EXISTS 'sr_r_{u}'@'%' IDENTIFIED BY 'readerpass'")).unwrap();
+            c.query_drop(format!("GRANT SELECT ON `sr\\_c\\_{u}`.* TO 'sr_r_{u}'@'%'")).unwrap();
+        }
         for (port, list) in sqls {
             let mut c = env::mariadb(port);
             for s in list {
@@ -52,6 +58,7 @@ impl Drop for Dbs {
                 for d in ["a", "b", "c", "shared"] {
                     let _ = c.query_drop(format!("DROP DATABASE IF EXISTS sr_{d}_{u}"));
                 }
+                let _ = c.query_drop(format!("DROP USER IF EXISTS 'sr_r_{u}'@'%'"));
             }
         }
     }
@@ -130,6 +137,15 @@ fn drop_in_replacement_in_maxscale() {
     c.change_user(mysql::ChangeUserOpts::DEFAULT).unwrap();
     assert_eq!(c.query_first::<Option<u32>, _>(format!("SELECT @v FROM sr_c_{u}.t3")).unwrap(), Some(None));
     assert_eq!(port(&mut c, &format!("SELECT @@port FROM sr_b_{u}.t2")), p[1]);
+    // A change to another user maps again with that user's view (the native router keeps the
+    // first user's map).
+    let misses = mx.get("/v1/services/Sharding").unwrap()["data"]["attributes"]["router_diagnostics"]["shard_map_misses"].as_u64().unwrap();
+    c.change_user(mysql::ChangeUserOpts::DEFAULT.with_user(Some(format!("sr_r_{u}"))).with_pass(Some("readerpass".into()))).unwrap();
+    let dbs: Vec<String> = c.query("SHOW DATABASES").unwrap();
+    assert!(dbs.contains(&format!("sr_c_{u}")) && !dbs.iter().any(|d| d.starts_with("sr_") && *d != format!("sr_c_{u}")), "{dbs:?}");
+    assert_eq!(port(&mut c, &format!("SELECT @@port FROM sr_c_{u}.t3")), p[2]);
+    let after = mx.get("/v1/services/Sharding").unwrap()["data"]["attributes"]["router_diagnostics"]["shard_map_misses"].as_u64().unwrap();
+    assert_eq!(after, misses + 1, "the new user's map was built");
 
     // Connect-time database on one shard only.
     let mut c2 = maxscale::client(listener, Some(&format!("sr_c_{u}")));
