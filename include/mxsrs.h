@@ -128,6 +128,10 @@ typedef struct mxsrs_host_api {
     /* The server named by the first ROUTE_TO_NAMED_SERVER routing hint of the client packet
      * being routed (valid only during session_route_query), empty if none. */
     mxsrs_str (*packet_route_hint)(mxsrs_session_ctx* ctx);
+    /* Whether a backend connection opened now would get the session's state back: the host
+     * replays its session-command history on it, within max_sescmd_history and unless
+     * disable_sescmd_history (MaxScale: MXS_SESSION::can_recover_state()). */
+    bool (*session_can_recover_state)(mxsrs_session_ctx* ctx);
 } mxsrs_host_api;
 
 /* A module command (maxctrl call command <module> <name> <service>). */

@@ -134,6 +134,14 @@ impl SessionHost {
         true
     }
 
+    /// Whether a backend connection opened now gets the session's state back (the host replays
+    /// its session-command history). False if the host cannot tell.
+    pub fn can_recover_state(&self) -> bool {
+        let Some(f) = self.api.0.session_can_recover_state else { return false };
+        // SAFETY: as in `connect`.
+        unsafe { f(self.ctx) }
+    }
+
     /// The server named by the first ROUTE_TO_NAMED_SERVER hint of the client packet being
     /// routed; `None` without such a hint (or outside `route_query`).
     pub fn route_hint(&self) -> Option<String> {

@@ -27,6 +27,10 @@ pub trait SimHost {
     fn route_hint(&self) -> Option<String> {
         None
     }
+    /// Whether reopened backends get the session state back (the test host keeps no history).
+    fn can_recover_state(&self) -> bool {
+        false
+    }
 }
 
 type Ctx = Box<dyn SimHost>;
@@ -111,6 +115,10 @@ extern "C" fn sim_schedule_resume(ctx: *mut ffi::mxsrs_session_ctx) {
 extern "C" fn sim_clear_connect_db(ctx: *mut ffi::mxsrs_session_ctx) {
     unsafe { host(ctx) }.clear_connect_db()
 }
+extern "C" fn sim_can_recover_state(ctx: *mut ffi::mxsrs_session_ctx) -> bool {
+    // SAFETY: see `host`.
+    unsafe { host(ctx) }.can_recover_state()
+}
 extern "C" fn sim_route_hint(ctx: *mut ffi::mxsrs_session_ctx) -> ffi::mxsrs_str {
     // The string must outlive this call: keep the latest one per thread.
     thread_local!(static HINT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
@@ -134,6 +142,7 @@ static SIM_API: ffi::mxsrs_host_api = ffi::mxsrs_host_api {
     session_schedule_resume: Some(sim_schedule_resume),
     session_clear_connect_db: Some(sim_clear_connect_db),
     packet_route_hint: Some(sim_route_hint),
+    session_can_recover_state: Some(sim_can_recover_state),
 };
 
 /// A module loaded from its shared library (never unloaded).

@@ -579,6 +579,9 @@ impl Session {
         match t {
             Ok(i) => Ok(Some(i)),
             Err(NoTarget::Lost(servers)) => {
+                if let Some(i) = self.reconnect(&servers) {
+                    return Ok(Some(i));
+                }
                 let msg = format!("Could not find valid server for {}: '{}' is not available", command_name(cmd), servers.join("', '"));
                 log_error!("session {}: {msg}, closing connection.", self.id);
                 self.kill(&msg);
@@ -586,6 +589,38 @@ impl Session {
             }
             Err(NoTarget::None) => Err(format!("Could not find valid server for {}, closing connection.", command_name(cmd))),
         }
+    }
+
+    /// Opens again the first of `servers` whose connection was lost, when the host can give
+    /// the new connection the session's state (it replays the session-command history, within
+    /// the service's max_sescmd_history and unless disable_sescmd_history). The current
+    /// database, which this router applies itself, follows the history.
+    fn reconnect(&mut self, servers: &[String]) -> Option<usize> {
+        if !self.host.can_recover_state() {
+            return None;
+        }
+        for name in servers {
+            let Some(i) = self.backends.iter().position(|b| &b.name == name && !b.in_use) else { continue };
+            if !self.host.connect(self.backends[i].endpoint) {
+                continue;
+            }
+            log_info!("session {}: reconnected to '{name}', the session's history is replayed on it", self.id);
+            let b = &mut self.backends[i];
+            b.in_use = true;
+            b.pending.clear();
+            b.tracker = ReplyTracker::new(self.deprecate_eof);
+            if !self.current_db.is_empty() && self.map.db_servers(&self.current_db).contains(name) {
+                let mut pkt = Vec::new();
+                let mut payload = vec![COM_INIT_DB];
+                payload.extend_from_slice(self.current_db.as_bytes());
+                write_packet(&mut pkt, 0, &payload);
+                if !self.write(i, &pkt, 0, Expect::Ignore) {
+                    continue;
+                }
+            }
+            return Some(i);
+        }
+        None
     }
 
     fn fail_request(&mut self, cmd: u8, why: &str) -> Result<(), String> {

@@ -305,6 +305,22 @@ public:
         return to_str(m_hint);
     }
 
+    bool can_recover_state() const
+    {
+        auto* mses = static_cast<MYSQL_session*>(m_pSession->protocol_data());
+        if (!mses)
+        {
+            return false;
+        }
+        // With disable_sescmd_history MaxScale drops each command at once and still calls the
+        // (empty) history recoverable: a session command that ran is then state we cannot give back.
+        if (m_pSession->service->config()->disable_sescmd_history && mses->history().pruned())
+        {
+            return false;
+        }
+        return mses->can_recover_state();
+    }
+
     void clear_connect_db()
     {
         auto* mses = static_cast<MYSQL_session*>(m_pSession->protocol_data());
@@ -450,6 +466,9 @@ const mxsrs_host_api g_host_api = {
     },
     [](mxsrs_session_ctx* c) {
         return sess(c)->route_hint();
+    },
+    [](mxsrs_session_ctx* c) {
+        return sess(c)->can_recover_state();
     },
 };
 

@@ -7,19 +7,25 @@ use mysql::prelude::Queryable;
 use router_tests::env::{self, unique};
 use router_tests::maxscale::{self, MaxScale};
 
-fn config(listener: u16) -> String {
+/// Two services on the same servers: `Sharding` (MaxScale's default session-command history)
+/// and `NoHistory` (`disable_sescmd_history=true`), on `listener` and `listener2`.
+fn config(listener: u16, listener2: u16) -> String {
     let p = env::mariadb_ports();
-    format!(
+    let regex = "ignore_tables_regex=/^([^s]|s[^r]|sr[^_])|^sr_shared_[^.]*\\.$/";
+    let mut cnf = format!(
         "[s1]\ntype=server\naddress=127.0.0.1\nport={}\n\n[s2]\ntype=server\naddress=127.0.0.1\nport={}\n\n[s3]\ntype=server\naddress=127.0.0.1\nport={}\n\n\
          [Monitor]\ntype=monitor\nmodule=mariadbmon\nservers=s1,s2,s3\nuser=app\npassword=apppass\nmonitor_interval=1s\n\n\
-         [Hint]\ntype=filter\nmodule=hintfilter\n\n\
-         [Sharding]\ntype=service\nrouter=schemarouter\ntargets=s1,s2,s3\nuser=app\npassword=apppass\nfilters=Hint\n\
-         ignore_tables_regex=/^([^s]|s[^r]|sr[^_])|^sr_shared_[^.]*\\.$/\n\n\
-         [Sharding-Listener]\ntype=listener\nservice=Sharding\nprotocol=mariadbprotocol\naddress=127.0.0.1\nport={listener}\n",
+         [Hint]\ntype=filter\nmodule=hintfilter\n\n",
         p[0], p[1], p[2]
-    )
+    );
+    for (name, port, extra) in [("Sharding", listener, ""), ("NoHistory", listener2, "disable_sescmd_history=true\n")] {
+        cnf.push_str(&format!(
+            "[{name}]\ntype=service\nrouter=schemarouter\ntargets=s1,s2,s3\nuser=app\npassword=apppass\nfilters=Hint\n{regex}\n{extra}\n\
+             [{name}-Listener]\ntype=listener\nservice={name}\nprotocol=mariadbprotocol\naddress=127.0.0.1\nport={port}\n\n"
+        ));
+    }
+    cnf
 }
-
 
 struct Dbs(String);
 
@@ -87,7 +93,7 @@ fn drop_in_replacement_in_maxscale() {
     let p = env::mariadb_ports();
 
     let (admin, listener) = maxscale::ports();
-    let native = MaxScale::start(&inst, admin, &config(listener), &[]);
+    let native = MaxScale::start(&inst, admin, &config(listener, maxscale::ports().0), &[]);
     for s in ["s1", "s2", "s3"] {
         native.wait_running(s);
     }
@@ -95,7 +101,8 @@ fn drop_in_replacement_in_maxscale() {
     drop(native);
 
     let (admin, listener) = maxscale::ports();
-    let mx = MaxScale::start(&inst, admin, &config(listener), &[("schemarouter", &ours)]);
+    let listener2 = maxscale::ports().0;
+    let mx = MaxScale::start(&inst, admin, &config(listener, listener2), &[("schemarouter", &ours)]);
     for s in ["s1", "s2", "s3"] {
         mx.wait_running(s);
     }
@@ -152,13 +159,25 @@ fn drop_in_replacement_in_maxscale() {
     assert_eq!(port(&mut c2, "SELECT @@port"), p[2]);
 
     // A dying shard: the session's connection to s3 is killed. Statements for the other
-    // shards go on; the first one that needs s3 ends the session with a clear error.
+    // shards go on. The next statement that needs s3 reconnects, and MaxScale replays the
+    // session's history on the new connection (SET survives) ...
+    let s3_conn = |c: &mut mysql::Conn| -> u32 { c.query_first(format!("SELECT CONNECTION_ID() FROM sr_c_{u}.t3")).unwrap().unwrap() };
     let mut c5 = maxscale::client(listener, None);
-    let s3_conn: u32 = c5.query_first(format!("SELECT CONNECTION_ID() FROM sr_c_{u}.t3")).unwrap().unwrap();
-    env::mariadb(p[2]).query_drop(format!("KILL {s3_conn}")).unwrap();
+    c5.query_drop("SET @keep = 42").unwrap();
+    let first = s3_conn(&mut c5);
+    env::mariadb(p[2]).query_drop(format!("KILL {first}")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(port(&mut c5, &format!("SELECT @@port FROM sr_a_{u}.t1")), p[0], "other shards keep working");
-    let e = c5.query_drop(format!("SELECT * FROM sr_c_{u}.t3")).unwrap_err().to_string();
+    assert_eq!(c5.query_first::<u32, _>(format!("SELECT @keep FROM sr_c_{u}.t3")).unwrap(), Some(42), "history replayed");
+    assert_ne!(s3_conn(&mut c5), first, "a new connection");
+    // ... unless the service keeps no history: then the session ends with a clear error.
+    let mut c6 = maxscale::client(listener2, None);
+    c6.query_drop("SET @keep = 42").unwrap();
+    let first = s3_conn(&mut c6);
+    env::mariadb(p[2]).query_drop(format!("KILL {first}")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(port(&mut c6, &format!("SELECT @@port FROM sr_a_{u}.t1")), p[0], "other shards keep working");
+    let e = c6.query_drop(format!("SELECT * FROM sr_c_{u}.t3")).unwrap_err().to_string();
     assert!(e.contains("'s3' is not available"), "{e}");
 
     // Diagnostics, commands, runtime alter.
