@@ -119,7 +119,7 @@ fn build_table<R: Router>() -> ModuleTable {
             name: keep(p.name),
             description: keep(p.description),
             type_: kind,
-            default_value: p.default.map_or(std::ptr::null(), |d| keep(d)),
+            default_value: p.default.map_or(std::ptr::null(), &mut keep),
             enum_values: values.as_ptr(),
             n_enum_values: values.len(),
         });

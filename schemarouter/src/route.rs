@@ -104,7 +104,7 @@ impl<'a> View<'a> {
         // `table_schema = 'db'`) go where that database is.
         let only_system = !a.tables.is_empty() && a.tables.iter().all(|t| t.db.as_deref().is_some_and(is_system));
         let user_dbs: Vec<&String> = a.databases.iter().filter(|d| !is_system(d)).collect();
-        if !a.tables.is_empty() && !(only_system && !user_dbs.is_empty()) {
+        if !a.tables.is_empty() && (!only_system || user_dbs.is_empty()) {
             let set = Self::intersect(a.tables.iter().map(|t| self.table_locations(t)));
             if !set.is_empty() {
                 return self.choose(&set);

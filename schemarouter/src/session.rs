@@ -784,9 +784,9 @@ impl Session {
 
     fn on_reply(&mut self, i: usize, data: &[u8]) -> Result<(), String> {
         let mut out: Vec<u8> = Vec::new();
-        let mut packets = Packets::new(data);
+        let packets = Packets::new(data);
         let mut fatal: Option<String> = None;
-        while let Some(p) = packets.next() {
+        for p in packets {
             let p = match p {
                 Ok(p) => p,
                 Err(e) => {

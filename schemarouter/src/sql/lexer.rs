@@ -55,7 +55,7 @@ pub fn tokenize(sql: &str) -> Vec<Tok> {
         match c {
             b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C => i += 1,
             b'#' => i = skip_line(b, i),
-            b'-' if b.get(i + 1) == Some(&b'-') && b.get(i + 2).map_or(true, |c| c.is_ascii_whitespace()) => i = skip_line(b, i),
+            b'-' if b.get(i + 1) == Some(&b'-') && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) => i = skip_line(b, i),
             b'/' if b.get(i + 1) == Some(&b'*') => {
                 let exec = b.get(i + 2) == Some(&b'!') || (b.get(i + 2) == Some(&b'M') && b.get(i + 3) == Some(&b'!'));
                 if exec {
