@@ -113,6 +113,9 @@ pub struct Session {
     /// COM_CHANGE_USER in flight: (user, database). On success the session maps again with
     /// the new user's view (the native router keeps the old user's map).
     pending_user: Option<(String, String)>,
+    /// A statement that creates, drops or renames databases or tables is in flight: once it
+    /// completed, every cached map is invalidated and this session maps again.
+    pending_schema_change: bool,
     /// A USE of an unknown database triggered a remap (refresh_databases): once only.
     remapped_for_use: bool,
     ps_text: HashMap<String, usize>,
@@ -197,6 +200,7 @@ impl Session {
             previous: None,
             pending_use: None,
             pending_user: None,
+            pending_schema_change: false,
             remapped_for_use: false,
             ps_text: HashMap::new(),
             ps_bin: HashMap::new(),
@@ -221,6 +225,19 @@ impl Session {
         self.map = Arc::new(ShardMap::default());
         self.current_db = db;
         self.previous = None;
+        self.state = State::Fresh;
+    }
+
+    /// After DDL through this router: the databases and tables it created or removed must be
+    /// routable at once, here and in new sessions (the native router waits for
+    /// `refresh_interval`).
+    fn schema_changed(&mut self) {
+        log_info!("session {}: databases or tables changed: the shard maps are invalidated", self.id);
+        self.shared.cache.invalidate();
+        if self.claimed {
+            self.shared.cache.release(&self.key);
+            self.claimed = false;
+        }
         self.state = State::Fresh;
     }
 
@@ -501,6 +518,7 @@ impl Session {
     }
 
     fn route_query_text(&mut self, q: Queued, cmd: u8, a: &Analysis, hint: Option<&str>) -> Result<(), String> {
+        self.pending_schema_change = a.kinds.contains(&Kind::SchemaChange);
         match a.kind() {
             Kind::ShowDatabases { like, .. } => {
                 let rows: Vec<Vec<Option<String>>> = self
@@ -878,6 +896,9 @@ impl Session {
                         if error.is_none() {
                             self.changed_user(user, db);
                         }
+                    }
+                    if std::mem::take(&mut self.pending_schema_change) {
+                        self.schema_changed();
                     }
                     self.answering = None;
                     if !self.host.reply(Some(self.backends[i].endpoint), &out, true) {

@@ -61,7 +61,7 @@ impl Drop for Dbs {
         let u = &self.0;
         for port in env::mariadb_ports().into_iter().take(3) {
             if let Ok(mut c) = std::panic::catch_unwind(|| env::mariadb(port)) {
-                for d in ["a", "b", "c", "shared"] {
+                for d in ["a", "b", "c", "d", "shared"] {
                     let _ = c.query_drop(format!("DROP DATABASE IF EXISTS sr_{d}_{u}"));
                 }
                 let _ = c.query_drop(format!("DROP USER IF EXISTS 'sr_r_{u}'@'%'"));
@@ -139,6 +139,14 @@ fn drop_in_replacement_in_maxscale() {
     c.query_drop(format!("UPDATE sr_a_{u}.t1 SET srv = 's1' WHERE id = 1")).unwrap();
     c.query_drop("COMMIT").unwrap();
     assert_eq!(port(&mut c, "SELECT @@port -- maxscale route to server s3"), p[2]);
+    // DDL through the router is routable at once (the native router waits for refresh_interval).
+    c.query_drop(format!("CREATE DATABASE sr_d_{u} -- maxscale route to server s2")).unwrap();
+    c.query_drop(format!("CREATE TABLE sr_d_{u}.t4 (id INT PRIMARY KEY)")).unwrap();
+    c.query_drop(format!("INSERT INTO sr_d_{u}.t4 VALUES (1)")).unwrap();
+    assert_eq!(port(&mut c, &format!("SELECT @@port FROM sr_d_{u}.t4")), p[1]);
+    c.query_drop(format!("USE sr_d_{u}")).unwrap();
+    assert_eq!(port(&mut c, "SELECT @@port"), p[1]);
+    c.query_drop(format!("USE sr_shared_{u}")).unwrap();
     // COM_CHANGE_USER (the mysql crate's reset without pooling: change_user to the same user)
     // goes to every shard; session variables are gone afterwards, routing still works.
     c.change_user(mysql::ChangeUserOpts::DEFAULT).unwrap();

@@ -409,3 +409,33 @@ impl Drop for DropLater {
         }
     }
 }
+
+/// DDL through the router is routable at once: a database created through it can be used, a
+/// table created in it is found, new sessions see both, and a dropped database is gone.
+#[test]
+fn ddl_through_the_router_updates_the_map() {
+    let d = Dbs::create();
+    let p = env::mariadb_ports();
+    let fresh = format!("{}_ddl", d.c);
+    let _cleanup: Vec<DropLater> = p.iter().take(3).map(|port| DropLater(*port, fresh.clone())).collect();
+    let r = router(params(&d));
+    let mut h = Harness::open(&r, servers()).expect("session");
+    // Created on s3 (a hint would do it too): qualified with a database s3 holds.
+    ok(&mut h, &format!("USE {}", d.c));
+    ok(&mut h, &format!("CREATE DATABASE {fresh}"));
+    let where_created: Vec<u16> = p.iter().take(3).copied().filter(|port| {
+        env::mariadb(*port).query_first::<String, _>(format!("SHOW DATABASES LIKE '{fresh}'")).unwrap().is_some()
+    }).collect();
+    assert_eq!(where_created.len(), 1, "created on one server");
+    assert_eq!(rows(&h.query(&format!("SHOW DATABASES LIKE '{fresh}'"))).unwrap(), vec![vec![fresh.clone()]]);
+    ok(&mut h, &format!("USE {fresh}"));
+    assert_eq!(port_of(&mut h, "SELECT @@port"), where_created[0]);
+    ok(&mut h, "CREATE TABLE late (id INT PRIMARY KEY)");
+    ok(&mut h, "INSERT INTO late VALUES (5)");
+    ok(&mut h, &format!("USE {}", d.a));
+    assert_eq!(one(&mut h, &format!("SELECT id FROM {fresh}.late")), "5");
+    let mut h2 = Harness::open(&r, servers()).expect("session");
+    assert_eq!(one(&mut h2, &format!("SELECT id FROM {fresh}.late")), "5", "a new session sees the new table");
+    ok(&mut h2, &format!("DROP DATABASE {fresh}"));
+    assert!(rows(&h2.query(&format!("SHOW DATABASES LIKE '{fresh}'"))).unwrap().is_empty());
+}

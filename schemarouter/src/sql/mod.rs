@@ -38,6 +38,8 @@ pub enum Kind {
     /// `EXECUTE IMMEDIATE 'sql'` (None for a variable or an expression).
     ExecuteImmediate { sql: Option<String> },
     LoadDataLocal,
+    /// Creates, drops or renames a database, table or view: the shard map changes.
+    SchemaChange,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,13 +180,16 @@ fn statement(t: &[Tok], a: &mut Analysis) -> Kind {
         if let Some(db) = t.get(i).and_then(|x| x.ident()) {
             add_db(a, db);
         }
-        return Kind::Other;
+        return if first.is("alter") { Kind::Other } else { Kind::SchemaChange };
     }
     let before = a.tables.len();
     tables(t, a);
     let mut kind = Kind::Other;
     if first.is("load") && t.iter().take(6).any(|x| x.is("local")) {
         kind = Kind::LoadDataLocal;
+    }
+    if changes_tables(t) {
+        kind = Kind::SchemaChange;
     }
     if first.is("select") && a.tables.len() == before && t.windows(2).any(|p| matches!(p[0], Tok::Var(_)) && p[1] == Tok::Op(":=")) {
         kind = Kind::Session;
@@ -201,6 +206,20 @@ fn statement(t: &[Tok], a: &mut Analysis) -> Kind {
         }
     }
     kind
+}
+
+/// CREATE [OR REPLACE] ... TABLE|VIEW|SEQUENCE (not TEMPORARY: invisible to the map),
+/// DROP TABLE|VIEW|SEQUENCE, RENAME TABLE, ALTER TABLE ... RENAME. The object word is looked
+/// for among the first words, after options such as ALGORITHM= or DEFINER=.
+fn changes_tables(t: &[Tok]) -> bool {
+    let w = |i: usize, kw: &str| t.get(i).is_some_and(|x| x.is(kw));
+    let object = |x: &Tok| x.is("table") || x.is("view") || x.is("sequence");
+    if w(0, "create") || w(0, "drop") {
+        let head = &t[1..t.len().min(12)];
+        head.iter().any(object) && !head.iter().take(3).any(|x| x.is("temporary"))
+    } else {
+        (w(0, "rename") && w(1, "table")) || (w(0, "alter") && w(1, "table") && t.iter().any(|x| x.is("rename")))
+    }
 }
 
 fn show(t: &[Tok], a: &mut Analysis) -> Kind {

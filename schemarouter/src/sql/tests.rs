@@ -129,6 +129,17 @@ fn kinds() {
     assert_eq!(k("EXECUTE IMMEDIATE CONCAT('SELECT ', 1)"), Kind::ExecuteImmediate { sql: None });
     assert_eq!(k("LOAD DATA LOCAL INFILE 'f' INTO TABLE t"), Kind::LoadDataLocal);
     assert_eq!(k("SELECT 1; SELECT 2"), Kind::Other);
+    for s in [
+        "CREATE DATABASE d", "drop schema if exists d", "CREATE TABLE d.t (id INT)", "create or replace table t like u",
+        "DROP TABLE IF EXISTS a, b", "RENAME TABLE a TO d.b", "ALTER TABLE a RENAME TO b",
+        "CREATE ALGORITHM=MERGE DEFINER=`u`@`%` SQL SECURITY INVOKER VIEW v AS SELECT 1", "DROP VIEW v", "CREATE SEQUENCE s",
+    ] {
+        assert_eq!(k(s), Kind::SchemaChange, "{s}");
+    }
+    for s in ["CREATE TEMPORARY TABLE t (id INT)", "DROP TEMPORARY TABLE t", "ALTER TABLE t ADD c INT", "ALTER DATABASE d CHARACTER SET utf8mb4", "CREATE INDEX i ON t (c)", "SELECT * FROM `table`"] {
+        assert_ne!(k(s), Kind::SchemaChange, "{s}");
+    }
+    assert!(analyze("INSERT INTO t VALUES (1); CREATE TABLE u (id INT)").kinds.contains(&Kind::SchemaChange));
     assert!(analyze("SELECT 1; SELECT 2").is_multi());
     assert!(!analyze("SELECT 1;").is_multi());
 }
