@@ -104,7 +104,8 @@ etcd_up() {
       --initial-advertise-peer-urls http://127.0.0.1:$((ETCD_PORT+1)) \
       --initial-cluster n1=http://127.0.0.1:$((ETCD_PORT+1)) --initial-cluster-state new \
       --listen-metrics-urls http://127.0.0.1:$((ETCD_PORT+2)) \
-      --quota-backend-bytes 4294967296 --logger zap --log-outputs "$b/log/etcd.log" \
+      --quota-backend-bytes 4294967296 --auto-compaction-mode=periodic --auto-compaction-retention=10m \
+      --logger zap --log-outputs "$b/log/etcd.log" \
       >"$b/log/stdout.log" 2>&1 </dev/null &
     echo $! >"$b/etcd.pid"
     wait_for 30 env ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:$ETCD_PORT endpoint health ||
