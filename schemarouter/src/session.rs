@@ -139,6 +139,21 @@ fn change_user_target(p: &[u8]) -> Option<(String, String)> {
     Some((user, String::from_utf8_lossy(&rest[..db_end]).into_owned()))
 }
 
+/// The cache key of a session: its user and the servers it is connected to.
+fn session_key(user: &str, backends: &[Backend]) -> String {
+    let names: Vec<String> = backends.iter().filter(|b| b.in_use).map(|b| b.name.clone()).collect();
+    cache_key(user, &names)
+}
+
+/// A COM_INIT_DB the router sends on its own (not a client packet).
+fn init_db_packet(db: &str) -> Vec<u8> {
+    let mut payload = vec![COM_INIT_DB];
+    payload.extend_from_slice(db.as_bytes());
+    let mut pkt = Vec::new();
+    write_packet(&mut pkt, 0, &payload);
+    pkt
+}
+
 fn payload_str(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
@@ -171,8 +186,7 @@ impl Session {
             log_error!("Failed to connect to any of the backend servers");
             return Err("Failed to connect to any of the backend servers".into());
         }
-        let names: Vec<String> = backends.iter().filter(|b| b.in_use).map(|b| b.name.clone()).collect();
-        let key = cache_key(&info.user, &names);
+        let key = session_key(&info.user, &backends);
         Ok(Session {
             shared,
             host,
@@ -214,13 +228,9 @@ impl Session {
     /// After a successful COM_CHANGE_USER: the shard map is the new user's (built or taken
     /// from the cache at the next request), the current database the one the client named.
     fn changed_user(&mut self, user: String, db: String) {
-        if self.claimed {
-            self.shared.cache.release(&self.key);
-            self.claimed = false;
-        }
-        let names: Vec<String> = self.backends.iter().filter(|b| b.in_use).map(|b| b.name.clone()).collect();
+        self.release_claim();
         log_info!("session {}: user changed from '{}' to '{user}': mapping with the new user's view", self.id, self.user);
-        self.key = cache_key(&user, &names);
+        self.key = session_key(&user, &self.backends);
         self.user = user;
         self.map = Arc::new(ShardMap::default());
         self.current_db = db;
@@ -234,11 +244,16 @@ impl Session {
     fn schema_changed(&mut self) {
         log_info!("session {}: databases or tables changed: the shard maps are invalidated", self.id);
         self.shared.cache.invalidate();
+        self.release_claim();
+        self.state = State::Fresh;
+    }
+
+    /// Gives up the cache's update slot if this session holds it.
+    fn release_claim(&mut self) {
         if self.claimed {
             self.shared.cache.release(&self.key);
             self.claimed = false;
         }
-        self.state = State::Fresh;
     }
 
     fn servers(&self) -> Vec<(String, bool)> {
@@ -279,10 +294,7 @@ impl Session {
         self.state = State::Failed;
         self.queue.clear();
         self.busy = false;
-        if self.claimed {
-            self.shared.cache.release(&self.key);
-            self.claimed = false;
-        }
+        self.release_claim();
         match request {
             Some(seq) if !msg.is_empty() => {
                 self.host.reply(None, &err_packet(seq.wrapping_add(1), 1927, "70100", msg), true);
@@ -369,10 +381,7 @@ impl Session {
             return;
         };
         let holders = self.map.db_servers(&db);
-        let mut pkt = Vec::new();
-        let mut payload = vec![COM_INIT_DB];
-        payload.extend_from_slice(db.as_bytes());
-        write_packet(&mut pkt, 0, &payload);
+        let pkt = init_db_packet(&db);
         let mut sent = 0;
         for i in 0..self.backends.len() {
             if holders.contains(&self.backends[i].name) && self.write(i, &pkt, 0, Expect::InitDb) {
@@ -628,10 +637,7 @@ impl Session {
             b.pending.clear();
             b.tracker = ReplyTracker::new(self.deprecate_eof);
             if !self.current_db.is_empty() && self.map.db_servers(&self.current_db).contains(name) {
-                let mut pkt = Vec::new();
-                let mut payload = vec![COM_INIT_DB];
-                payload.extend_from_slice(self.current_db.as_bytes());
-                write_packet(&mut pkt, 0, &payload);
+                let pkt = init_db_packet(&self.current_db);
                 if !self.write(i, &pkt, 0, Expect::Ignore) {
                     continue;
                 }
@@ -920,9 +926,9 @@ impl Session {
         }
         if !out.is_empty() {
             self.answering = None;
-        }
-        if !out.is_empty() && !self.host.reply(Some(self.backends[i].endpoint), &out, false) {
-            return Err("cannot write to the client".into());
+            if !self.host.reply(Some(self.backends[i].endpoint), &out, false) {
+                return Err("cannot write to the client".into());
+            }
         }
         if let Some(f) = fatal {
             return Err(f);
@@ -1002,9 +1008,7 @@ impl RouterSession for Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if self.claimed {
-            self.shared.cache.release(&self.key);
-        }
+        self.release_claim();
     }
 }
 

@@ -77,14 +77,9 @@ impl MaxScale {
     }
 
     fn wait_ready(&self) {
-        let end = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < end {
-            if self.get("/v1/maxscale").is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        if !poll(Duration::from_secs(30), Duration::from_millis(200), || self.get("/v1/maxscale").is_ok()) {
+            panic!("MaxScale did not start; log:\n{}", self.log());
         }
-        panic!("MaxScale did not start; log:\n{}", self.log());
     }
 
     pub fn log(&self) -> String {
@@ -93,14 +88,7 @@ impl MaxScale {
 
     /// True once the log contains `text` (MaxScale writes its log asynchronously): 10 s.
     pub fn log_shows(&self, text: &str) -> bool {
-        let end = Instant::now() + Duration::from_secs(10);
-        while !self.log().contains(text) {
-            if Instant::now() > end {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        true
+        poll(Duration::from_secs(10), Duration::from_millis(100), || self.log().contains(text))
     }
 
     fn curl(&self, method: &str, path: &str, body: Option<&str>) -> Result<String, String> {
@@ -136,16 +124,13 @@ impl MaxScale {
 
     /// Waits until a server is Running in MaxScale's view.
     pub fn wait_running(&self, server: &str) {
-        let end = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < end {
-            if let Ok(v) = self.get(&format!("/v1/servers/{server}")) {
-                if v["data"]["attributes"]["state"].as_str().is_some_and(|s| s.contains("Running")) {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        let running = || {
+            self.get(&format!("/v1/servers/{server}"))
+                .is_ok_and(|v| v["data"]["attributes"]["state"].as_str().is_some_and(|s| s.contains("Running")))
+        };
+        if !poll(Duration::from_secs(30), Duration::from_millis(200), running) {
+            panic!("server {server} never became Running; log:\n{}", self.log());
         }
-        panic!("server {server} never became Running; log:\n{}", self.log());
     }
 }
 
@@ -153,15 +138,25 @@ impl Drop for MaxScale {
     fn drop(&mut self) {
         // SIGTERM for a clean shutdown (the exporters flush), then make sure it is gone.
         let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let end = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if poll(Duration::from_secs(15), Duration::from_millis(100), || matches!(self.child.try_wait(), Ok(Some(_)))) {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Calls `done` every `every` until it says true (true) or `timeout` passed (false).
+fn poll(timeout: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(every);
     }
 }
 

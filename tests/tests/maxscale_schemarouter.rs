@@ -110,6 +110,7 @@ fn drop_in_replacement_in_maxscale() {
     assert!(!our_rows.0.is_empty());
     assert_eq!(our_rows, native_rows, "SHOW SHARDS / SHOW DATABASES as the native module");
 
+    let diag = |mx: &MaxScale| mx.get("/v1/services/Sharding").unwrap()["data"]["attributes"]["router_diagnostics"].clone();
     let mut c = maxscale::client(listener, None);
     let port = |c: &mut mysql::Conn, q: &str| -> u16 { c.query_first::<u16, _>(q).unwrap().unwrap() };
     assert_eq!(port(&mut c, &format!("SELECT @@port FROM sr_c_{u}.t3")), p[2]);
@@ -154,13 +155,12 @@ fn drop_in_replacement_in_maxscale() {
     assert_eq!(port(&mut c, &format!("SELECT @@port FROM sr_b_{u}.t2")), p[1]);
     // A change to another user maps again with that user's view (the native router keeps the
     // first user's map).
-    let misses = mx.get("/v1/services/Sharding").unwrap()["data"]["attributes"]["router_diagnostics"]["shard_map_misses"].as_u64().unwrap();
+    let misses = diag(&mx)["shard_map_misses"].as_u64().unwrap();
     c.change_user(mysql::ChangeUserOpts::DEFAULT.with_user(Some(format!("sr_r_{u}"))).with_pass(Some("readerpass".into()))).unwrap();
     let dbs: Vec<String> = c.query("SHOW DATABASES").unwrap();
     assert!(dbs.contains(&format!("sr_c_{u}")) && !dbs.iter().any(|d| d.starts_with("sr_") && *d != format!("sr_c_{u}")), "{dbs:?}");
     assert_eq!(port(&mut c, &format!("SELECT @@port FROM sr_c_{u}.t3")), p[2]);
-    let after = mx.get("/v1/services/Sharding").unwrap()["data"]["attributes"]["router_diagnostics"]["shard_map_misses"].as_u64().unwrap();
-    assert_eq!(after, misses + 1, "the new user's map was built");
+    assert_eq!(diag(&mx)["shard_map_misses"].as_u64(), Some(misses + 1), "the new user's map was built");
 
     // Connect-time database on one shard only.
     let mut c2 = maxscale::client(listener, Some(&format!("sr_c_{u}")));
@@ -170,26 +170,25 @@ fn drop_in_replacement_in_maxscale() {
     // shards go on. The next statement that needs s3 reconnects, and MaxScale replays the
     // session's history on the new connection (SET survives) ...
     let s3_conn = |c: &mut mysql::Conn| -> u32 { c.query_first(format!("SELECT CONNECTION_ID() FROM sr_c_{u}.t3")).unwrap().unwrap() };
-    let mut c5 = maxscale::client(listener, None);
-    c5.query_drop("SET @keep = 42").unwrap();
-    let first = s3_conn(&mut c5);
-    env::mariadb(p[2]).query_drop(format!("KILL {first}")).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(port(&mut c5, &format!("SELECT @@port FROM sr_a_{u}.t1")), p[0], "other shards keep working");
+    // A session with state whose s3 connection is killed; returns it and that connection's id.
+    let session_losing_s3 = |listener: u16| -> (mysql::Conn, u32) {
+        let mut c = maxscale::client(listener, None);
+        c.query_drop("SET @keep = 42").unwrap();
+        let first = s3_conn(&mut c);
+        env::mariadb(p[2]).query_drop(format!("KILL {first}")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(port(&mut c, &format!("SELECT @@port FROM sr_a_{u}.t1")), p[0], "other shards keep working");
+        (c, first)
+    };
+    let (mut c5, first) = session_losing_s3(listener);
     assert_eq!(c5.query_first::<u32, _>(format!("SELECT @keep FROM sr_c_{u}.t3")).unwrap(), Some(42), "history replayed");
     assert_ne!(s3_conn(&mut c5), first, "a new connection");
     // ... unless the service keeps no history: then the session ends with a clear error.
-    let mut c6 = maxscale::client(listener2, None);
-    c6.query_drop("SET @keep = 42").unwrap();
-    let first = s3_conn(&mut c6);
-    env::mariadb(p[2]).query_drop(format!("KILL {first}")).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(port(&mut c6, &format!("SELECT @@port FROM sr_a_{u}.t1")), p[0], "other shards keep working");
+    let (mut c6, _) = session_losing_s3(listener2);
     let e = c6.query_drop(format!("SELECT * FROM sr_c_{u}.t3")).unwrap_err().to_string();
     assert!(e.contains("'s3' is not available"), "{e}");
 
     // Diagnostics, commands, runtime alter.
-    let diag = |mx: &MaxScale| mx.get("/v1/services/Sharding").unwrap()["data"]["attributes"]["router_diagnostics"].clone();
     let before = diag(&mx);
     assert!(before["shard_map_hits"].as_u64().unwrap() >= 1, "{before}");
     mx.call_command("schemarouter", "invalidate", "Sharding").unwrap();

@@ -65,10 +65,8 @@ impl Drop for Dbs {
     fn drop(&mut self) {
         let p = env::mariadb_ports();
         for (port, dbs) in [(p[0], vec![&self.a, &self.shared]), (p[1], vec![&self.b, &self.shared]), (p[2], vec![&self.c])] {
-            if let Ok(mut c) = std::panic::catch_unwind(|| env::mariadb(port)) {
-                for d in dbs {
-                    let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {d}"));
-                }
+            for d in dbs {
+                drop_database(port, d);
             }
         }
     }
@@ -401,12 +399,18 @@ fn ignore_databases_exempts_a_split_database() {
     assert_eq!(one(&mut h, &format!("SELECT srv FROM {}.ta", d.shared)), "s1");
 }
 
+/// Drops a database, also while a test is failing (errors are ignored).
+fn drop_database(port: u16, db: &str) {
+    if let Ok(mut c) = std::panic::catch_unwind(|| env::mariadb(port)) {
+        let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {db}"));
+    }
+}
+
+/// Drops a database the test creates, when the test ends.
 struct DropLater(u16, String);
 impl Drop for DropLater {
     fn drop(&mut self) {
-        if let Ok(mut c) = std::panic::catch_unwind(|| env::mariadb(self.0)) {
-            let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {}", self.1));
-        }
+        drop_database(self.0, &self.1);
     }
 }
 
