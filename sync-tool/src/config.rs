@@ -174,9 +174,6 @@ pub struct Sync {
     /// Upper bound for the bytes of one etcd transaction (server limit 1.5 MiB).
     #[serde(default = "default_max_bytes")]
     pub max_txn_bytes: usize,
-    /// Rows per fetch during the dump.
-    #[serde(default = "default_fetch")]
-    pub dump_fetch_rows: usize,
     /// TTL of the HA election lease; a standby takes over at most about this long after
     /// the active instance died.
     #[serde(default = "default_lease_ttl", deserialize_with = "de_duration")]
@@ -251,9 +248,6 @@ fn default_max_ops() -> usize {
 }
 fn default_max_bytes() -> usize {
     1024 * 1024
-}
-fn default_fetch() -> usize {
-    2000
 }
 fn default_lease_ttl() -> Duration {
     Duration::from_secs(5)
@@ -370,9 +364,6 @@ impl Config {
         }
         if self.sync.max_txn_bytes < 4096 {
             bail!("sync.max_txn_bytes must be at least 4096");
-        }
-        if self.sync.dump_fetch_rows == 0 {
-            bail!("sync.dump_fetch_rows must be > 0");
         }
         if self.sync.lease_ttl < Duration::from_secs(1) {
             bail!("sync.lease_ttl must be at least 1s");

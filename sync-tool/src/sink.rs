@@ -556,6 +556,18 @@ impl Sink {
         }
     }
 
+    /// True when no key lies under `prefix` (after everything submitted is committed).
+    pub async fn prefix_is_empty(&mut self, prefix: &str) -> Result<bool> {
+        self.flush().await?;
+        self.drain().await?;
+        let resp = self
+            .client
+            .get(prefix, Some(GetOptions::new().with_range(prefix_end(prefix.as_bytes())).with_keys_only().with_limit(1)))
+            .await
+            .context("etcd: range")?;
+        Ok(resp.kvs().is_empty())
+    }
+
     /// Deletes keys under `prefix` whose last modification is at or before `rev` (rows a
     /// re-dump did not write again: they no longer exist in the source). Pages through the
     /// keys, so memory stays bounded.

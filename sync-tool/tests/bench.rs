@@ -3,7 +3,8 @@
 //! the same transaction shape (same number of puts per transaction, same key and value sizes,
 //! same number of transactions in flight), the ratio, the lag p50/p99 of streamed rows, and the
 //! tool's peak RSS during the dump.
-//! Environment: BENCH_ROWS (dump rows, default 1_000_000), BENCH_STREAM_ROWS (default 50_000).
+//! Environment: BENCH_ROWS (dump rows, default 1_000_000), BENCH_STREAM_ROWS (default 50_000),
+//! BENCH_RAW_ROWS (rows of each baseline run, default 200_000).
 
 mod common;
 
@@ -31,11 +32,12 @@ const DUMP_TS: i64 = 1_700_000_000_000;
 /// tool's (`/<name>/<name>.r/<6-digit id>`; the tool writes `/<name>/<name>.b/<id>`, template
 /// `/{path}/{schema}.{table}/{pk}`) and values of the benchmark rows' size. Runs before the
 /// tool starts; its keys are removed afterwards.
-async fn raw_etcd_rate(rows: usize, name: &str) -> f64 {
+async fn raw_etcd_rate(name: &str) -> f64 {
+    let rows = env_usize("BENCH_RAW_ROWS", 200_000);
     let e = etcd().await;
     let prefix = format!("/{name}/{name}.r/");
     let value = br#"{"id":123456,"v":123456,"t":"row-123456-xxxxxxxxxxxxxxxxxxxxxxxx","ts":1700000000000}"#.to_vec();
-    compact_etcd().await;
+    settle_etcd().await;
     let t0 = Instant::now();
     let mut inflight = FuturesOrdered::new();
     let mut i = 0;
@@ -52,18 +54,20 @@ async fn raw_etcd_rate(rows: usize, name: &str) -> f64 {
     }
     let rate = rows as f64 / t0.elapsed().as_secs_f64();
     etcd_clear(&mut e.clone(), &prefix).await;
-    compact_etcd().await;
+    settle_etcd().await;
     rate
 }
 
-/// Compacts etcd's history up to now. Deleted keys stay in etcd's history until a compaction,
-/// and until then every write costs etcd about twice the CPU (measured on 3.4: 50k deleted
-/// keys halve the write rate). Run before each measurement, so that neither the tool nor the
-/// baseline pays for keys an earlier test or the baseline itself deleted.
-async fn compact_etcd() {
+/// Compacts etcd's history up to now and defragments its database, so that every
+/// measurement starts from the same state. Deleted keys stay in etcd's history until a
+/// compaction, and until then every write costs etcd about twice the CPU (measured on 3.4:
+/// 50k deleted keys halve the write rate); a compaction that just freed many pages slows the
+/// next writes too, until a defragmentation.
+async fn settle_etcd() {
     let mut e = etcd().await;
     let rev = e.get("/", Some(GetOptions::new().with_count_only())).await.unwrap().header().unwrap().revision();
     e.compact(rev, Some(etcd_client::CompactionOptions::new().with_physical())).await.unwrap();
+    e.defragment().await.unwrap();
 }
 
 fn vm_hwm_kb(pid: u32) -> Option<u64> {
@@ -99,12 +103,16 @@ fn now_ms() -> f64 {
 
 #[derive(Default)]
 struct Report {
-    raw: f64,
+    /// Raw etcd write rate before the tool ran and after it stopped; ratios use the higher.
+    raw_before: f64,
+    raw_after: f64,
     dump_rows: usize,
     dump_secs: f64,
     peak_kb: u64,
     stream_rows: usize,
     stream_secs: f64,
+    /// Time the workload took to commit the streamed rows in the source.
+    source_secs: f64,
     p50: f64,
     p99: f64,
     /// CPU seconds the tool used for the dump / for the stream.
@@ -118,19 +126,24 @@ impl Report {
     fn print(&self, title: &str) {
         let (dump_rate, stream_rate) =
             (self.dump_rows as f64 / self.dump_secs, self.stream_rows as f64 / self.stream_secs);
+        let raw = self.raw_before.max(self.raw_after);
         println!("=== {title}, {BATCH} puts per etcd txn, {IN_FLIGHT} txn in flight ===");
-        println!("raw etcd write rate      : {:>10.0} rows/s", self.raw);
+        println!(
+            "raw etcd write rate      : {raw:>10.0} rows/s  (before the tool {:.0}, after {:.0}; ratios use the higher)",
+            self.raw_before, self.raw_after
+        );
         println!(
             "dump ({} rows)   : {dump_rate:>10.0} rows/s  ratio {:.2} (target >= 0.8)  {:.1}s",
             self.dump_rows,
-            dump_rate / self.raw,
+            dump_rate / raw,
             self.dump_secs
         );
         println!(
             "stream ({} rows)     : {stream_rate:>10.0} rows/s  ratio {:.2} (target >= 0.8)",
             self.stream_rows,
-            stream_rate / self.raw
+            stream_rate / raw
         );
+        println!("source commit rate       : {:>10.0} rows/s (the stream cannot be faster)", self.stream_rows as f64 / self.source_secs);
         println!("stream lag               : p50 {:.0} ms  p99 {:.0} ms", self.p50, self.p99);
         println!("peak RSS during dump     : {:.1} MB (target <= 100 MB)", self.peak_kb as f64 / 1024.0);
         println!(
@@ -183,11 +196,13 @@ where
     let per_txn = 100;
     let target = stream_rows / per_txn * per_txn;
     let writer = tokio::spawn(async move {
+        let t0 = Instant::now();
         let mut id = 10_000_000i64;
         for _ in 0..stream_rows / per_txn {
             insert(id, id + per_txn as i64 - 1).await;
             id += per_txn as i64;
         }
+        t0.elapsed().as_secs_f64()
     });
     let mut lags = Vec::with_capacity(stream_rows);
     let mut first = None;
@@ -208,7 +223,7 @@ where
             }
         }
     }
-    writer.await.unwrap();
+    r.source_secs = writer.await.unwrap();
     r.stream_cpu = cpu_secs(pid) - cpu0;
     r.stream_secs = last.duration_since(first.unwrap()).as_secs_f64().max(1e-3);
     r.stream_rows = seen.len();
@@ -230,7 +245,7 @@ async fn bench_pg() {
     ))
     .await
     .unwrap();
-    let mut r = Report { load_start: loadavg(), raw: raw_etcd_rate(50_000, &name).await, ..Default::default() };
+    let mut r = Report { load_start: loadavg(), raw_before: raw_etcd_rate(&name).await, ..Default::default() };
 
     let dir = tmpdir(&name);
     let mut tool = Tool::new(&dir, "tool", &pg_config(&name, &name, &[&format!("{name}.*")], "").replace("log_level: info", "log_level: warn"));
@@ -249,6 +264,7 @@ async fn bench_pg() {
     };
     measure_stream(&tool, &name, stream_rows, insert, &mut r).await;
     tool.term();
+    r.raw_after = raw_etcd_rate(&name).await;
     r.print("bench-sync-pg (PostgreSQL 15 -> etcd 3.4)");
     pg_cleanup(&name, &[&name], &name).await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -273,7 +289,7 @@ async fn bench_mysql() {
         ),
     )
     .await;
-    let mut r = Report { load_start: loadavg(), raw: raw_etcd_rate(50_000, &name).await, ..Default::default() };
+    let mut r = Report { load_start: loadavg(), raw_before: raw_etcd_rate(&name).await, ..Default::default() };
     let dir = tmpdir(&name);
     let include = format!("{name}.*");
     let mut tool = Tool::new(&dir, "tool", &my_config(&name, &[&include], "").replace("log_level: info", "log_level: warn"));
@@ -294,8 +310,10 @@ async fn bench_mysql() {
     };
     measure_stream(&tool, &name, stream_rows, insert, &mut r).await;
     tool.term();
+    r.raw_after = raw_etcd_rate(&name).await;
     r.print("bench-sync-mysql (MariaDB 10.11 -> etcd 3.4)");
     my_cleanup(&[&name], &name).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
 

@@ -87,7 +87,7 @@ async fn pg_dump_stream_equality_mixed_schema() {
             'hé \"q\"', 'vc', '{{\"a\": [1, 2]}}', '{{\"b\": {{\"c\": null}}}}', '\\x00ff10', '2024-01-02 03:04:05.123456',
             '2024-01-02 03:04:05+02', '2024-02-29', '13:14:15', '1 year 2 mons 3 days 04:05:06', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
             '{{1,NULL,3}}', '{{\"x y\",z}}', 'happy', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 4000) i));
-         INSERT INTO {sa}.types (id, f) VALUES (2, 'NaN');
+         INSERT INTO {sa}.types (id, f, t) VALUES (2, 'NaN', E'a\\tb\\nc\\\\d\\\\N');
          INSERT INTO {sb}.comp SELECT i, 'k/' || i || ',x', 'v' || i FROM generate_series(1, 50) i;
          INSERT INTO {sa}.trunc SELECT i, 'old' FROM generate_series(1, 20) i;"
     ))
@@ -115,6 +115,8 @@ async fn pg_dump_stream_equality_mixed_schema() {
     expect["big"] = json!(big);
     assert_eq!(row, &expect);
     assert_eq!(m[&format!("{sa}.types/2")]["f"], json!("NaN"));
+    // tab, newline and backslashes survive the dump's COPY escaping
+    assert_eq!(m[&format!("{sa}.types/2")]["t"], json!("a\tb\nc\\d\\N"));
     assert!(m.contains_key(&format!("{sb}.comp/7,k%2F7%2Cx")), "composite key encoding");
 
     // stream
@@ -203,7 +205,7 @@ async fn pg_crash_kill9_during_workload() {
     let dir = tmpdir(&name);
     let include = format!("{name}.*");
     // small transactions in etcd so that kills land between chunks of one source transaction
-    let yaml = pg_config(&name, &name, &[&include], "  max_txn_ops: 16\n  dump_fetch_rows: 300\n").replace("lease_ttl: 2s", "lease_ttl: 1s");
+    let yaml = pg_config(&name, &name, &[&include], "  max_txn_ops: 16\n").replace("lease_ttl: 2s", "lease_ttl: 1s");
     let mut tool = Tool::new(&dir, "tool", &yaml);
     tool.start();
     let w = {

@@ -132,6 +132,40 @@ pub async fn delete(sink: &mut Sink, t: &TableMeta, row: &Row) -> Result<()> {
     sink.delete(key, Some(t.label_str())).await
 }
 
+/// Keys of rows that no longer exist, left by an earlier copy: a dump notes etcd's revision
+/// and the tables' prefixes that hold keys before it starts, and afterwards deletes the keys
+/// under those prefixes it did not write again. A prefix that was empty needs no scan (the
+/// first dump of a large table would otherwise range over all of its new keys).
+pub struct StaleKeys {
+    rev: i64,
+    prefixes: Vec<(String, String)>,
+}
+
+impl StaleKeys {
+    pub async fn before_dump<'a>(sink: &mut Sink, tables: impl IntoIterator<Item = &'a TableMeta>) -> Result<StaleKeys> {
+        let rev = sink.revision().await?;
+        let mut prefixes = Vec::new();
+        for t in tables {
+            if !sink.prefix_is_empty(&t.prefix).await? {
+                prefixes.push((t.prefix.clone(), t.label()));
+            }
+        }
+        Ok(StaleKeys { rev, prefixes })
+    }
+
+    /// Call after the dump's data is in etcd ([`Sink::flush_data`]).
+    pub async fn remove(self, sink: &mut Sink) -> Result<()> {
+        for (prefix, label) in &self.prefixes {
+            let removed = sink.remove_stale(prefix, self.rev).await?;
+            if removed > 0 {
+                METRICS.stale_keys_removed.add(removed);
+                tracing::info!(table = %label, removed, "removed keys of rows that no longer exist");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Dump progress: logs rows and rows/s per table every few seconds.
 pub struct Progress {
     table: String,

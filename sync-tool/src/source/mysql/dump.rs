@@ -11,13 +11,12 @@ use serde_json::Value;
 use super::types::{dump_expr, map_value, quote_ident};
 use super::{classify, gtid_binlog_pos, master_status, MyTable};
 use crate::config::Config;
-use crate::metrics::METRICS;
 use crate::sink::Sink;
-use crate::source::{upsert, Progress};
+use crate::source::{upsert, Progress, StaleKeys};
 use crate::value::Row;
 
 pub async fn dump(_cfg: &Config, conn: &mut Conn, tables: &[MyTable], sink: &mut Sink) -> Result<(String, u64, String)> {
-    let rev = sink.revision().await?;
+    let stale = StaleKeys::before_dump(sink, tables.iter().map(|t| &*t.meta)).await?;
     conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| classify(e, "FLUSH TABLES WITH READ LOCK"))?;
     let pos = async {
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await.map_err(|e| classify(e, "dump"))?;
@@ -62,12 +61,6 @@ pub async fn dump(_cfg: &Config, conn: &mut Conn, tables: &[MyTable], sink: &mut
     }
     conn.query_drop("COMMIT").await.context("dump: commit")?;
     sink.flush_data().await?;
-    for t in tables {
-        let removed = sink.remove_stale(&t.meta.prefix, rev).await?;
-        if removed > 0 {
-            METRICS.stale_keys_removed.add(removed);
-            tracing::info!(table = %t.meta.label(), removed, "removed keys of rows that no longer exist");
-        }
-    }
+    stale.remove(sink).await?;
     Ok((file, pos, gtid))
 }

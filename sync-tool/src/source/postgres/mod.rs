@@ -1,6 +1,7 @@
 //! PostgreSQL driver: publication, slot with exported snapshot, dump inside that snapshot,
 //! then the pgoutput stream from the slot.
 
+mod copy_text;
 mod dump;
 pub mod pgoutput;
 mod stream;
