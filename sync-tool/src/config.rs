@@ -174,6 +174,10 @@ pub struct Sync {
     /// Upper bound for the bytes of one etcd transaction (server limit 1.5 MiB).
     #[serde(default = "default_max_bytes")]
     pub max_txn_bytes: usize,
+    /// etcd transactions sent before the first of them is answered. They still take effect
+    /// strictly in order (each one is chained to the one before it).
+    #[serde(default = "default_txns_in_flight")]
+    pub txns_in_flight: usize,
     /// TTL of the HA election lease; a standby takes over at most about this long after
     /// the active instance died.
     #[serde(default = "default_lease_ttl", deserialize_with = "de_duration")]
@@ -245,6 +249,10 @@ fn default_publication() -> String {
 }
 fn default_max_ops() -> usize {
     128
+}
+
+fn default_txns_in_flight() -> usize {
+    4
 }
 fn default_max_bytes() -> usize {
     1024 * 1024
@@ -361,6 +369,9 @@ impl Config {
         }
         if !(3..=10_000).contains(&self.sync.max_txn_ops) {
             bail!("sync.max_txn_ops must be between 3 and 10000");
+        }
+        if !(1..=64).contains(&self.sync.txns_in_flight) {
+            bail!("sync.txns_in_flight must be between 1 and 64");
         }
         if self.sync.max_txn_bytes < 4096 {
             bail!("sync.max_txn_bytes must be at least 4096");

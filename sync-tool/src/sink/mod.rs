@@ -1,22 +1,28 @@
 //! etcd sink: batches of puts/deletes written as etcd transactions of at most
-//! `sync.max_txn_ops` operations and `sync.max_txn_bytes` bytes. The checkpoint of the last
-//! complete source transaction in a batch is written in the same etcd transaction as its
-//! data; every transaction carries a compare on the HA leader key (fencing: a deposed leader's
-//! writes fail). Writes are idempotent (whole-row puts, deletes), so a source transaction that
-//! had to be split into several etcd transactions converges when it is replayed after a crash.
+//! `sync.max_txn_ops` operations and `sync.max_txn_bytes` bytes, handed to a writer task that
+//! keeps several of them in flight ([`writer`]). A checkpoint is written in an etcd transaction
+//! together with data, and only once every change before it is in etcd; every transaction
+//! carries a compare on the HA leader key (fencing: a deposed leader's writes fail). Writes
+//! are idempotent (whole-row puts, deletes), so a source transaction that had to be split into
+//! several etcd transactions converges when it is replayed after a crash.
+
+mod writer;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
-    TlsOptions, Txn, TxnOp,
+    Certificate, Client, ConnectOptions, DeleteOptions, GetOptions, Identity, TlsOptions, TxnOp,
 };
+use indexmap::IndexMap;
 use serde_json::Value;
 
+use writer::{key_hash, Batch, Failure, Writer, WriterState};
+
 use crate::config::Config;
-use crate::metrics::METRICS;
 
 /// Overhead counted per operation on top of key and value bytes.
 const OP_OVERHEAD: usize = 32;
@@ -99,102 +105,11 @@ enum Op {
     Delete,
 }
 
-/// Batches queued for the writer task on top of the one it is writing: the source builds the
-/// next batch while the previous one is in flight, so reading and decoding the source overlaps
-/// the etcd round trip. There is still exactly one etcd transaction in flight at any time, so
-/// transactions commit strictly in order.
-pub const PIPELINE_QUEUE: usize = 1;
+/// Batches queued for the writer task on top of the ones in flight: the source builds the
+/// next batch while etcd works.
+const PIPELINE_QUEUE: usize = 1;
 
-/// One etcd transaction for the writer task.
-struct Batch {
-    seq: u64,
-    ops: Vec<TxnOp>,
-    rows: u64,
-    per_table: Vec<(std::sync::Arc<str>, u64)>,
-    checkpoint: Option<Value>,
-    commit_unix: Option<f64>,
-}
-
-/// What the writer task reports back.
-#[derive(Clone, Default)]
-struct WriterState {
-    /// Sequence number of the last batch etcd committed (batches commit in order).
-    committed: u64,
-    /// Newest checkpoint etcd committed, with the sequence number of its batch.
-    durable: Option<(u64, Value)>,
-    /// First failure; the writer stops there and drops everything queued after it.
-    failed: Option<Failure>,
-}
-
-#[derive(Clone)]
-enum Failure {
-    Lost,
-    Other(String),
-}
-
-impl Failure {
-    fn to_error(&self) -> anyhow::Error {
-        match self {
-            Failure::Lost => LostLeadership.into(),
-            Failure::Other(m) => anyhow!("{m}"),
-        }
-    }
-}
-
-fn fence_cmp(fence: &Option<Fence>) -> Vec<Compare> {
-    match fence {
-        Some(f) => vec![Compare::create_revision(f.key.clone(), CompareOp::Equal, f.rev)],
-        None => vec![],
-    }
-}
-
-async fn run_txn(client: &mut Client, fence: &Option<Fence>, ops: Vec<TxnOp>) -> Result<i64> {
-    let txn = Txn::new().when(fence_cmp(fence)).and_then(ops);
-    let resp = client.txn(txn).await.context("etcd: transaction")?;
-    if !resp.succeeded() {
-        return Err(LostLeadership.into());
-    }
-    METRICS.etcd_txns.inc();
-    Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
-}
-
-/// The writer task: commits batches one after the other, in order. A checkpoint becomes
-/// durable (visible to the source for acknowledging) only after its transaction committed.
-/// After the first failure nothing more is written.
-async fn writer(
-    mut client: Client,
-    fence: Option<Fence>,
-    mut rx: tokio::sync::mpsc::Receiver<Batch>,
-    state: tokio::sync::watch::Sender<WriterState>,
-) {
-    while let Some(b) = rx.recv().await {
-        match run_txn(&mut client, &fence, b.ops).await {
-            Ok(_) => {
-                METRICS.rows_applied.add(b.rows);
-                for (t, c) in &b.per_table {
-                    METRICS.add_table_rows(t, *c);
-                }
-                if let Some(cp) = &b.checkpoint {
-                    METRICS.set_checkpoint(cp);
-                    if let Some(t) = b.commit_unix {
-                        METRICS.observe_commit(t);
-                    }
-                }
-                state.send_modify(|s| {
-                    s.committed = b.seq;
-                    if let Some(cp) = b.checkpoint {
-                        s.durable = Some((b.seq, cp));
-                    }
-                });
-            }
-            Err(e) => {
-                let f = if e.is::<LostLeadership>() { Failure::Lost } else { Failure::Other(format!("{e:#}")) };
-                state.send_modify(|s| s.failed = Some(f));
-                return;
-            }
-        }
-    }
-}
+type Buffer = IndexMap<String, (Op, Option<std::sync::Arc<str>>), rustc_hash::FxBuildHasher>;
 
 pub struct Sink {
     client: Client,
@@ -202,9 +117,9 @@ pub struct Sink {
     state_path: String,
     max_ops: usize,
     max_bytes: usize,
-    // batch
-    ops: Vec<(String, Op, Option<std::sync::Arc<str>>)>,
-    index: HashMap<String, usize>,
+    /// The next transaction's operations, by key (a later operation on a key replaces the
+    /// earlier one: etcd refuses a transaction that names a key twice).
+    ops: Buffer,
     bytes: usize,
     pending_checkpoint: Option<(Value, Option<Instant>)>,
     /// Commit time (unix seconds) of the last applied source transaction, for lag metrics.
@@ -225,15 +140,21 @@ impl Sink {
     pub fn new(client: Client, cfg: &Config, fence: Option<Fence>) -> Sink {
         let (tx, rx) = tokio::sync::mpsc::channel(PIPELINE_QUEUE);
         let (stx, srx) = tokio::sync::watch::channel(WriterState::default());
-        let task = tokio::spawn(writer(client.clone(), fence, rx, stx));
+        let writer = Writer {
+            client: client.clone(),
+            fence,
+            checkpoint_key: format!("{}/checkpoint", cfg.state_path()).into_bytes(),
+            nonce_key: format!("{}/writer", cfg.state_path()).into_bytes(),
+            depth: cfg.sync.txns_in_flight,
+        };
+        let task = tokio::spawn(writer.run(rx, stx));
         Sink {
             client,
             checkpoint_key: format!("{}/checkpoint", cfg.state_path()),
             state_path: cfg.state_path(),
             max_ops: cfg.sync.max_txn_ops,
             max_bytes: cfg.sync.max_txn_bytes,
-            ops: Vec::new(),
-            index: HashMap::new(),
+            ops: Buffer::default(),
             bytes: 0,
             pending_checkpoint: None,
             pending_commit_unix: None,
@@ -269,13 +190,15 @@ impl Sink {
     }
 
     /// Hands a transaction to the writer task (waits only while the queue is full).
-    async fn submit(&mut self, ops: Vec<TxnOp>, rows: u64, per_table: Vec<(std::sync::Arc<str>, u64)>, checkpoint: Option<Value>, commit_unix: Option<f64>) -> Result<()> {
+    /// `keys`: hashes of the keys `ops` name, `None` if not known (the transaction then
+    /// waits for all before it and is sent alone).
+    async fn submit(&mut self, ops: Vec<TxnOp>, keys: Option<Vec<u64>>, rows: u64, per_table: Vec<(std::sync::Arc<str>, u64)>, checkpoint: Option<Value>, commit_unix: Option<f64>) -> Result<()> {
         if let Some(e) = self.failure() {
             return Err(e);
         }
         let tx = self.tx.as_ref().ok_or_else(|| anyhow!("etcd writer stopped"))?;
         self.submitted += 1;
-        let b = Batch { seq: self.submitted, ops, rows, per_table, checkpoint, commit_unix };
+        let b = Batch { seq: self.submitted, ops, keys, rows, per_table, checkpoint, commit_unix };
         if tx.send(b).await.is_err() {
             return Err(self.failure().unwrap_or_else(|| anyhow!("etcd writer stopped")));
         }
@@ -287,7 +210,7 @@ impl Sink {
         let target = self.submitted;
         let r = self
             .state
-            .wait_for(|s| s.committed >= target || s.failed.is_some())
+            .wait_for(|s| (s.committed >= target && !s.checkpoint_unwritten) || s.failed.is_some())
             .await
             .map(|s| s.failed.as_ref().map(Failure::to_error));
         match r {
@@ -388,8 +311,7 @@ impl Sink {
     /// Writes a checkpoint alone (no data), e.g. "dump in progress", and waits for it.
     pub async fn write_checkpoint(&mut self, cp: &Value) -> Result<()> {
         self.flush().await?;
-        let op = TxnOp::put(self.checkpoint_key.as_bytes(), serde_json::to_vec(cp)?, None);
-        self.submit(vec![op], 0, Vec::new(), Some(cp.clone()), None).await?;
+        self.submit(Vec::new(), Some(Vec::new()), 0, Vec::new(), Some(cp.clone()), None).await?;
         self.drain().await
     }
 
@@ -435,14 +357,13 @@ impl Sink {
 
     async fn add(&mut self, key: String, op: Op, size: usize, table: Option<&str>) -> Result<()> {
         let table = self.label(table);
-        if let Some(&i) = self.index.get(&key) {
-            let old = match &self.ops[i].1 {
+        if let Some(slot) = self.ops.get_mut(key.as_str()) {
+            let old = match &slot.0 {
                 Op::Put(v) => key.len() + v.len() + OP_OVERHEAD,
                 Op::Delete => key.len() + OP_OVERHEAD,
             };
+            *slot = (op, table);
             self.bytes = self.bytes - old + size;
-            self.ops[i].1 = op;
-            self.ops[i].2 = table;
             if self.bytes + 256 > self.max_bytes {
                 self.flush_inner().await?;
             }
@@ -451,8 +372,7 @@ impl Sink {
         if self.ops.len() + 1 > self.data_ops_limit() || self.bytes + size + 256 > self.max_bytes {
             self.flush_inner().await?;
         }
-        self.index.insert(key.clone(), self.ops.len());
-        self.ops.push((key, op, table));
+        self.ops.insert(key, (op, table));
         self.bytes += size;
         Ok(())
     }
@@ -460,8 +380,8 @@ impl Sink {
     /// The value a key has once the buffered operations are applied (buffer first, then etcd
     /// after the transactions in flight committed).
     pub async fn current(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
-        if let Some(&i) = self.index.get(key) {
-            return Ok(match &self.ops[i].1 {
+        if let Some((op, _)) = self.ops.get(key) {
+            return Ok(match op {
                 Op::Put(v) => Some(v.clone()),
                 Op::Delete => None,
             });
@@ -476,7 +396,7 @@ impl Sink {
         debug_assert!(prefix.ends_with('/'));
         self.flush_inner().await?;
         let op = TxnOp::delete(prefix, Some(DeleteOptions::new().with_prefix()));
-        self.submit(vec![op], 0, Vec::new(), None, None).await
+        self.submit(vec![op], None, 0, Vec::new(), None, None).await
     }
 
     /// Marks the end of a source transaction: its checkpoint goes into the etcd transaction
@@ -507,13 +427,13 @@ impl Sink {
         if self.ops.is_empty() && self.pending_checkpoint.is_none() {
             return Ok(());
         }
-        let ops = std::mem::take(&mut self.ops);
-        self.index.clear();
         self.bytes = 0;
-        let mut txn_ops = Vec::with_capacity(ops.len() + 1);
+        let mut txn_ops = Vec::with_capacity(self.ops.len() + 1);
+        let mut keys = Vec::with_capacity(self.ops.len());
         let mut per_table: Vec<(std::sync::Arc<str>, u64)> = Vec::new();
-        let n = ops.len() as u64;
-        for (key, op, table) in ops {
+        let n = self.ops.len() as u64;
+        for (key, (op, table)) in self.ops.drain(..) {
+            keys.push(key_hash(key.as_bytes()));
             if let Some(t) = table {
                 match per_table.iter_mut().find(|(l, _)| std::sync::Arc::ptr_eq(l, &t)) {
                     Some((_, c)) => *c += 1,
@@ -526,12 +446,8 @@ impl Sink {
             });
         }
         let cp = self.pending_checkpoint.take().map(|(cp, _)| cp);
-        let mut commit_unix = None;
-        if let Some(cp) = &cp {
-            txn_ops.push(TxnOp::put(self.checkpoint_key.as_bytes(), serde_json::to_vec(cp)?, None));
-            commit_unix = self.pending_commit_unix.take();
-        }
-        self.submit(txn_ops, n, per_table, cp, commit_unix).await
+        let commit_unix = if cp.is_some() { self.pending_commit_unix.take() } else { None };
+        self.submit(txn_ops, Some(keys), n, per_table, cp, commit_unix).await
     }
 
     /// The newest checkpoint known to be in etcd, once (for acknowledging to the source).
@@ -600,7 +516,8 @@ impl Sink {
             }
             for chunk in stale.chunks(self.max_ops.max(2) - 1) {
                 let ops = chunk.iter().map(|k| TxnOp::delete(k.clone(), None)).collect();
-                self.submit(ops, 0, Vec::new(), None, None).await?;
+                let keys = chunk.iter().map(|k| key_hash(k)).collect();
+                self.submit(ops, Some(keys), 0, Vec::new(), None, None).await?;
                 removed += chunk.len() as u64;
             }
             // the next range must see these deletes
