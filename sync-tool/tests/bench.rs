@@ -148,71 +148,90 @@ fn now_ms() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
 }
 
+/// One round: the tool dumps the table into an empty prefix, streams live rows, then a backlog.
 #[derive(Default)]
-struct Report {
-    /// Raw etcd write rate before the tool ran and after it stopped; ratios use the higher.
-    raw_before: f64,
-    raw_after: f64,
-    /// The same with the stream measurement's watcher attached (the stream's baseline).
-    raw_watched_before: f64,
-    raw_watched_after: f64,
+struct Round {
+    /// Raw etcd write rate just before this round's tool ran, unwatched and watched.
+    raw: (f64, f64),
     dump_rows: usize,
     dump_secs: f64,
     peak_kb: u64,
-    stream_rows: usize,
-    stream_secs: f64,
-    /// Time the workload took to commit the streamed rows in the source.
+    catchup: Rate,
+    live: Rate,
+    /// Time the workload took to commit the live rows in the source.
     source_secs: f64,
     p50: f64,
     p99: f64,
-    /// CPU seconds the tool used for the dump / for the stream.
+    /// CPU seconds the tool used for the dump / for the live stream.
     dump_cpu: f64,
     stream_cpu: f64,
-    /// Load average when the bench started and when it ended (other work on the machine).
-    load_start: String,
 }
 
-impl Report {
-    fn print(&self, title: &str) {
-        let (dump_rate, stream_rate) =
-            (self.dump_rows as f64 / self.dump_secs, self.stream_rows as f64 / self.stream_secs);
-        let raw = self.raw_before.max(self.raw_after);
-        let raw_watched = self.raw_watched_before.max(self.raw_watched_after);
-        println!("=== {title}, {BATCH} puts per etcd txn, {IN_FLIGHT} txn in flight ===");
-        println!(
-            "raw etcd write rate      : {raw:>10.0} rows/s  (before the tool {:.0}, after {:.0}; ratios use the higher)",
-            self.raw_before, self.raw_after
-        );
-        println!(
-            "  same, watched          : {raw_watched:>10.0} rows/s  (before {:.0}, after {:.0}; the stream's baseline)",
-            self.raw_watched_before, self.raw_watched_after
-        );
-        println!(
-            "dump ({} rows)   : {dump_rate:>10.0} rows/s  ratio {:.2} (target >= 0.8)  {:.1}s",
-            self.dump_rows,
-            dump_rate / raw,
-            self.dump_secs
-        );
-        println!(
-            "stream ({} rows)     : {stream_rate:>10.0} rows/s  ratio {:.2} to the watched baseline (target >= 0.8)",
-            self.stream_rows,
-            stream_rate / raw_watched
-        );
-        println!("source commit rate       : {:>10.0} rows/s (the stream cannot be faster)", self.stream_rows as f64 / self.source_secs);
-        println!("stream lag               : p50 {:.0} ms  p99 {:.0} ms", self.p50, self.p99);
-        println!("peak RSS during dump     : {:.1} MB (target <= 100 MB)", self.peak_kb as f64 / 1024.0);
-        println!(
-            "tool CPU                 : dump {:.1} us/row, stream {:.1} us/row",
-            self.dump_cpu * 1e6 / self.dump_rows as f64,
-            self.stream_cpu * 1e6 / self.stream_rows.max(1) as f64
-        );
-        println!("load average             : start {}, end {}", self.load_start, loadavg());
+#[derive(Default)]
+struct Rate {
+    rows: usize,
+    secs: f64,
+}
+
+impl Rate {
+    fn per_s(&self) -> f64 {
+        self.rows as f64 / self.secs.max(1e-3)
     }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    pct(&mut v, 0.5)
+}
+
+/// Prints every round and the medians. A round's ratios divide by the mean of the raw rates
+/// measured just before and just after it (etcd's own rate drifts by ±10 % within minutes).
+fn print_report(title: &str, rounds: &[Round], raw_end: (f64, f64), load_start: &str) {
+    println!("=== {title}, {BATCH} rows per etcd txn, {IN_FLIGHT} txns in flight, {} rounds ===", rounds.len());
+    let raw_after = |i: usize| rounds.get(i + 1).map_or(raw_end, |r| r.raw);
+    let (mut dump, mut backlog, mut live) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, r) in rounds.iter().enumerate() {
+        let raw = (r.raw.0 + raw_after(i).0) / 2.0;
+        let watched = (r.raw.1 + raw_after(i).1) / 2.0;
+        let d = r.dump_rows as f64 / r.dump_secs;
+        dump.push(d / raw);
+        backlog.push(r.catchup.per_s() / watched);
+        live.push(r.live.per_s() / watched);
+        println!(
+            "round {}: raw {raw:.0} rows/s (watched {watched:.0}); dump {} rows {d:.0} rows/s ({:.2}); stream backlog {:.0} rows/s ({:.2}); live {:.0} rows/s ({:.2}), source {:.0} rows/s, lag p50 {:.0} ms p99 {:.0} ms; tool CPU dump {:.1} us/row, live {:.1} us/row; peak RSS {:.1} MB",
+            i + 1,
+            r.dump_rows,
+            d / raw,
+            r.catchup.per_s(),
+            r.catchup.per_s() / watched,
+            r.live.per_s(),
+            r.live.per_s() / watched,
+            r.live.rows as f64 / r.source_secs,
+            r.p50,
+            r.p99,
+            r.dump_cpu * 1e6 / r.dump_rows as f64,
+            r.stream_cpu * 1e6 / r.live.rows.max(1) as f64,
+            r.peak_kb as f64 / 1024.0
+        );
+    }
+    let med = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+    println!("--- medians ---");
+    println!("raw etcd write rate        : {:>8.0} rows/s  (watched: {:.0})", med(&|r| r.raw.0), med(&|r| r.raw.1));
+    println!("dump                       : {:>8.0} rows/s  ratio {:.2} (target >= 0.8)", med(&|r| r.dump_rows as f64 / r.dump_secs), median(dump));
+    println!("stream, backlog            : {:>8.0} rows/s  ratio {:.2} to the watched raw rate (target >= 0.8)", med(&|r| r.catchup.per_s()), median(backlog));
+    println!(
+        "stream, live               : {:>8.0} rows/s  ({:.2} of the watched raw rate; the source's inserts, {:.0} rows/s, share the cores)",
+        med(&|r| r.live.per_s()),
+        median(live),
+        med(&|r| r.live.rows as f64 / r.source_secs)
+    );
+    println!("live lag                   : p50 {:.0} ms  p99 {:.0} ms", med(&|r| r.p50), med(&|r| r.p99));
+    println!("peak RSS during dump       : {:.1} MB (target <= 100 MB, highest of the rounds)", rounds.iter().map(|r| r.peak_kb).max().unwrap_or(0) as f64 / 1024.0);
+    println!("load average               : start {load_start}, end {}", loadavg());
 }
 
 /// Starts the tool and waits until its dump finished (checkpoint in phase `stream`) and all
 /// `dump_rows` keys are in etcd: fills the dump part of `r`.
-async fn measure_dump(tool: &mut Tool, name: &str, dump_rows: usize, r: &mut Report) {
+async fn measure_dump(tool: &mut Tool, name: &str, dump_rows: usize, r: &mut Round) {
     let mut e = etcd().await;
     let t0 = Instant::now();
     tool.start();
@@ -236,45 +255,122 @@ async fn measure_dump(tool: &mut Tool, name: &str, dump_rows: usize, r: &mut Rep
     assert_eq!(n as usize, dump_rows);
 }
 
-/// Watches the table's keys while `insert(first_id, last_id)` inserts `stream_rows` rows in
-/// transactions of 100, each row stamped with its insert time (`ts`, ms): fills the stream
-/// part of `r` (rows/s from the first to the last row seen, lag = watch event − `ts`).
-async fn measure_stream<F, Fut>(tool: &Tool, name: &str, stream_rows: usize, insert: F, r: &mut Report)
+/// Rows inserted by the stream measurements, in source transactions of this many rows.
+const PER_TXN: usize = 100;
+
+/// Inserts `rows` rows from id `first` on in source transactions of `PER_TXN`, each row
+/// stamped with its insert time (`ts`, ms); returns the seconds it took.
+async fn insert_rows<F, Fut>(insert: &F, first: i64, rows: usize) -> f64
 where
-    F: Fn(i64, i64) -> Fut + Send + 'static,
+    F: Fn(i64, i64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let t0 = Instant::now();
+    let mut id = first;
+    for _ in 0..rows / PER_TXN {
+        insert(id, id + PER_TXN as i64 - 1).await;
+        id += PER_TXN as i64;
+    }
+    t0.elapsed().as_secs_f64()
+}
+
+/// Live: the tool streams while `insert` commits `rows` rows as fast as one connection can;
+/// rows/s from the first to the last row seen by an etcd watcher, lag = watch event − `ts`.
+async fn measure_live<F, Fut>(tool: &Tool, name: &str, rows: usize, insert: F, r: &mut Round)
+where
+    F: Fn(i64, i64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let e = etcd().await;
     let pid = tool.pid().unwrap();
     let cpu0 = cpu_secs(pid);
     let mut ws = e.watch_client().watch(format!("/{name}/"), Some(WatchOptions::new().with_prefix())).await.unwrap();
-    let per_txn = 100;
-    let target = stream_rows / per_txn * per_txn;
-    let writer = tokio::spawn(async move {
-        let t0 = Instant::now();
-        let mut id = 10_000_000i64;
-        for _ in 0..stream_rows / per_txn {
-            insert(id, id + per_txn as i64 - 1).await;
-            id += per_txn as i64;
-        }
-        t0.elapsed().as_secs_f64()
-    });
+    let target = rows / PER_TXN * PER_TXN;
+    let writer = tokio::spawn(async move { insert_rows(&insert, 10_000_000, target).await });
     let mut seen = watch_rows(&mut ws, target, DUMP_TS + 1).await;
     r.source_secs = writer.await.unwrap();
     r.stream_cpu = cpu_secs(pid) - cpu0;
-    r.stream_secs = seen.last.duration_since(seen.first).as_secs_f64().max(1e-3);
-    r.stream_rows = seen.rows;
+    r.live = Rate { rows: seen.rows, secs: seen.last.duration_since(seen.first).as_secs_f64() };
     r.p50 = pct(&mut seen.lags, 0.5);
     r.p99 = pct(&mut seen.lags, 0.99);
+}
+
+/// Backlog: the tool is stopped (SIGSTOP) while `rows` rows are committed, then continued;
+/// rows/s from the continue to the last row seen by an etcd watcher. This is the tool's own
+/// stream throughput: the source's inserts are over and leave it and etcd the cores.
+async fn measure_backlog<F, Fut>(tool: &Tool, name: &str, rows: usize, insert: F, r: &mut Round)
+where
+    F: Fn(i64, i64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let e = etcd().await;
+    let target = rows / PER_TXN * PER_TXN;
+    let first = 20_000_000i64;
+    let mut ws = e.watch_client().watch(format!("/{name}/"), Some(WatchOptions::new().with_prefix())).await.unwrap();
+    tool.signal("STOP");
+    insert_rows(&insert, first, target).await;
+    let t0 = Instant::now();
+    tool.signal("CONT");
+    let seen = watch_rows(&mut ws, target, DUMP_TS + 1).await;
+    r.catchup = Rate { rows: seen.rows, secs: seen.last.duration_since(t0).as_secs_f64() };
+}
+
+/// The raw etcd rates, unwatched and watched.
+async fn measure_raw(name: &str) -> (f64, f64) {
+    (raw_etcd_rate(name, false).await, raw_etcd_rate(name, true).await)
+}
+
+/// What a benchmark needs of its source database.
+struct Source<I, R> {
+    /// Inserts rows `first..=last` in one transaction, each stamped with its insert time.
+    insert: I,
+    /// Between rounds, with the tool stopped: removes the streamed rows and whatever makes the
+    /// next start resume (slot, binlog position), so the next round dumps again.
+    reset: R,
+}
+
+/// `BENCH_ROUNDS` rounds (default 3) of: raw etcd rate, then the tool (a fresh start that
+/// dumps `BENCH_ROWS`, streams `BENCH_STREAM_ROWS` live and as many as a backlog); then the
+/// raw rate once more. Returns the rounds and the final raw rate.
+async fn run_rounds<I, IF, R, RF>(name: &str, yaml: &str, src: Source<I, R>) -> (Vec<Round>, (f64, f64))
+where
+    I: Fn(i64, i64) -> IF + Send + Sync + 'static,
+    IF: std::future::Future<Output = ()> + Send,
+    R: Fn() -> RF,
+    RF: std::future::Future<Output = ()>,
+{
+    let dump_rows = env_usize("BENCH_ROWS", 1_000_000);
+    let stream_rows = env_usize("BENCH_STREAM_ROWS", 50_000);
+    let insert = std::sync::Arc::new(src.insert);
+    let dir = tmpdir(name);
+    let mut rounds = Vec::new();
+    for i in 0..env_usize("BENCH_ROUNDS", 3) {
+        let mut r = Round { raw: measure_raw(name).await, ..Default::default() };
+        let mut tool = Tool::new(&dir, &format!("tool{i}"), yaml);
+        measure_dump(&mut tool, name, dump_rows, &mut r).await;
+        let i2 = insert.clone();
+        measure_live(&tool, name, stream_rows, move |a, b| i2(a, b), &mut r).await;
+        measure_backlog(&tool, name, stream_rows, |a, b| insert(a, b), &mut r).await;
+        tool.term();
+        (src.reset)().await;
+        let mut e = etcd().await;
+        etcd_clear(&mut e, &format!("/{name}/")).await;
+        etcd_clear(&mut e, &format!("/sync-tool/{name}/")).await;
+        rounds.push(r);
+    }
+    let end = measure_raw(name).await;
+    if std::env::var_os("BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    (rounds, end)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn bench_pg() {
     let dump_rows = env_usize("BENCH_ROWS", 1_000_000);
-    let stream_rows = env_usize("BENCH_STREAM_ROWS", 50_000);
     let name = unique("bench");
-    let c = pg("testdb").await;
+    let c = std::sync::Arc::new(pg("testdb").await);
     println!("preparing {dump_rows} rows ...");
     c.batch_execute(&format!(
         "CREATE SCHEMA {name}; CREATE TABLE {name}.b (id bigint PRIMARY KEY, v int, t text, ts bigint);
@@ -282,14 +378,8 @@ async fn bench_pg() {
     ))
     .await
     .unwrap();
-    let mut r = Report { load_start: loadavg(), ..Default::default() };
-    (r.raw_before, r.raw_watched_before) = (raw_etcd_rate(&name, false).await, raw_etcd_rate(&name, true).await);
-
-    let dir = tmpdir(&name);
-    let mut tool = Tool::new(&dir, "tool", &pg_config(&name, &name, &[&format!("{name}.*")], "").replace("log_level: info", "log_level: warn"));
-    measure_dump(&mut tool, &name, dump_rows, &mut r).await;
-    let n = name.clone();
-    let conn = std::sync::Arc::new(pg("testdb").await);
+    let load_start = loadavg();
+    let (n, conn) = (name.clone(), c.clone());
     let insert = move |first: i64, last: i64| {
         let (name, conn) = (n.clone(), conn.clone());
         async move {
@@ -300,23 +390,34 @@ async fn bench_pg() {
                 .unwrap();
         }
     };
-    measure_stream(&tool, &name, stream_rows, insert, &mut r).await;
-    tool.term();
-    (r.raw_after, r.raw_watched_after) = (raw_etcd_rate(&name, false).await, raw_etcd_rate(&name, true).await);
-    r.print("bench-sync-pg (PostgreSQL 15 -> etcd 3.4)");
+    let reset = || async {
+        c.batch_execute(&format!("DELETE FROM {name}.b WHERE id > {dump_rows}")).await.unwrap();
+        drop_slot(&c, &name).await;
+    };
+    let yaml = pg_config(&name, &name, &[&format!("{name}.*")], "").replace("log_level: info", "log_level: warn");
+    let (rounds, end) = run_rounds(&name, &yaml, Source { insert, reset }).await;
+    print_report("bench-sync-pg (PostgreSQL 15 -> etcd 3.4)", &rounds, end, &load_start);
     pg_cleanup(&name, &[&name], &name).await;
-    if std::env::var_os("BENCH_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }
 
-/// MariaDB → etcd: dump and stream rows/s next to the raw etcd write rate of the same run,
-/// stream lag p50/p99 (row's commit-side time → etcd watch event), peak RSS during the dump.
+/// Drops the replication slot once its walsender is gone.
+async fn drop_slot(c: &tokio_postgres::Client, slot: &str) {
+    for _ in 0..100 {
+        let r = c.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", &[&slot]).await;
+        let left = c.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await.map(|r| r.len()).unwrap_or(1);
+        if r.is_ok() && left == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("replication slot {slot} still active");
+}
+
+/// MariaDB → etcd: the same rounds as [`bench_pg`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn bench_mysql() {
     let dump_rows = env_usize("BENCH_ROWS", 1_000_000);
-    let stream_rows = env_usize("BENCH_STREAM_ROWS", 50_000);
     let name = unique("mybench");
     let mut c = my().await;
     println!("preparing {dump_rows} rows ...");
@@ -329,16 +430,11 @@ async fn bench_mysql() {
         ),
     )
     .await;
-    let mut r = Report { load_start: loadavg(), ..Default::default() };
-    (r.raw_before, r.raw_watched_before) = (raw_etcd_rate(&name, false).await, raw_etcd_rate(&name, true).await);
-    let dir = tmpdir(&name);
-    let include = format!("{name}.*");
-    let mut tool = Tool::new(&dir, "tool", &my_config(&name, &[&include], "").replace("log_level: info", "log_level: warn"));
-    measure_dump(&mut tool, &name, dump_rows, &mut r).await;
-    let n = name.clone();
-    let conn = std::sync::Arc::new(tokio::sync::Mutex::new(my().await));
+    let load_start = loadavg();
+    let conn = std::sync::Arc::new(tokio::sync::Mutex::new(c));
+    let (n, cn) = (name.clone(), conn.clone());
     let insert = move |first: i64, last: i64| {
-        let (name, conn) = (n.clone(), conn.clone());
+        let (name, conn) = (n.clone(), cn.clone());
         async move {
             my_exec(
                 &mut *conn.lock().await,
@@ -349,14 +445,11 @@ async fn bench_mysql() {
             .await;
         }
     };
-    measure_stream(&tool, &name, stream_rows, insert, &mut r).await;
-    tool.term();
-    (r.raw_after, r.raw_watched_after) = (raw_etcd_rate(&name, false).await, raw_etcd_rate(&name, true).await);
-    r.print("bench-sync-mysql (MariaDB 10.11 -> etcd 3.4)");
+    // the next start finds no checkpoint (cleared with the state keys) and dumps again
+    let reset = || async { my_exec(&mut *conn.lock().await, &format!("DELETE FROM {name}.b WHERE id > {dump_rows}")).await };
+    let include = format!("{name}.*");
+    let yaml = my_config(&name, &[&include], "").replace("log_level: info", "log_level: warn");
+    let (rounds, end) = run_rounds(&name, &yaml, Source { insert, reset }).await;
+    print_report("bench-sync-mysql (MariaDB 10.11 -> etcd 3.4)", &rounds, end, &load_start);
     my_cleanup(&[&name], &name).await;
-    if std::env::var_os("BENCH_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }
-
-

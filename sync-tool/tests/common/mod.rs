@@ -133,6 +133,12 @@ impl Tool {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
+    /// Sends a signal (`STOP`, `CONT`, …) to the running process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("tool running");
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
