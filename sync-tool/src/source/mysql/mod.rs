@@ -4,6 +4,7 @@
 //! position. Sink, checkpointing, keys, HA, metrics and retry are the shared core.
 
 mod dump;
+mod rows;
 mod stream;
 pub mod types;
 

@@ -11,11 +11,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{EventData, OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
-use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
 use mysql_async::{BinlogStreamRequest, Conn};
 
+use super::rows::{codecs, rows, Codec, Image};
 use super::types::{map_value, MyCol, MyKind};
 use super::{by_name, checkpoint, classify, connect, json_columns, replica_server_id, signed_mediumints, MyTable, Start};
 use mysql_async::prelude::Queryable;
@@ -40,6 +40,7 @@ async fn extra(sql: &mut Conn, schema: &str, table: &str) -> Result<Extra> {
 struct Mapped {
     meta: Arc<TableMeta>,
     cols: Vec<MyCol>,
+    codecs: Vec<Codec>,
 }
 
 /// Column kinds (and primary key) from a TABLE_MAP with full metadata.
@@ -137,8 +138,7 @@ fn cols_from_tme(tme: &TableMapEvent<'_>, extra: &Extra) -> Result<(Vec<MyCol>, 
     Ok((cols, pk))
 }
 
-fn decode(m: &Mapped, row: BinlogRow) -> Result<Row> {
-    let vals = row.unwrap();
+fn decode(m: &Mapped, vals: Image<'_>) -> Result<Row> {
     if vals.len() != m.cols.len() {
         return Err(fatal(format!(
             "table {}: binlog row has {} of {} columns (the server needs binlog_row_image=FULL)",
@@ -449,22 +449,20 @@ pub async fn stream(
                             migrate_columns(sink, &meta, &names).await?;
                             known_cols.insert(meta.label(), names);
                         }
-                        Some(Arc::new(Mapped { meta, cols }))
+                        let codecs = codecs(&tme).map_err(|e| anyhow!("TABLE_MAP of {}: {e:#}", meta.label()))?;
+                        Some(Arc::new(Mapped { meta, cols, codecs }))
                     }
                 };
                 mapped.insert(tme.table_id(), m);
             }
             EventData::RowsEvent(re) => {
                 let Some(Some(m)) = mapped.get(&re.table_id()).cloned() else { continue };
-                let tme = bs
-                    .get_tme(re.table_id())
-                    .ok_or_else(|| anyhow!("rows event for unknown table id {}", re.table_id()))?;
                 // mysql_common's row parser can panic on some values (e.g. a negative TIME(1|2)
                 // with a fraction, an overflow in its decoder): turn that into an error.
                 let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Vec<_>> {
                     let mut changes = Vec::new();
-                    for r in re.rows(tme) {
-                        let (before, after) = r.map_err(|e| anyhow!("table {}: rows event: {e}", m.meta.label()))?;
+                    let images = rows(&re, &m.codecs).map_err(|e| anyhow!("table {}: rows event: {e:#}", m.meta.label()))?;
+                    for (before, after) in images {
                         let before = before.map(|b| decode(&m, b)).transpose()?;
                         let after = after.map(|a| decode(&m, a)).transpose()?;
                         changes.push((before, after));
