@@ -10,7 +10,6 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -125,7 +124,7 @@ pub struct Sink {
     /// Commit time (unix seconds) of the last applied source transaction, for lag metrics.
     pending_commit_unix: Option<f64>,
     /// Table labels interned for the per-table metrics.
-    labels: HashMap<String, std::sync::Arc<str>>,
+    labels: rustc_hash::FxHashMap<String, std::sync::Arc<str>>,
     // writer task
     tx: Option<tokio::sync::mpsc::Sender<Batch>>,
     state: tokio::sync::watch::Receiver<WriterState>,
@@ -158,7 +157,7 @@ impl Sink {
             bytes: 0,
             pending_checkpoint: None,
             pending_commit_unix: None,
-            labels: HashMap::new(),
+            labels: Default::default(),
             tx: Some(tx),
             state: srx,
             task: Some(task),

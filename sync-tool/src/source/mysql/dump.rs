@@ -12,8 +12,7 @@ use super::types::{dump_expr, map_value, quote_ident};
 use super::{classify, gtid_binlog_pos, master_status, MyTable};
 use crate::config::Config;
 use crate::sink::Sink;
-use crate::source::{upsert, Progress, StaleKeys};
-use crate::value::Row;
+use crate::source::{Progress, RowEncoder, StaleKeys};
 
 pub async fn dump(_cfg: &Config, conn: &mut Conn, tables: &[MyTable], sink: &mut Sink) -> Result<(String, u64, String)> {
     let stale = StaleKeys::before_dump(sink, tables.iter().map(|t| &*t.meta)).await?;
@@ -40,18 +39,20 @@ pub async fn dump(_cfg: &Config, conn: &mut Conn, tables: &[MyTable], sink: &mut
         let mut progress = Progress::new(&label);
         let cols = t.cols.iter().map(dump_expr).collect::<Vec<_>>().join(", ");
         let sql = format!("SELECT {cols} FROM {}.{}", quote_ident(&t.meta.schema), quote_ident(&t.meta.name));
+        let names: Vec<&str> = t.cols.iter().map(|c| c.name.as_str()).collect();
+        let enc = RowEncoder::new(&t.meta, &names)?;
+        let mut values = Vec::with_capacity(t.cols.len());
         let mut result = conn.exec_iter(sql, ()).await.map_err(|e| classify(e, &format!("dump {label}")))?;
         while let Some(r) = result.next().await.map_err(|e| classify(e, &format!("dump {label}")))? {
             let vals = r.unwrap();
             if vals.len() != t.cols.len() {
                 return Err(anyhow!("dump {label}: {} values for {} columns", vals.len(), t.cols.len()));
             }
-            let mut row = Row::new();
+            values.clear();
             for (c, v) in t.cols.iter().zip(vals) {
-                let j = map_value(&c.kind, v).map_err(|e| anyhow!("table {label} column {}: {e}", c.name))?;
-                row.insert(c.name.clone(), j);
+                values.push(map_value(&c.kind, v).map_err(|e| anyhow!("table {label} column {}: {e}", c.name))?);
             }
-            upsert(sink, &t.meta, &row).await?;
+            enc.upsert(sink, &t.meta, &values).await?;
             progress.row();
         }
         drop(result);

@@ -22,8 +22,7 @@ use mysql_async::prelude::Queryable;
 use crate::config::Config;
 use crate::retry::fatal;
 use crate::sink::Sink;
-use crate::source::{delete, migrate_columns, upsert, TableMeta};
-use crate::value::Row;
+use crate::source::{migrate_columns, RowEncoder, TableMeta};
 
 /// What the TABLE_MAP does not say, read from information_schema (refreshed after DDL).
 #[derive(Default, Clone)]
@@ -41,6 +40,7 @@ struct Mapped {
     meta: Arc<TableMeta>,
     cols: Vec<MyCol>,
     codecs: Vec<Codec>,
+    enc: RowEncoder,
 }
 
 /// Column kinds (and primary key) from a TABLE_MAP with full metadata.
@@ -138,7 +138,7 @@ fn cols_from_tme(tme: &TableMapEvent<'_>, extra: &Extra) -> Result<(Vec<MyCol>, 
     Ok((cols, pk))
 }
 
-fn decode(m: &Mapped, vals: Image<'_>) -> Result<Row> {
+fn decode(m: &Mapped, vals: Image<'_>) -> Result<Vec<serde_json::Value>> {
     if vals.len() != m.cols.len() {
         return Err(fatal(format!(
             "table {}: binlog row has {} of {} columns (the server needs binlog_row_image=FULL)",
@@ -147,7 +147,7 @@ fn decode(m: &Mapped, vals: Image<'_>) -> Result<Row> {
             m.cols.len()
         )));
     }
-    let mut out = Row::new();
+    let mut out = Vec::with_capacity(vals.len());
     for (c, v) in m.cols.iter().zip(vals) {
         let j = match v {
             BinlogValue::Value(v) => map_value(&c.kind, v),
@@ -155,7 +155,7 @@ fn decode(m: &Mapped, vals: Image<'_>) -> Result<Row> {
             BinlogValue::JsonDiff(_) => Err(anyhow!("partial JSON update (set binlog_row_value_options='')")),
         }
         .map_err(|e| anyhow!("table {} column {}: {e}", m.meta.label(), c.name))?;
-        out.insert(c.name.clone(), j);
+        out.push(j);
     }
     Ok(out)
 }
@@ -445,12 +445,13 @@ pub async fn stream(
                             }
                         };
                         let names: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
+                        let codecs = codecs(&tme).map_err(|e| anyhow!("TABLE_MAP of {}: {e:#}", meta.label()))?;
+                        let enc = RowEncoder::new(&meta, &names)?;
                         if known_cols.get(&meta.label()) != Some(&names) {
                             migrate_columns(sink, &meta, &names).await?;
                             known_cols.insert(meta.label(), names);
                         }
-                        let codecs = codecs(&tme).map_err(|e| anyhow!("TABLE_MAP of {}: {e:#}", meta.label()))?;
-                        Some(Arc::new(Mapped { meta, cols, codecs }))
+                        Some(Arc::new(Mapped { meta, cols, codecs, enc }))
                     }
                 };
                 mapped.insert(tme.table_id(), m);
@@ -480,15 +481,15 @@ pub async fn stream(
                 };
                 for (before, after) in changes {
                     match (before, after) {
-                        (None, Some(a)) => upsert(sink, &m.meta, &a).await?,
+                        (None, Some(a)) => m.enc.upsert(sink, &m.meta, &a).await?,
                         (Some(b), Some(a)) => {
-                            let (ok, nk) = (m.meta.key(&b)?, m.meta.key(&a)?);
+                            let (ok, nk) = (m.enc.key(&m.meta, &b)?, m.enc.key(&m.meta, &a)?);
                             if ok != nk {
-                                sink.delete(ok, Some(&m.meta.label())).await?;
+                                sink.delete(ok, Some(m.meta.label_str())).await?;
                             }
-                            upsert(sink, &m.meta, &a).await?;
+                            sink.put(nk, m.enc.json(&a), Some(m.meta.label_str())).await?;
                         }
-                        (Some(b), None) => delete(sink, &m.meta, &b).await?,
+                        (Some(b), None) => m.enc.delete(sink, &m.meta, &b).await?,
                         (None, None) => {}
                     }
                 }

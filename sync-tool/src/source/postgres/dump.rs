@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::copy_text::Rows;
 use super::{quote_ident, Session};
 use crate::sink::Sink;
-use crate::source::{upsert, Progress, StaleKeys};
-use crate::value::{pg_text, Row};
+use crate::source::{Progress, RowEncoder, StaleKeys};
+use crate::value::pg_text;
 
 pub async fn dump(s: &mut Session, sink: &mut Sink, snapshot: Option<&str>) -> Result<()> {
     let stale = StaleKeys::before_dump(sink, s.tables.iter().map(|t| &*t.meta)).await?;
@@ -38,21 +38,23 @@ pub async fn dump(s: &mut Session, sink: &mut Sink, snapshot: Option<&str>) -> R
         futures_util::pin_mut!(stream);
         let mut rows = Rows::default();
         let mut fields = Vec::with_capacity(t.columns.len());
+        let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+        let enc = RowEncoder::new(&t.meta, &names)?;
+        let mut values = Vec::with_capacity(t.columns.len());
         while let Some(chunk) = stream.next().await {
             rows.push(&chunk.with_context(|| format!("dump: COPY from {label}"))?);
             while rows.next_row(&mut fields).with_context(|| format!("dump: table {label}"))? {
                 if fields.len() != t.columns.len() {
                     bail!("dump: table {label}: COPY row has {} columns, expected {}", fields.len(), t.columns.len());
                 }
-                let mut row = Row::new();
+                values.clear();
                 for (c, f) in t.columns.iter().zip(fields.drain(..)) {
-                    let v = match f {
+                    values.push(match f {
                         None => Value::Null,
                         Some(text) => pg_text(&c.kind, &text).map_err(|e| anyhow!("table {label} column {}: {e}", c.name))?,
-                    };
-                    row.insert(c.name.clone(), v);
+                    });
                 }
-                upsert(sink, &t.meta, &row).await?;
+                enc.upsert(sink, &t.meta, &values).await?;
                 progress.row();
             }
         }

@@ -16,7 +16,7 @@ use super::{checkpoint, lsn_str, Session, SESSION_OPTIONS};
 use crate::config::Config;
 use crate::retry::fatal;
 use crate::sink::Sink;
-use crate::source::{delete, migrate_columns, upsert, TableMeta};
+use crate::source::{migrate_columns, RowEncoder, TableMeta};
 use crate::value::{pg_text, Kind, Row};
 
 const PG_EPOCH_UNIX: f64 = 946_684_800.0;
@@ -49,7 +49,8 @@ fn pg_err(e: pgwire_replication::PgWireError, what: &str) -> anyhow::Error {
 }
 
 struct Rel {
-    table: Option<Arc<TableMeta>>,
+    /// A selected table, with the encoder of this column list.
+    table: Option<(Arc<TableMeta>, RowEncoder)>,
     cols: Vec<(String, Kind)>,
 }
 
@@ -163,36 +164,38 @@ async fn on_relation(
         let kind = if table.is_some() { s.types.kind(&s.sql, c.type_oid).await? } else { Kind::Text };
         cols.push((c.name.clone(), kind));
     }
-    if let Some(t) = &table {
-        for pk in &t.pk {
-            if !cols.iter().any(|(n, _)| n == pk) {
-                return Err(fatal(format!("table {}: primary-key column {pk} is not in the replicated columns", t.label())));
-            }
+    let table = match table {
+        None => None,
+        Some(t) => {
+            let names: Vec<String> = cols.iter().map(|(n, _)| n.clone()).collect();
+            let enc = RowEncoder::new(&t, &names)
+                .map_err(|_| fatal(format!("table {}: a primary-key column is not among the replicated columns {names:?}", t.label())))?;
+            migrate_columns(sink, &t, &names).await?;
+            Some((t, enc))
         }
-        let names: Vec<String> = cols.iter().map(|(n, _)| n.clone()).collect();
-        migrate_columns(sink, t, &names).await?;
-    }
+    };
     rels.insert(r.id, Rel { table, cols });
     Ok(())
 }
 
-fn to_row(rel: &Rel, t: &TableMeta, cells: Vec<Cell>, unchanged: &mut Vec<String>) -> Result<Row> {
+/// The values of a tuple in column order; the positions of unchanged TOAST values (sent as
+/// "unchanged", stored as null here) go to `unchanged`.
+fn to_values(rel: &Rel, t: &TableMeta, cells: Vec<Cell>, unchanged: &mut Vec<usize>) -> Result<Vec<Value>> {
     if cells.len() != rel.cols.len() {
         bail!("table {}: tuple has {} columns, relation {}", t.label(), cells.len(), rel.cols.len());
     }
-    let mut row = Row::new();
-    for ((name, kind), cell) in rel.cols.iter().zip(cells) {
-        let v = match cell {
+    let mut values = Vec::with_capacity(cells.len());
+    for (i, ((name, kind), cell)) in rel.cols.iter().zip(cells).enumerate() {
+        values.push(match cell {
             Cell::Null => Value::Null,
             Cell::Unchanged => {
-                unchanged.push(name.clone());
+                unchanged.push(i);
                 Value::Null
             }
             Cell::Text(text) => pg_text(kind, &text).map_err(|e| anyhow!("table {} column {name}: {e}", t.label()))?,
-        };
-        row.insert(name.clone(), v);
+        });
     }
-    Ok(row)
+    Ok(values)
 }
 
 async fn apply(sink: &mut Sink, rels: &HashMap<u32, Rel>, msg: Msg) -> Result<()> {
@@ -200,50 +203,49 @@ async fn apply(sink: &mut Sink, rels: &HashMap<u32, Rel>, msg: Msg) -> Result<()
     match msg {
         Msg::Insert { rel, new } => {
             let r = rel_of(rel)?;
-            let Some(t) = &r.table else { return Ok(()) };
-            let row = to_row(r, t, new, &mut Vec::new())?;
-            upsert(sink, t, &row).await?;
+            let Some((t, enc)) = &r.table else { return Ok(()) };
+            let values = to_values(r, t, new, &mut Vec::new())?;
+            enc.upsert(sink, t, &values).await?;
         }
         Msg::Update { rel, old, new } => {
             let r = rel_of(rel)?;
-            let Some(t) = &r.table else { return Ok(()) };
+            let Some((t, enc)) = &r.table else { return Ok(()) };
             let mut unchanged = Vec::new();
-            let mut row = to_row(r, t, new, &mut unchanged)?;
+            let mut values = to_values(r, t, new, &mut unchanged)?;
             let old_key = match old {
-                Some(o) => Some(t.key(&to_row(r, t, o, &mut Vec::new())?)?),
+                Some(o) => Some(enc.key(t, &to_values(r, t, o, &mut Vec::new())?)?),
                 None => None,
             };
-            let new_key = t.key(&row)?;
+            let new_key = enc.key(t, &values)?;
             if !unchanged.is_empty() {
                 // unchanged TOASTed values were not sent: keep the stored ones
                 let src = old_key.clone().unwrap_or_else(|| new_key.clone());
                 let stored = sink.current(&src).await?;
                 let stored: Option<Row> = stored.and_then(|v| serde_json::from_slice(&v).ok());
-                for c in &unchanged {
+                for &i in &unchanged {
+                    let c = &r.cols[i].0;
                     match stored.as_ref().and_then(|m| m.get(c)) {
-                        Some(v) => {
-                            row.insert(c.clone(), v.clone());
-                        }
+                        Some(v) => values[i] = v.clone(),
                         None => tracing::warn!(table = %t.label(), key = %src, column = %c, "unchanged TOAST value not found in etcd; stored as null"),
                     }
                 }
             }
             if let Some(ok) = old_key {
                 if ok != new_key {
-                    sink.delete(ok, Some(&t.label())).await?;
+                    sink.delete(ok, Some(t.label_str())).await?;
                 }
             }
-            upsert(sink, t, &row).await?;
+            sink.put(new_key, enc.json(&values), Some(t.label_str())).await?;
         }
         Msg::Delete { rel, old } => {
             let r = rel_of(rel)?;
-            let Some(t) = &r.table else { return Ok(()) };
-            let row = to_row(r, t, old, &mut Vec::new())?;
-            delete(sink, t, &row).await?;
+            let Some((t, enc)) = &r.table else { return Ok(()) };
+            let values = to_values(r, t, old, &mut Vec::new())?;
+            enc.delete(sink, t, &values).await?;
         }
         Msg::Truncate { rels: ids } => {
             for id in ids {
-                if let Some(Rel { table: Some(t), .. }) = rels.get(&id) {
+                if let Some(Rel { table: Some((t, _)), .. }) = rels.get(&id) {
                     sink.delete_prefix(&t.prefix).await?;
                 }
             }
