@@ -91,7 +91,7 @@ pub fn pg_text(kind: &Kind, s: &str) -> Result<Value> {
 }
 
 fn decode_hex(h: &str) -> Result<Vec<u8>> {
-    if h.len() % 2 != 0 {
+    if !h.len().is_multiple_of(2) {
         bail!("odd hex length");
     }
     let b = h.as_bytes();

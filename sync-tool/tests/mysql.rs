@@ -82,7 +82,7 @@ async fn mysql_dump_stream_equality_mixed_schema() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let m = etcd_map(&mut e, &format!("/{name}/")).await;
-        if m.get(&k3).is_some() && m[&k1]["vc"] == json!("upd") {
+        if m.contains_key(&k3) && m[&k1]["vc"] == json!("upd") {
             let mut want1 = expect1.clone();
             want1["vc"] = json!("upd");
             assert_eq!(m[&k1], want1, "row after update");

@@ -201,6 +201,9 @@ impl Sink {
         if tx.send(b).await.is_err() {
             return Err(self.failure().unwrap_or_else(|| anyhow!("etcd writer stopped")));
         }
+        // The runtime has one thread and a source with data at hand never waits: let the
+        // writer send this transaction and take etcd's answers now, not when the source runs dry.
+        tokio::task::yield_now().await;
         Ok(())
     }
 

@@ -99,8 +99,8 @@ struct Unwritten {
 }
 
 /// One request; every call returns the same future type, so they fit in one queue.
-fn send(mut client: Client, txn: Txn) -> impl std::future::Future<Output = Result<TxnResponse, etcd_client::Error>> {
-    async move { client.txn(txn).await }
+async fn send(mut client: Client, txn: Txn) -> Result<TxnResponse, etcd_client::Error> {
+    client.txn(txn).await
 }
 
 impl Writer {

@@ -258,6 +258,51 @@ pub fn selection_fingerprint(tables: &[TableMeta]) -> String {
     format!("{h:016x}")
 }
 
+/// Rewrites the stored rows of a table after its column list changed (ALTER TABLE seen in the
+/// stream): dropped columns are removed, added columns are set to null (or kept if present),
+/// columns ordered as in the new list. Idempotent; the new column list is stored after the
+/// rows, so a crash in the middle repeats the migration.
+pub async fn migrate_columns(sink: &mut Sink, t: &TableMeta, new: &[String]) -> Result<()> {
+    let state = format!("columns/{}", t.label());
+    let old = sink.get_state(&state).await?;
+    let new_v = Value::from(new.to_vec());
+    if old.as_ref() == Some(&new_v) {
+        return Ok(());
+    }
+    if old.is_none() {
+        // first time we see the table (e.g. sync.dump=false): just remember its columns
+        sink.put_state(&state, &new_v).await?;
+        return Ok(());
+    }
+    tracing::info!(table = %t.label(), old = %old.unwrap_or_default(), new = %new_v, "column list changed; rewriting stored rows");
+    sink.flush_data().await?;
+    let mut start = Vec::new();
+    let mut n = 0u64;
+    loop {
+        let (kvs, next) = sink.scan_prefix(&t.prefix, start).await?;
+        for (k, v) in kvs {
+            let Ok(Value::Object(mut row)) = serde_json::from_slice::<Value>(&v) else { continue };
+            let mut out = Row::new();
+            for c in new {
+                out.insert(c.clone(), row.remove(c).unwrap_or(Value::Null));
+            }
+            let nv = serde_json::to_vec(&Value::Object(out))?;
+            if nv != v {
+                sink.put(String::from_utf8(k)?, nv, None).await?;
+                n += 1;
+            }
+        }
+        match next {
+            Some(s) => start = s,
+            None => break,
+        }
+    }
+    sink.put_state(&state, &new_v).await?;
+    sink.flush_data().await?;
+    tracing::info!(table = %t.label(), rows = n, "stored rows rewritten for the new column list");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,49 +347,4 @@ mod tests {
         assert_eq!(empty.json(&[]), b"{}");
         assert!(RowEncoder::new(&t, &["id"]).is_err(), "k2 is missing");
     }
-}
-
-/// Rewrites the stored rows of a table after its column list changed (ALTER TABLE seen in the
-/// stream): dropped columns are removed, added columns are set to null (or kept if present),
-/// columns ordered as in the new list. Idempotent; the new column list is stored after the
-/// rows, so a crash in the middle repeats the migration.
-pub async fn migrate_columns(sink: &mut Sink, t: &TableMeta, new: &[String]) -> Result<()> {
-    let state = format!("columns/{}", t.label());
-    let old = sink.get_state(&state).await?;
-    let new_v = Value::from(new.to_vec());
-    if old.as_ref() == Some(&new_v) {
-        return Ok(());
-    }
-    if old.is_none() {
-        // first time we see the table (e.g. sync.dump=false): just remember its columns
-        sink.put_state(&state, &new_v).await?;
-        return Ok(());
-    }
-    tracing::info!(table = %t.label(), old = %old.unwrap_or_default(), new = %new_v, "column list changed; rewriting stored rows");
-    sink.flush_data().await?;
-    let mut start = Vec::new();
-    let mut n = 0u64;
-    loop {
-        let (kvs, next) = sink.scan_prefix(&t.prefix, start).await?;
-        for (k, v) in kvs {
-            let Ok(Value::Object(mut row)) = serde_json::from_slice::<Value>(&v) else { continue };
-            let mut out = Row::new();
-            for c in new {
-                out.insert(c.clone(), row.remove(c).unwrap_or(Value::Null));
-            }
-            let nv = serde_json::to_vec(&Value::Object(out))?;
-            if nv != v {
-                sink.put(String::from_utf8(k)?, nv, None).await?;
-                n += 1;
-            }
-        }
-        match next {
-            Some(s) => start = s,
-            None => break,
-        }
-    }
-    sink.put_state(&state, &new_v).await?;
-    sink.flush_data().await?;
-    tracing::info!(table = %t.label(), rows = n, "stored rows rewritten for the new column list");
-    Ok(())
 }

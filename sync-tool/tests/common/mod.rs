@@ -97,7 +97,7 @@ impl Tool {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.cfg.with_extension(format!("log")))
+            .open(self.cfg.with_extension("log"))
             .unwrap();
         let child = Command::new(BIN)
             .arg("-c")

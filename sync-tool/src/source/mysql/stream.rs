@@ -6,10 +6,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use mysql_async::binlog::events::{EventData, OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
@@ -212,8 +211,7 @@ pub fn ddl_removed_tables(sql: &str, default_schema: &str) -> Vec<(String, Strin
             (*i > st).then(|| b[st..*i].iter().collect())
         }
     };
-    loop {
-        let Some(a) = ident(&mut i) else { break };
+    while let Some(a) = ident(&mut i) {
         let name = if b.get(i) == Some(&'.') {
             i += 1;
             match ident(&mut i) {
@@ -331,7 +329,7 @@ pub async fn stream(
         // Group commits: flush when nothing more is immediately available and no etcd
         // transaction is in flight; while one is, keep collecting into the next batch.
         let next = loop {
-            if let Ok(r) = tokio::time::timeout(Duration::ZERO, bs.next()).await {
+            if let Some(r) = bs.next().now_or_never() {
                 break r;
             }
             sink.check()?;

@@ -168,7 +168,7 @@ pub fn map_value(kind: &MyKind, v: My) -> Result<Value> {
                 }
             };
             // The binlog encodes YEAR 0000 as 1900 (year - 1900 = 0).
-            if *kind == MyKind::Year && n == Value::from(1900) {
+            if *kind == MyKind::Year && n == 1900 {
                 Value::from(0)
             } else {
                 n

@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
+use futures_util::FutureExt;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
 use serde_json::Value;
 
@@ -84,7 +84,7 @@ pub async fn stream(
         // instead of queueing many small ones). Checkpoints are acknowledged as soon as the
         // writer reports their commit, also while the source is idle.
         let ev = loop {
-            if let Ok(r) = tokio::time::timeout(Duration::ZERO, repl.recv()).await {
+            if let Some(r) = repl.recv().now_or_never() {
                 break r;
             }
             sink.check()?;
