@@ -1,10 +1,23 @@
-//! Benchmarks (ignored by default; `make bench-sync-pg`, `make bench-sync-mysql`). Print rows/s
-//! of the tool (dump and stream) next to the raw etcd write rate measured in the same run with
-//! the same transaction shape (same number of puts per transaction, same key and value sizes,
-//! same number of transactions in flight; for the stream, with the same etcd watcher attached),
-//! the ratio, the lag p50/p99 of streamed rows, and the tool's peak RSS during the dump.
-//! Environment: BENCH_ROWS (dump rows, default 1_000_000), BENCH_STREAM_ROWS (default 50_000),
-//! BENCH_RAW_ROWS (rows of each baseline run, default 200_000).
+//! Benchmarks (ignored by default; `make bench-sync-pg`, `make bench-sync-mysql`).
+//!
+//! `BENCH_ROUNDS` rounds (default 3); in each the tool starts on an empty prefix and
+//! 1. dumps `BENCH_ROWS` rows (default 1_000_000; peak RSS sampled meanwhile),
+//! 2. streams a backlog: stopped with SIGSTOP while `BENCH_BACKLOG_ROWS` rows (default
+//!    200_000) are committed in the source, continued, timed until its own
+//!    `sync_rows_applied_total` (counted after etcd's commit) shows them all — the tool's
+//!    stream throughput,
+//! 3. streams live while `BENCH_STREAM_ROWS` rows (default 50_000) are committed as fast as one
+//!    connection can, seen by an etcd watcher (rows/s and lag p50/p99 = watch event time − the
+//!    row's insert time).
+//!
+//! Around every phase, with the tool idle, the raw etcd write rate is measured with the tool's
+//! transaction shape (`raw_etcd_rate`: same puts per transaction, transactions in flight, key
+//! length and value size; for the live phase with the same watcher attached and the source
+//! committing rows as fast into a table the tool does not follow). Each
+//! phase's ratio is its rate over the mean of the raw rates just before and after it, because etcd's
+//! own rate drifts between measurements; the medians over the rounds are printed with the
+//! targets. `BENCH_RAW_ROWS` (default 200_000) rows per raw measurement; `BENCH_KEEP=1` keeps
+//! the tool's logs.
 
 mod common;
 
@@ -33,12 +46,30 @@ const DUMP_TS: i64 = 1_700_000_000_000;
 /// `/{path}/{schema}.{table}/{pk}`) and values of the benchmark rows' size, on a settled etcd;
 /// its keys are removed afterwards. `watched`: the same watcher as the stream measurement's is
 /// attached (etcd spends CPU on every event it sends), and the rate runs until it saw every row.
-async fn raw_etcd_rate(name: &str, watched: bool) -> f64 {
-    let rows = env_usize("BENCH_RAW_ROWS", 200_000);
+/// `load`: the live measurement's mirror image: as many rows as it streams are written, while
+/// the source commits as many, as fast as it can, into a table the tool does not follow (the
+/// tool runs and skips them), so that etcd gets the CPU the source leaves it.
+async fn raw_etcd_rate(name: &str, watched: bool, load: Option<(&Insert, usize)>) -> f64 {
+    let rows = load.map_or_else(|| env_usize("BENCH_RAW_ROWS", 200_000), |(_, n)| n / PER_TXN * PER_TXN);
     let e = etcd().await;
     let prefix = format!("/{name}/{name}.r/");
     let value = br#"{"id":123456,"v":123456,"t":"row-123456-xxxxxxxxxxxxxxxxxxxxxxxx","ts":1700000000000}"#.to_vec();
     settle_etcd().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = load.map(|(insert, _)| {
+        let (insert, stop) = (insert.clone(), stop.clone());
+        tokio::spawn(async move {
+            // ids go on from the previous loaded measurement (the table is emptied per round)
+            static NEXT_ID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+            for _ in 0..rows / PER_TXN {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let id = NEXT_ID.fetch_add(PER_TXN as i64, std::sync::atomic::Ordering::Relaxed);
+                insert(false, id, id + PER_TXN as i64 - 1).await;
+            }
+        })
+    });
     let watcher = if watched {
         let mut ws = e.watch_client().watch(prefix.clone(), Some(WatchOptions::new().with_prefix())).await.unwrap();
         Some(tokio::spawn(async move { watch_rows(&mut ws, rows, DUMP_TS).await }))
@@ -59,11 +90,19 @@ async fn raw_etcd_rate(name: &str, watched: bool) -> f64 {
         }
         inflight.next().await;
     }
-    let end = match watcher {
-        Some(w) => w.await.unwrap().last,
-        None => Instant::now(),
+    // watched: timed like the live measurement, from the first to the last row the watcher saw
+    let secs = match watcher {
+        Some(w) => {
+            let seen = w.await.unwrap();
+            seen.last.duration_since(seen.first)
+        }
+        None => t0.elapsed(),
     };
-    let rate = rows as f64 / end.duration_since(t0).as_secs_f64();
+    let rate = rows as f64 / secs.as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(l) = loader {
+        l.await.unwrap();
+    }
     etcd_clear(&mut e.clone(), &prefix).await;
     settle_etcd().await;
     rate
@@ -155,6 +194,9 @@ struct Round {
     raw: [f64; 3],
     /// Raw etcd write rate with the live measurement's watcher, before and after it.
     raw_watched: [f64; 2],
+    /// The same, as many rows as the live measurement, while the source commits as many rows
+    /// at full speed into a table the tool skips.
+    raw_loaded: [f64; 2],
     dump_rows: usize,
     dump_secs: f64,
     peak_kb: u64,
@@ -198,7 +240,7 @@ impl Round {
     fn ratios(&self) -> [f64; 3] {
         [
             self.dump_rate() / mean(&self.raw[..2]),
-            self.live.per_s() / mean(&self.raw_watched),
+            self.live.per_s() / mean(&self.raw_loaded),
             self.catchup.per_s() / mean(&self.raw[1..]),
         ]
     }
@@ -210,7 +252,7 @@ fn print_report(title: &str, rounds: &[Round], load_start: &str) {
     for (i, r) in rounds.iter().enumerate() {
         let [d, l, b] = r.ratios();
         println!(
-            "round {}: dump {} rows {:.0} rows/s (raw {:.0}/{:.0}: {d:.2}); backlog {:.0} rows/s (raw {:.0}/{:.0}: {b:.2}); live {:.0} rows/s, source {:.0} rows/s, lag p50 {:.0} ms p99 {:.0} ms (raw watched {:.0}/{:.0}: {l:.2}); tool CPU dump {:.1} us/row, live {:.1} us/row; peak RSS {:.1} MB",
+            "round {}: dump {} rows {:.0} rows/s (raw {:.0}/{:.0}: {d:.2}); backlog {:.0} rows/s (raw {:.0}/{:.0}: {b:.2}); live {:.0} rows/s, source {:.0} rows/s, lag p50 {:.0} ms p99 {:.0} ms (raw watched {:.0}/{:.0}, watched with source load {:.0}/{:.0}: {l:.2}); tool CPU dump {:.1} us/row, live {:.1} us/row; peak RSS {:.1} MB",
             i + 1,
             r.dump_rows,
             r.dump_rate(),
@@ -225,6 +267,8 @@ fn print_report(title: &str, rounds: &[Round], load_start: &str) {
             r.p99,
             r.raw_watched[0],
             r.raw_watched[1],
+            r.raw_loaded[0],
+            r.raw_loaded[1],
             r.dump_cpu * 1e6 / r.dump_rows as f64,
             r.stream_cpu * 1e6 / r.live.rows.max(1) as f64,
             r.peak_kb as f64 / 1024.0
@@ -232,11 +276,16 @@ fn print_report(title: &str, rounds: &[Round], load_start: &str) {
     }
     let med = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(f).collect());
     println!("--- medians over the rounds ---");
-    println!("raw etcd write rate        : {:>8.0} rows/s  (with the live measurement's watcher attached: {:.0})", med(&|r| mean(&r.raw)), med(&|r| mean(&r.raw_watched)));
+    println!(
+        "raw etcd write rate        : {:>8.0} rows/s  (with the live measurement's watcher attached: {:.0}; and the source busy: {:.0})",
+        med(&|r| mean(&r.raw)),
+        med(&|r| mean(&r.raw_watched)),
+        med(&|r| mean(&r.raw_loaded))
+    );
     println!("dump                       : {:>8.0} rows/s  ratio {:.2} (target >= 0.8)", med(&|r| r.dump_rate()), med(&|r| r.ratios()[0]));
     println!("stream, backlog            : {:>8.0} rows/s  ratio {:.2} (target >= 0.8)", med(&|r| r.catchup.per_s()), med(&|r| r.ratios()[2]));
     println!(
-        "stream, live               : {:>8.0} rows/s  ratio {:.2} to the watched raw rate (the source's inserts, {:.0} rows/s, share the cores)",
+        "stream, live               : {:>8.0} rows/s  ratio {:.2} (target >= 0.8) to the raw rate under the same watcher and source load (source committed {:.0} rows/s)",
         med(&|r| r.live.per_s()),
         med(&|r| r.ratios()[1]),
         med(&|r| r.live.rows as f64 / r.source_secs)
@@ -277,15 +326,11 @@ const PER_TXN: usize = 100;
 
 /// Inserts `rows` rows from id `first` on in source transactions of `PER_TXN`, each row
 /// stamped with its insert time (`ts`, ms); returns the seconds it took.
-async fn insert_rows<F, Fut>(insert: &F, first: i64, rows: usize) -> f64
-where
-    F: Fn(i64, i64) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
+async fn insert_rows(insert: &Insert, first: i64, rows: usize) -> f64 {
     let t0 = Instant::now();
     let mut id = first;
     for _ in 0..rows / PER_TXN {
-        insert(id, id + PER_TXN as i64 - 1).await;
+        insert(true, id, id + PER_TXN as i64 - 1).await;
         id += PER_TXN as i64;
     }
     t0.elapsed().as_secs_f64()
@@ -293,16 +338,13 @@ where
 
 /// Live: the tool streams while `insert` commits `rows` rows as fast as one connection can;
 /// rows/s from the first to the last row seen by an etcd watcher, lag = watch event − `ts`.
-async fn measure_live<F, Fut>(tool: &Tool, name: &str, rows: usize, insert: F, r: &mut Round)
-where
-    F: Fn(i64, i64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
+async fn measure_live(tool: &Tool, name: &str, rows: usize, insert: &Insert, r: &mut Round) {
     let e = etcd().await;
     let pid = tool.pid().unwrap();
     let cpu0 = cpu_secs(pid);
     let mut ws = e.watch_client().watch(format!("/{name}/"), Some(WatchOptions::new().with_prefix())).await.unwrap();
     let target = rows / PER_TXN * PER_TXN;
+    let insert = insert.clone();
     let writer = tokio::spawn(async move { insert_rows(&insert, 10_000_000, target).await });
     let mut seen = watch_rows(&mut ws, target, DUMP_TS + 1).await;
     r.source_secs = writer.await.unwrap();
@@ -316,16 +358,12 @@ where
 /// rows/s from the continue until the tool's `sync_rows_applied_total` (counted after etcd
 /// committed) shows them all. This is the tool's own stream throughput: the source's inserts
 /// are over, and no watcher takes CPU (the rows' presence is checked afterwards).
-async fn measure_backlog<F, Fut>(tool: &Tool, name: &str, metrics: &str, rows: usize, insert: F, r: &mut Round)
-where
-    F: Fn(i64, i64) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
+async fn measure_backlog(tool: &Tool, name: &str, metrics: &str, rows: usize, insert: &Insert, r: &mut Round) {
     let target = rows / PER_TXN * PER_TXN;
     let first = 20_000_000i64;
     let before = rows_applied(metrics).await;
     tool.signal("STOP");
-    insert_rows(&insert, first, target).await;
+    insert_rows(insert, first, target).await;
     let t0 = Instant::now();
     tool.signal("CONT");
     while rows_applied(metrics).await < before + target as u64 {
@@ -362,10 +400,13 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Inserts rows `first..=last` in one source transaction, each stamped with its insert time:
+/// `followed` into the benchmark table, else into a table the tool does not follow.
+type Insert = std::sync::Arc<dyn Fn(bool, i64, i64) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+
 /// What a benchmark needs of its source database.
-struct Source<I, R> {
-    /// Inserts rows `first..=last` in one transaction, each stamped with its insert time.
-    insert: I,
+struct Source<R> {
+    insert: Insert,
     /// Between rounds, with the tool stopped: removes the streamed rows and whatever makes the
     /// next start resume (slot, binlog position), so the next round dumps again.
     reset: R,
@@ -374,31 +415,33 @@ struct Source<I, R> {
 /// `BENCH_ROUNDS` rounds (default 3), each a fresh start of the tool that dumps `BENCH_ROWS`
 /// rows, streams `BENCH_STREAM_ROWS` rows live and as many as a backlog, with the raw etcd
 /// rate measured between these phases (the tool idle), on the same etcd.
-async fn run_rounds<I, IF, R, RF>(name: &str, yaml: &str, src: Source<I, R>) -> Vec<Round>
+async fn run_rounds<R, RF>(name: &str, yaml: &str, src: Source<R>) -> Vec<Round>
 where
-    I: Fn(i64, i64) -> IF + Send + Sync + 'static,
-    IF: std::future::Future<Output = ()> + Send,
     R: Fn() -> RF,
     RF: std::future::Future<Output = ()>,
 {
     let dump_rows = env_usize("BENCH_ROWS", 1_000_000);
     let stream_rows = env_usize("BENCH_STREAM_ROWS", 50_000);
-    let insert = std::sync::Arc::new(src.insert);
+    // as many as a raw measurement: a backlog is applied in about a second otherwise, and one
+    // etcd stall of a few hundred ms would decide the result
+    let backlog_rows = env_usize("BENCH_BACKLOG_ROWS", 200_000);
+    let insert = src.insert;
     let dir = tmpdir(name);
     let mut rounds = Vec::new();
     for i in 0..env_usize("BENCH_ROUNDS", 3) {
         let mut r = Round::default();
         let metrics = format!("127.0.0.1:{}", free_port());
         let mut tool = Tool::new(&dir, &format!("tool{i}"), &format!("{yaml}metrics: {{address: \"{metrics}\"}}\n"));
-        r.raw[0] = raw_etcd_rate(name, false).await;
+        r.raw[0] = raw_etcd_rate(name, false, None).await;
         measure_dump(&mut tool, name, dump_rows, &mut r).await;
-        r.raw[1] = raw_etcd_rate(name, false).await;
-        measure_backlog(&tool, name, &metrics, stream_rows, |a, b| insert(a, b), &mut r).await;
-        r.raw[2] = raw_etcd_rate(name, false).await;
-        r.raw_watched[0] = raw_etcd_rate(name, true).await;
-        let i2 = insert.clone();
-        measure_live(&tool, name, stream_rows, move |a, b| i2(a, b), &mut r).await;
-        r.raw_watched[1] = raw_etcd_rate(name, true).await;
+        r.raw[1] = raw_etcd_rate(name, false, None).await;
+        measure_backlog(&tool, name, &metrics, backlog_rows, &insert, &mut r).await;
+        r.raw[2] = raw_etcd_rate(name, false, None).await;
+        r.raw_watched[0] = raw_etcd_rate(name, true, None).await;
+        r.raw_loaded[0] = raw_etcd_rate(name, true, Some((&insert, stream_rows))).await;
+        measure_live(&tool, name, stream_rows, &insert, &mut r).await;
+        r.raw_loaded[1] = raw_etcd_rate(name, true, Some((&insert, stream_rows))).await;
+        r.raw_watched[1] = raw_etcd_rate(name, true, None).await;
         tool.term();
         (src.reset)().await;
         let mut e = etcd().await;
@@ -421,30 +464,31 @@ async fn bench_pg() {
     println!("preparing {dump_rows} rows ...");
     c.batch_execute(&format!(
         "CREATE SCHEMA {name}; CREATE TABLE {name}.b (id bigint PRIMARY KEY, v int, t text, ts bigint);
+         CREATE SCHEMA {name}_x; CREATE TABLE {name}_x.b (id bigint PRIMARY KEY, v int, t text, ts bigint);
          INSERT INTO {name}.b SELECT i, i, 'row-' || i || '-xxxxxxxxxxxxxxxxxxxxxxxx', {DUMP_TS} FROM generate_series(1, {dump_rows}) i;"
     ))
     .await
     .unwrap();
     let load_start = loadavg();
     let (n, conn) = (name.clone(), c.clone());
-    let insert = move |first: i64, last: i64| {
-        let (name, conn) = (n.clone(), conn.clone());
-        async move {
+    let insert: Insert = std::sync::Arc::new(move |followed: bool, first: i64, last: i64| {
+        let (conn, table) = (conn.clone(), if followed { format!("{n}.b") } else { format!("{n}_x.b") });
+        Box::pin(async move {
             conn.batch_execute(&format!(
-                    "INSERT INTO {name}.b SELECT i, i, 'row-' || i || '-xxxxxxxxxxxxxxxxxxxxxxxx', (extract(epoch from clock_timestamp()) * 1000)::bigint FROM generate_series({first}, {last}) i"
-                ))
-                .await
-                .unwrap();
-        }
-    };
+                "INSERT INTO {table} SELECT i, i, 'row-' || i || '-xxxxxxxxxxxxxxxxxxxxxxxx', (extract(epoch from clock_timestamp()) * 1000)::bigint FROM generate_series({first}, {last}) i"
+            ))
+            .await
+            .unwrap();
+        })
+    });
     let reset = || async {
-        c.batch_execute(&format!("DELETE FROM {name}.b WHERE id > {dump_rows}")).await.unwrap();
+        c.batch_execute(&format!("DELETE FROM {name}.b WHERE id > {dump_rows}; TRUNCATE {name}_x.b")).await.unwrap();
         drop_slot(&c, &name).await;
     };
     let yaml = bench_config(&pg_config(&name, &name, &[&format!("{name}.*")], ""));
     let rounds = run_rounds(&name, &yaml, Source { insert, reset }).await;
     print_report("bench-sync-pg (PostgreSQL 15 -> etcd 3.4)", &rounds, &load_start);
-    pg_cleanup(&name, &[&name], &name).await;
+    pg_cleanup(&name, &[&name, &format!("{name}_x")], &name).await;
 }
 
 /// Drops the replication slot once its walsender is gone.
@@ -473,6 +517,7 @@ async fn bench_mysql() {
         &format!(
             "CREATE DATABASE {name};
              CREATE TABLE {name}.b (id BIGINT PRIMARY KEY, v INT, t VARCHAR(64), ts BIGINT);
+             CREATE TABLE {name}.x (id BIGINT PRIMARY KEY, v INT, t VARCHAR(64), ts BIGINT);
              INSERT INTO {name}.b SELECT seq, seq, CONCAT('row-', seq, '-xxxxxxxxxxxxxxxxxxxxxxxx'), {DUMP_TS} FROM {name}.seq_1_to_{dump_rows}"
         ),
     )
@@ -480,21 +525,23 @@ async fn bench_mysql() {
     let load_start = loadavg();
     let conn = std::sync::Arc::new(tokio::sync::Mutex::new(c));
     let (n, cn) = (name.clone(), conn.clone());
-    let insert = move |first: i64, last: i64| {
-        let (name, conn) = (n.clone(), cn.clone());
-        async move {
+    let insert: Insert = std::sync::Arc::new(move |followed: bool, first: i64, last: i64| {
+        let (name, conn, table) = (n.clone(), cn.clone(), if followed { "b" } else { "x" });
+        Box::pin(async move {
             my_exec(
                 &mut *conn.lock().await,
                 &format!(
-                    "INSERT INTO {name}.b SELECT seq, seq, CONCAT('row-', seq, '-xxxxxxxxxxxxxxxxxxxxxxxx'), CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED) FROM {name}.seq_{first}_to_{last}"
+                    "INSERT INTO {name}.{table} SELECT seq, seq, CONCAT('row-', seq, '-xxxxxxxxxxxxxxxxxxxxxxxx'), CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED) FROM {name}.seq_{first}_to_{last}"
                 ),
             )
             .await;
-        }
-    };
+        })
+    });
     // the next start finds no checkpoint (cleared with the state keys) and dumps again
-    let reset = || async { my_exec(&mut *conn.lock().await, &format!("DELETE FROM {name}.b WHERE id > {dump_rows}")).await };
-    let include = format!("{name}.*");
+    let reset = || async {
+        my_exec(&mut *conn.lock().await, &format!("DELETE FROM {name}.b WHERE id > {dump_rows}; TRUNCATE {name}.x")).await
+    };
+    let include = format!("{name}.b");
     let yaml = bench_config(&my_config(&name, &[&include], ""));
     let rounds = run_rounds(&name, &yaml, Source { insert, reset }).await;
     print_report("bench-sync-mysql (MariaDB 10.11 -> etcd 3.4)", &rounds, &load_start);
