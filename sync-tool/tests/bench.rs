@@ -16,8 +16,9 @@
 //! committing rows as fast into a table the tool does not follow). Each
 //! phase's ratio is its rate over the mean of the raw rates just before and after it, because etcd's
 //! own rate drifts between measurements; the medians over the rounds are printed with the
-//! targets. `BENCH_RAW_ROWS` (default 200_000) rows per raw measurement; `BENCH_KEEP=1` keeps
-//! the tool's logs.
+//! targets. `BENCH_RAW_ROWS` (default 200_000) rows per raw measurement;
+//! `BENCH_TXNS_IN_FLIGHT` (default 4) sets `sync.txns_in_flight` and the baseline's depth;
+//! `BENCH_KEEP=1` keeps the tool's logs.
 
 mod common;
 
@@ -35,13 +36,15 @@ fn env_usize(k: &str, d: usize) -> usize {
 /// Data operations per etcd transaction: the tool's default `sync.max_txn_ops` (128) minus the
 /// one it keeps for a checkpoint put.
 const BATCH: usize = 127;
-/// etcd transactions in flight at once: the tool's default `sync.txns_in_flight`, so the
-/// baseline does the same.
-const IN_FLIGHT: usize = 4;
+/// etcd transactions in flight at once, for the tool (`sync.txns_in_flight`) and the baseline
+/// alike: `BENCH_TXNS_IN_FLIGHT`, by default the tool's default (4).
+fn in_flight() -> usize {
+    env_usize("BENCH_TXNS_IN_FLIGHT", 4)
+}
 /// Timestamp of the dumped rows; streamed rows carry their insert time instead.
 const DUMP_TS: i64 = 1_700_000_000_000;
 
-/// Raw etcd write rate: transactions of BATCH puts, IN_FLIGHT at a time, keys as long as the
+/// Raw etcd write rate: transactions of BATCH puts, `in_flight()` at a time, keys as long as the
 /// tool's (`/<name>/<name>.r/<6-digit id>`; the tool writes `/<name>/<name>.b/<id>`, template
 /// `/{path}/{schema}.{table}/{pk}`) and values of the benchmark rows' size, on a settled etcd;
 /// its keys are removed afterwards. `watched`: the same watcher as the stream measurement's is
@@ -80,7 +83,7 @@ async fn raw_etcd_rate(name: &str, watched: bool, load: Option<(&Insert, usize)>
     let mut inflight = FuturesOrdered::new();
     let mut i = 0;
     while i < rows || !inflight.is_empty() {
-        while i < rows && inflight.len() < IN_FLIGHT {
+        while i < rows && inflight.len() < in_flight() {
             let n = BATCH.min(rows - i);
             let ops: Vec<TxnOp> =
                 (i..i + n).map(|k| TxnOp::put(format!("{prefix}{}", 100_000 + k), value.clone(), None)).collect();
@@ -248,7 +251,7 @@ impl Round {
 
 /// Prints every round and the medians over the rounds.
 fn print_report(title: &str, rounds: &[Round], load_start: &str) {
-    println!("=== {title}, {BATCH} rows per etcd txn, {IN_FLIGHT} txns in flight, {} rounds ===", rounds.len());
+    println!("=== {title}, {BATCH} rows per etcd txn, {} txns in flight, {} rounds ===", in_flight(), rounds.len());
     for (i, r) in rounds.iter().enumerate() {
         let [d, l, b] = r.ratios();
         println!(
@@ -393,7 +396,8 @@ async fn rows_applied(addr: &str) -> u64 {
 /// between measurements (which blocks etcd for seconds: with the tests' 2 s lease the tool
 /// stepped down and re-elected itself in the middle of measurements).
 fn bench_config(yaml: &str) -> String {
-    yaml.replace("log_level: info", "log_level: warn").replace("lease_ttl: 2s", "lease_ttl: 30s")
+    yaml.replace("log_level: info", "log_level: warn")
+        .replace("lease_ttl: 2s", &format!("lease_ttl: 30s\n  txns_in_flight: {}", in_flight()))
 }
 
 fn free_port() -> u16 {
