@@ -170,6 +170,15 @@ impl RowEncoder {
         sink.put(key, self.json(values), Some(t.label_str())).await
     }
 
+    /// Writes the new image of an updated row under `new_key`, and deletes `old_key` first
+    /// when the update changed the primary key.
+    pub async fn update(&self, sink: &mut Sink, t: &TableMeta, old_key: Option<String>, new_key: String, values: &[Value]) -> Result<()> {
+        if let Some(old) = old_key.filter(|k| *k != new_key) {
+            sink.delete(old, Some(t.label_str())).await?;
+        }
+        sink.put(new_key, self.json(values), Some(t.label_str())).await
+    }
+
     /// Writes a delete of the row.
     pub async fn delete(&self, sink: &mut Sink, t: &TableMeta, values: &[Value]) -> Result<()> {
         let key = self.key(t, values)?;

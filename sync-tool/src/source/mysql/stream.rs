@@ -482,10 +482,7 @@ pub async fn stream(
                         (None, Some(a)) => m.enc.upsert(sink, &m.meta, &a).await?,
                         (Some(b), Some(a)) => {
                             let (ok, nk) = (m.enc.key(&m.meta, &b)?, m.enc.key(&m.meta, &a)?);
-                            if ok != nk {
-                                sink.delete(ok, Some(m.meta.label_str())).await?;
-                            }
-                            sink.put(nk, m.enc.json(&a), Some(m.meta.label_str())).await?;
+                            m.enc.update(sink, &m.meta, Some(ok), nk, &a).await?
                         }
                         (Some(b), None) => m.enc.delete(sink, &m.meta, &b).await?,
                         (None, None) => {}

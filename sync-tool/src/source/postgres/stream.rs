@@ -230,12 +230,7 @@ async fn apply(sink: &mut Sink, rels: &HashMap<u32, Rel>, msg: Msg) -> Result<()
                     }
                 }
             }
-            if let Some(ok) = old_key {
-                if ok != new_key {
-                    sink.delete(ok, Some(t.label_str())).await?;
-                }
-            }
-            sink.put(new_key, enc.json(&values), Some(t.label_str())).await?;
+            enc.update(sink, t, old_key, new_key, &values).await?;
         }
         Msg::Delete { rel, old } => {
             let r = rel_of(rel)?;
