@@ -24,3 +24,9 @@ pub mod sim;
 mod panic_tests;
 
 pub use router::{Router, RouterSession, SessionInfo};
+
+// The build script's reading of a MaxScale tree, compiled here only to run its unit tests.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "shim/maxscale_tree.rs"]
+mod maxscale_tree;

@@ -1,11 +1,18 @@
 /*
- * The C++ shim MaxScale 24.02.3 loads: it implements MaxScale's router API
- * (mxs::Router, mxs::RouterSession, mxs::config::Specification, module commands) on top of
- * the mxsrs_module table a Rust module exports (include/mxsrs.h), and offers MaxScale's
- * services to Rust as an mxsrs_host_api. It only translates: every decision is made in Rust.
+ * The C++ shim MaxScale loads: it implements MaxScale's router API (mxs::Router,
+ * mxs::RouterSession, mxs::config::Specification, module commands) on top of the mxsrs_module
+ * table a Rust module exports (include/mxsrs.h), and offers MaxScale's services to Rust as an
+ * mxsrs_host_api. It only translates: every decision is made in Rust.
  *
- * Compiled by build.rs only when MAXSCALE_SRC/MAXSCALE_BUILD are set; linked into each
- * module's shared library, so each module has its own copy of these statics.
+ * Compiled by build.rs only when MAXSCALE_SRC is set; linked into each module's shared
+ * library, so each module has its own copy of these statics.
+ *
+ * One source for every supported release: build.rs defines MXSRS_MAXSCALE_VERSION
+ * (10000 * major + 100 * minor + patch of the tree compiled against), and the few API
+ * differences are behind conditionals on it:
+ *   < 24.02: newSession returns a raw pointer MaxScale owns; no RouterSession::lcall.
+ *   < 24.02: no RCAP_TYPE_AUTH_ALL_SERVERS (the bit is not passed on).
+ *   >= 24.08: module commands take a std::vector of arguments (mxs::modulecmd).
  */
 
 // Every MaxScale log macro in the headers names the module through MXB_MODULE_NAME, which
@@ -28,6 +35,8 @@ extern const char* mxsrs_module_name;
 #include <maxbase/log.hh>
 
 #include <dlfcn.h>
+
+#include <chrono>
 
 #include <memory>
 #include <string>
@@ -74,6 +83,16 @@ std::vector<mxsrs_kv> to_kv(const KV& kv)
         out.push_back({to_str(k), to_str(v)});
     }
     return out;
+}
+
+// The module's RCAP_TYPE_* bits less those this release does not define.
+uint64_t capabilities()
+{
+    uint64_t caps = g_mod->capabilities;
+#if MXSRS_MAXSCALE_VERSION < 240200
+    caps &= ~uint64_t(1 << 12);     // RCAP_TYPE_AUTH_ALL_SERVERS came with 24.02
+#endif
+    return caps;
 }
 
 // ---- logging --------------------------------------------------------------------------------
@@ -411,7 +430,9 @@ public:
 
     void schedule_resume()
     {
-        lcall([this]() {
+        // What RouterSession::lcall (24.02 and later) does, written out for 23.08 as well: the
+        // session runs the call from its event loop, and only while this router session lives.
+        m_pSession->delay_routing(this, GWBUF(), std::chrono::milliseconds(0), [this](GWBUF&&) {
             return g_mod->session_resume(m_rs);
         });
     }
@@ -499,12 +520,20 @@ public:
         g_mod->router_free(m_rs);
     }
 
+#if MXSRS_MAXSCALE_VERSION >= 240200
     std::shared_ptr<mxs::RouterSession> newSession(MXS_SESSION* session,
                                                    const mxs::Endpoints& endpoints) override
     {
         auto s = std::make_shared<Session>(session, this, endpoints);
         return s->start(m_rs) ? s : nullptr;
     }
+#else
+    mxs::RouterSession* newSession(MXS_SESSION* session, const mxs::Endpoints& endpoints) override
+    {
+        auto s = std::make_unique<Session>(session, this, endpoints);
+        return s->start(m_rs) ? s.release() : nullptr;
+    }
+#endif
 
     json_t* diagnostics() const override
     {
@@ -514,7 +543,7 @@ public:
 
     uint64_t getCapabilities() const override
     {
-        return g_mod->capabilities;
+        return capabilities();
     }
 
     cfg::Configuration& getConfiguration() override
@@ -644,10 +673,29 @@ mxs::MXS_ROUTER_API g_router_api = {&create_instance};
 
 constexpr size_t MAX_COMMANDS = 8;
 
-template<size_t N>
-bool run_command(const MODULECMD_ARG* argv, json_t** output)
+#if MXSRS_MAXSCALE_VERSION >= 240800
+using CommandArgsParam = const ModuleCmdArgs&;
+using CommandFn = ModuleCmdFn;
+
+SERVICE* command_service(CommandArgsParam argv)
 {
-    auto* router = dynamic_cast<Router*>(argv->argv[0].value.service->router());
+    return argv.empty() ? nullptr : argv[0].service;
+}
+#else
+using CommandArgsParam = const MODULECMD_ARG*;
+using CommandFn = MODULECMDFN;
+
+SERVICE* command_service(CommandArgsParam argv)
+{
+    return argv && argv->argc > 0 ? argv->argv[0].value.service : nullptr;
+}
+#endif
+
+template<size_t N>
+bool run_command(CommandArgsParam argv, json_t** output)
+{
+    SERVICE* service = command_service(argv);
+    auto* router = service ? dynamic_cast<Router*>(service->router()) : nullptr;
     if (!router)
     {
         MXB_ERROR("Service is not using %s", mxsrs_module_name);
@@ -669,7 +717,7 @@ bool run_command(const MODULECMD_ARG* argv, json_t** output)
 }
 
 template<size_t... N>
-constexpr std::array<MODULECMDFN, sizeof...(N)> command_table(std::index_sequence<N...>)
+constexpr std::array<CommandFn, sizeof...(N)> command_table(std::index_sequence<N...>)
 {
     return {&run_command<N>...};
 }
@@ -677,13 +725,20 @@ constexpr std::array<MODULECMDFN, sizeof...(N)> command_table(std::index_sequenc
 void register_commands()
 {
     static const auto fns = command_table(std::make_index_sequence<MAX_COMMANDS>());
-    static modulecmd_arg_type_t args[] = {
-        {MODULECMD_ARG_SERVICE | MODULECMD_ARG_NAME_MATCHES_DOMAIN, "Service name"}
-    };
     for (size_t i = 0; i < g_mod->n_commands && i < MAX_COMMANDS; i++)
     {
+#if MXSRS_MAXSCALE_VERSION >= 240800
+        using namespace mxs::modulecmd;
+        modulecmd_register_command(mxsrs_module_name, g_mod->commands[i].name, CmdType::WRITE, fns[i],
+                                   {{ArgType::SERVICE, ARG_NAME_MATCHES_DOMAIN, "Service name"}},
+                                   g_mod->commands[i].description);
+#else
+        static modulecmd_arg_type_t args[] = {
+            {MODULECMD_ARG_SERVICE | MODULECMD_ARG_NAME_MATCHES_DOMAIN, "Service name"}
+        };
         modulecmd_register_command(mxsrs_module_name, g_mod->commands[i].name, MODULECMD_TYPE_ACTIVE,
                                    fns[i], 1, args, g_mod->commands[i].description);
+#endif
     }
 }
 }
@@ -734,7 +789,7 @@ extern "C" void* mxsrs_shim_module_object(const mxsrs_module* mod)
         MXS_ROUTER_VERSION,
         mod->description,
         mod->version,
-        mod->capabilities,
+        capabilities(),
         &g_router_api,
         nullptr,
         nullptr,
