@@ -1,9 +1,13 @@
 # Build, install and test the MaxScale router modules (mirror, schemarouter) and sync-tool.
 #
 #   make                      build everything (release); the modules load into MaxScale only
-#                             when MAXSCALE_SRC and MAXSCALE_BUILD name a MaxScale 24.02.3
-#                             source tree and its configured build tree
-#   make install MAXSCALE_LIBDIR=<module dir>   copy libmirror.so and libschemarouter.so there
+#                             when MAXSCALE_SRC names a MaxScale source tree of a supported
+#                             release (23.08.6, 24.02.3, 24.02.4, 24.08.0); MAXSCALE_BUILD (its
+#                             configured build tree) is optional
+#   make install MAXSCALE_SRC=<tree> [MAXSCALE_LIBDIR=<module dir>]
+#                             build against that tree and copy libmirror.so and libschemarouter.so
+#                             into MaxScale's module directory (default: the package's), after
+#                             checking that it belongs to the same MaxScale release
 #   make test                 install and start the test services, run every test; the
 #                             end-to-end suite runs inside MaxScale when MAXSCALE_BIN and
 #                             MAXSCALE_LIBDIR are set too
@@ -13,9 +17,11 @@ CARGO ?= cargo
 MODULES := mirror schemarouter
 SERVICES := tests/services
 
-ifneq ($(and $(MAXSCALE_SRC),$(MAXSCALE_BUILD)),)
+ifneq ($(MAXSCALE_SRC),)
 MODULE_FEATURES := --features mirror/maxscale,schemarouter/maxscale
 endif
+# Where a packaged MaxScale keeps its modules (Debian/Ubuntu, then RHEL/SUSE).
+MAXSCALE_LIBDIR ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/maxscale /usr/lib64/maxscale))
 
 .PHONY: all build install services test test-unit e2e bench-mirror bench-schemarouter clean
 
@@ -23,14 +29,16 @@ all: build
 
 build:
 ifeq ($(MODULE_FEATURES),)
-	@echo "note: MAXSCALE_SRC/MAXSCALE_BUILD not set: the modules are built for the test host only and will not load into MaxScale"
+	@echo "note: MAXSCALE_SRC not set: the modules are built for the test host only and will not load into MaxScale"
 endif
 	$(CARGO) build --release -p mirror -p schemarouter $(MODULE_FEATURES)
 	$(CARGO) build --release -p sync-tool
 
-install: build
+install:
+	@test -n "$(MODULE_FEATURES)" || { echo "set MAXSCALE_SRC to a MaxScale source tree of your MaxScale's release (git clone --branch maxscale-<version>): MaxScale refuses modules not built against its headers"; exit 1; }
 	@test -n "$(MAXSCALE_LIBDIR)" || { echo "set MAXSCALE_LIBDIR to MaxScale's module directory"; exit 1; }
-	@test -n "$(MODULE_FEATURES)" || { echo "set MAXSCALE_SRC and MAXSCALE_BUILD: MaxScale refuses modules not built against its headers"; exit 1; }
+	$(CARGO) build --release -p mirror -p schemarouter $(MODULE_FEATURES)
+	src/shim/check_install.sh "$(MAXSCALE_LIBDIR)" "$$(cat target/release/modules-maxscale-version)" "$(or $(MAXSCALE_BIN),$(shell command -v maxscale))"
 	for m in $(MODULES); do install -m 0755 target/release/lib$$m.so "$(MAXSCALE_LIBDIR)/lib$$m.so"; done
 
 services:

@@ -94,8 +94,12 @@ fn build_shim(src: &Path, build: Option<&Path>, out: &Path) -> Result<(), String
         .flag("-Wno-unused-parameter")
         .opt_level(2);
     cc.try_compile("mxsrs_shim").map_err(|e| format!("compiling the shim against MaxScale {version} (source tag {}) failed: {e}", version.tag()))?;
-    // What `make install` compares with the MaxScale it installs into.
-    std::fs::write(out.join("maxscale-version"), version.to_string()).map_err(|e| e.to_string())?;
+    // What `make install` compares with the MaxScale it installs into: target/<profile>/ holds
+    // the modules, OUT_DIR is target/<profile>/build/<pkg>-<hash>/out.
+    if let Some(profile_dir) = out.ancestors().nth(3) {
+        let file = profile_dir.join("modules-maxscale-version");
+        std::fs::write(&file, format!("{version}\n")).map_err(|e| format!("{}: {e}", file.display()))?;
+    }
     println!("cargo:rustc-env=MXSRS_MAXSCALE_VERSION={version}");
     println!("cargo:rustc-cfg=mxs_shim");
     Ok(())

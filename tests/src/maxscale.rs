@@ -1,6 +1,6 @@
-//! Runs a real MaxScale 24.02.3 (given by MAXSCALE_BIN and MAXSCALE_LIBDIR) with a copy of its
-//! module directory in which chosen modules are replaced by ours. The original directory is
-//! never changed.
+//! Runs a real MaxScale (given by MAXSCALE_BIN and MAXSCALE_LIBDIR, any supported release) with
+//! a copy of its module directory in which chosen modules are replaced by ours. The original
+//! directory is never changed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,6 +16,31 @@ pub fn installation() -> Option<Installation> {
     let bin = std::env::var_os("MAXSCALE_BIN")?;
     let libdir = std::env::var_os("MAXSCALE_LIBDIR")?;
     Some(Installation { bin: bin.into(), libdir: libdir.into() })
+}
+
+impl Installation {
+    /// The release, from `maxscale --version` ("MaxScale 24.02.3").
+    pub fn version(&self) -> String {
+        let out = Command::new(&self.bin).arg("--version").output().expect("run maxscale --version");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace().nth(1).unwrap_or_else(|| panic!("maxscale --version said {text:?}")).to_string()
+    }
+
+    /// Our module `lib<name>.so` of the release build, checked to be built for this MaxScale
+    /// (else MaxScale would only log "version mismatch" and every test would fail obscurely).
+    pub fn our_module(&self, name: &str) -> PathBuf {
+        let release = crate::env::target_dir().parent().unwrap().join("release");
+        let module = release.join(format!("lib{name}.so"));
+        let built = std::fs::read_to_string(release.join("modules-maxscale-version")).unwrap_or_default();
+        let want = self.version();
+        assert!(
+            module.exists() && built.trim() == want,
+            "{} is not built for MaxScale {want} (built for: {:?}): run make with MAXSCALE_SRC set to a {want} source tree",
+            module.display(),
+            built.trim()
+        );
+        module
+    }
 }
 
 pub struct MaxScale {

@@ -1,7 +1,7 @@
-//! mirror inside a real MaxScale 24.02.3, next to the native module, on the same servers.
-//! Runs when MAXSCALE_BIN and MAXSCALE_LIBDIR are set (and the modules were built with the
-//! `maxscale` feature: `make test` with MAXSCALE_SRC/MAXSCALE_BUILD does both); otherwise it
-//! says that it skipped.
+//! mirror inside a real MaxScale (any supported release), next to that release's native module,
+//! on the same servers. Runs when MAXSCALE_BIN and MAXSCALE_LIBDIR are set (and the modules were
+//! built with the `maxscale` feature against the same release: `make test` with MAXSCALE_SRC
+//! does both); otherwise it says that it skipped.
 
 use mysql::prelude::Queryable;
 use router_tests::env::{self, unique};
@@ -15,8 +15,7 @@ fn setup() -> Option<(Installation, PathBuf)> {
         eprintln!("skipped: MAXSCALE_BIN and MAXSCALE_LIBDIR are not set, so mirror was not run inside MaxScale");
         return None;
     };
-    let ours = env::target_dir().parent().unwrap().join("release/libmirror.so");
-    assert!(ours.exists(), "{} missing: build with `make` and MAXSCALE_SRC/MAXSCALE_BUILD set", ours.display());
+    let ours = inst.our_module("mirror");
     Some((inst, ours))
 }
 

@@ -1,6 +1,6 @@
-//! schemarouter inside a real MaxScale 24.02.3: our libschemarouter.so and the native one, each
-//! with the same maxscale.cnf and the same three servers. Runs when MAXSCALE_BIN and
-//! MAXSCALE_LIBDIR are set (and libschemarouter.so was built in release mode against MaxScale);
+//! schemarouter inside a real MaxScale (any supported release): our libschemarouter.so and that
+//! release's native one, each with the same maxscale.cnf and the same three servers. Runs when MAXSCALE_BIN and
+//! MAXSCALE_LIBDIR are set (and libschemarouter.so was built in release mode against the same release);
 //! otherwise it says that it skipped.
 
 use mysql::prelude::Queryable;
@@ -86,8 +86,7 @@ fn drop_in_replacement_in_maxscale() {
         eprintln!("skipped: MAXSCALE_BIN/MAXSCALE_LIBDIR not set, so schemarouter was not run inside MaxScale");
         return;
     };
-    let ours = env::target_dir().parent().unwrap().join("release/libschemarouter.so");
-    assert!(ours.exists(), "{} missing: build with MAXSCALE_SRC/MAXSCALE_BUILD in release mode", ours.display());
+    let ours = inst.our_module("schemarouter");
     let d = Dbs::create();
     let u = d.0.clone();
     let p = env::mariadb_ports();
