@@ -15,6 +15,7 @@
 
 CARGO ?= cargo
 MODULES := mirror schemarouter
+RELEASE_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 SERVICES := tests/services
 
 ifneq ($(MAXSCALE_SRC),)
@@ -38,8 +39,8 @@ install:
 	@test -n "$(MODULE_FEATURES)" || { echo "set MAXSCALE_SRC to a MaxScale source tree of your MaxScale's release (git clone --branch maxscale-<version>): MaxScale refuses modules not built against its headers"; exit 1; }
 	@test -n "$(MAXSCALE_LIBDIR)" || { echo "set MAXSCALE_LIBDIR to MaxScale's module directory"; exit 1; }
 	$(CARGO) build --release -p mirror -p schemarouter $(MODULE_FEATURES)
-	src/shim/check_install.sh "$(MAXSCALE_LIBDIR)" "$$(cat target/release/modules-maxscale-version)" "$(or $(MAXSCALE_BIN),$(shell command -v maxscale))"
-	for m in $(MODULES); do install -m 0755 target/release/lib$$m.so "$(MAXSCALE_LIBDIR)/lib$$m.so"; done
+	src/shim/check_install.sh "$(MAXSCALE_LIBDIR)" "$$(cat $(RELEASE_DIR)/modules-maxscale-version)" "$(or $(MAXSCALE_BIN),$(shell command -v maxscale))"
+	for m in $(MODULES); do install -m 0755 $(RELEASE_DIR)/lib$$m.so "$(MAXSCALE_LIBDIR)/lib$$m.so"; done
 
 services:
 	$(SERVICES)/install.sh

@@ -13,6 +13,7 @@ version_of_lib() {
         awk 'NR == 1 { print $2 }'
 }
 
+[ -n "$built" ] || { echo "error: the modules were not built for MaxScale (no modules-maxscale-version): build with MAXSCALE_SRC set" >&2; exit 1; }
 [ -d "$libdir" ] || { echo "error: $libdir is not a directory (set MAXSCALE_LIBDIR to MaxScale's module directory)" >&2; exit 1; }
 installed= from=
 for lib in "$libdir"/libmaxscale-common.so "$libdir"/libmaxscale-common.so.*; do
