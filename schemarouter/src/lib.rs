@@ -3,6 +3,7 @@
 //! service and user), then sends every statement to the server holding what it names.
 
 pub mod config;
+pub mod merge;
 pub mod route;
 pub mod session;
 pub mod shard;

@@ -11,6 +11,8 @@ use std::thread;
 pub enum Event {
     Data(usize, Vec<u8>),
     Closed(usize, String),
+    /// A login that ran in the background (`Backend::login` on its own thread) ended.
+    Connected(usize, Result<Backend, String>),
 }
 
 pub struct Backend {
@@ -74,7 +76,21 @@ impl Backend {
         endpoint: usize,
         events: Sender<Event>,
     ) -> io::Result<Backend> {
-        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        Backend::login(s, user, password, db, caps, endpoint, events)
+    }
+
+    /// The handshake on a connection already open (a server that is slow to log in, e.g. a
+    /// stopped process, blocks here; shutting the socket down from another clone ends it).
+    pub fn login(
+        mut s: TcpStream,
+        user: &str,
+        password: &str,
+        db: &str,
+        caps: u64,
+        endpoint: usize,
+        events: Sender<Event>,
+    ) -> io::Result<Backend> {
         s.set_nodelay(true)?;
         let (seq, hs) = read_packet(&mut s)?;
         if hs.first() == Some(&0xFF) {
@@ -158,6 +174,11 @@ impl Backend {
     }
 
     pub fn close(&mut self) {
+        self.shutdown();
+    }
+
+    /// Ends the connection (its reader reports it closed).
+    pub fn shutdown(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 }

@@ -1,13 +1,22 @@
 //! One client session of a module, hosted by the test: the module's writes go to real
 //! MariaDB connections, their replies come back to the module, and what the module sends to
 //! the client is recorded.
+//!
+//! Two optional behaviours of MaxScale's backend protocol can be switched on per session
+//! (`Targets::async_connect`, `Targets::history`): backends that log in in the background
+//! (writes made meanwhile wait, in order), and the session-command history (see [`history`]).
 
 use crate::backend::{Backend, Event};
 use crate::env;
+use crate::history::History;
+use bridge::protocol::{will_respond, Packets, ReplyTracker};
 use bridge::router::{EndpointInfo, SessionInfo};
 use bridge::sim::{SimHost, SimRouter, SimSession};
 use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::net::{Shutdown, TcpStream};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -26,6 +35,12 @@ pub struct Targets {
     pub user: String,
     pub password: String,
     pub default_db: String,
+    /// Backends log in in the background, as MaxScale's do: `connect` returns at once and
+    /// writes wait until the login (and the history replay) is done.
+    pub async_connect: bool,
+    /// Keep MaxScale's session-command history: replayed on every backend that logs in
+    /// later, outcomes compared, a backend that differs is failed (`History`).
+    pub history: bool,
 }
 
 impl Targets {
@@ -37,6 +52,8 @@ impl Targets {
             user: env::USER.into(),
             password: env::PASSWORD.into(),
             default_db: String::new(),
+            async_connect: false,
+            history: false,
         }
     }
 }
@@ -54,14 +71,147 @@ pub struct Client {
     pub writes: Vec<(usize, u32)>,
 }
 
+type Delayed = Vec<(Vec<u8>, u32)>;
+
+enum Conn {
+    None,
+    /// Logging in on another thread; `stream` is a clone of its socket (to break it).
+    Connecting { stream: TcpStream, delayed: Delayed },
+    /// Logged in, the history is being replayed: its replies stay here.
+    Replaying { b: Backend, left: VecDeque<(u32, bool, ReplyTracker)>, delayed: Delayed },
+    Open(Backend),
+}
+
+struct Endpoint {
+    conn: Conn,
+    /// The live connection's tag: events carrying another one are from an earlier connection.
+    tag: Option<usize>,
+    /// Closed by the module: its end is not reported back.
+    closed_by_module: bool,
+    /// History mode: the replies expected from this backend (client packet id, tracker).
+    replies: VecDeque<(u32, ReplyTracker)>,
+}
+
 struct State {
     targets: Targets,
-    backends: Vec<Option<Backend>>,
-    /// Closed by the module: its end is not reported back.
-    closed_by_module: Vec<bool>,
+    eps: Vec<Endpoint>,
     client: Client,
     resume: bool,
     events: Sender<Event>,
+    history: Option<History>,
+    /// Backend failures found inside a module call, reported once it returned.
+    failures: VecDeque<(usize, String)>,
+}
+
+fn next_tag() -> usize {
+    static TAG: AtomicUsize = AtomicUsize::new(1);
+    TAG.fetch_add(1, Ordering::Relaxed)
+}
+
+impl State {
+    fn name(&self, ep: usize) -> String {
+        self.targets.servers[ep].0.clone()
+    }
+
+    /// Writes to an open backend, noting the reply it owes (history mode).
+    fn write_open(&mut self, ep: usize, data: &[u8], id: u32) -> bool {
+        let track = self.history.is_some();
+        let e = &mut self.eps[ep];
+        let Conn::Open(b) = &mut e.conn else { return false };
+        if !b.write(data) {
+            return false;
+        }
+        // A request starts with sequence 0 (LOCAL INFILE data and continuations do not).
+        if track && data.len() > 4 && data[3] == 0 && will_respond(data[4]) {
+            let mut t = ReplyTracker::new(self.targets.caps & DEPRECATE_EOF != 0);
+            t.start(data[4]);
+            e.replies.push_back((id, t));
+        }
+        true
+    }
+
+    /// A login finished: replay the history, or release the writes that waited.
+    fn logged_in(&mut self, ep: usize, mut b: Backend) {
+        let Conn::Connecting { delayed, .. } = std::mem::replace(&mut self.eps[ep].conn, Conn::None) else {
+            b.close();
+            return;
+        };
+        let entries = self.history.as_ref().map(|h| h.entries()).unwrap_or_default();
+        if entries.is_empty() {
+            self.eps[ep].conn = Conn::Open(b);
+            self.flush(ep, delayed);
+            return;
+        }
+        let mut left = VecDeque::new();
+        for (id, packet, ok) in entries {
+            b.write(&packet);
+            let mut t = ReplyTracker::new(self.targets.caps & DEPRECATE_EOF != 0);
+            t.start(packet[4]);
+            left.push_back((id, ok, t));
+        }
+        self.eps[ep].conn = Conn::Replaying { b, left, delayed };
+    }
+
+    fn flush(&mut self, ep: usize, delayed: Delayed) {
+        for (data, id) in delayed {
+            if !self.write_open(ep, &data, id) {
+                break;
+            }
+        }
+    }
+
+    /// Drops an endpoint's connection (the module is told unless it closed it).
+    fn drop_conn(&mut self, ep: usize) {
+        let e = &mut self.eps[ep];
+        match std::mem::replace(&mut e.conn, Conn::None) {
+            Conn::Open(mut b) | Conn::Replaying { mut b, .. } => b.close(),
+            Conn::Connecting { stream, .. } => {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            Conn::None => {}
+        }
+        e.tag = None;
+        e.replies.clear();
+    }
+
+    /// A reply packet of a backend in history mode: the replay's, or one that may be a
+    /// session command's, whose outcome must match the client's. Some(packet) goes on to the
+    /// module; an error means the backend differs and is failed.
+    fn check_reply(&mut self, ep: usize, data: &[u8]) -> Result<bool, String> {
+        let name = self.name(ep);
+        let Some(h) = self.history.as_mut() else { return Ok(true) };
+        let p = match Packets::new(data).next() {
+            Some(Ok(p)) => p,
+            _ => return Ok(true),
+        };
+        let e = &mut self.eps[ep];
+        if let Conn::Replaying { left, .. } = &mut e.conn {
+            let Some((_, ok, t)) = left.front_mut() else { return Ok(false) };
+            if t.feed(&p).is_err() || t.is_complete() {
+                let got = t.error().is_none();
+                let want = *ok;
+                let err = t.error().map(|e| e.to_string()).unwrap_or_default();
+                left.pop_front();
+                if got != want {
+                    return Err(History::mismatch(&name, &err));
+                }
+                if left.is_empty() {
+                    let Conn::Replaying { b, delayed, .. } = std::mem::replace(&mut e.conn, Conn::None) else { unreachable!() };
+                    e.conn = Conn::Open(b);
+                    self.flush(ep, delayed);
+                }
+            }
+            return Ok(false);
+        }
+        if let Some((id, t)) = e.replies.front_mut() {
+            if t.feed(&p).is_err() || t.is_complete() {
+                let (id, ok, err) = (*id, t.error().is_none(), t.error().map(|e| e.to_string()).unwrap_or_default());
+                e.replies.pop_front();
+                h.backend_outcome(ep, &name, id, ok, &err)?;
+            }
+        }
+        Ok(true)
+    }
 }
 
 struct Host(Rc<RefCell<State>>);
@@ -71,9 +221,34 @@ impl SimHost for Host {
         let mut st = self.0.borrow_mut();
         let Some((_, port)) = st.targets.servers.get(ep).cloned() else { return false };
         let t = st.targets.clone();
-        match Backend::connect(port, &t.user, &t.password, "", t.caps, ep, st.events.clone()) {
+        let tag = next_tag();
+        let events = st.events.clone();
+        st.drop_conn(ep);
+        if t.async_connect {
+            let stream = match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("test host: cannot connect endpoint {ep} (port {port}): {e}");
+                    return false;
+                }
+            };
+            let Ok(clone) = stream.try_clone() else { return false };
+            std::thread::spawn(move || {
+                let r = Backend::login(stream, &t.user, &t.password, "", t.caps, tag, events.clone()).map_err(|e| format!("login failed: {e}"));
+                let _ = events.send(Event::Connected(tag, r));
+            });
+            let e = &mut st.eps[ep];
+            e.conn = Conn::Connecting { stream: clone, delayed: vec![] };
+            e.tag = Some(tag);
+            e.closed_by_module = false;
+            return true;
+        }
+        match Backend::connect(port, &t.user, &t.password, "", t.caps, tag, events) {
             Ok(b) => {
-                st.backends[ep] = Some(b);
+                let e = &mut st.eps[ep];
+                e.conn = Conn::Open(b);
+                e.tag = Some(tag);
+                e.closed_by_module = false;
                 true
             }
             Err(e) => {
@@ -83,20 +258,26 @@ impl SimHost for Host {
         }
     }
     fn is_open(&self, ep: usize) -> bool {
-        self.0.borrow().backends.get(ep).is_some_and(|b| b.is_some())
+        self.0.borrow().eps.get(ep).is_some_and(|e| !matches!(e.conn, Conn::None))
     }
     fn write(&mut self, ep: usize, data: &[u8], id: u32) -> bool {
         let mut st = self.0.borrow_mut();
         st.client.writes.push((ep, id));
-        st.backends.get_mut(ep).and_then(|b| b.as_mut()).is_some_and(|b| b.write(data))
+        let Some(e) = st.eps.get_mut(ep) else { return false };
+        match &mut e.conn {
+            Conn::None => false,
+            Conn::Connecting { delayed, .. } | Conn::Replaying { delayed, .. } => {
+                delayed.push((data.to_vec(), id));
+                true
+            }
+            Conn::Open(_) => st.write_open(ep, data, id),
+        }
     }
     fn close(&mut self, ep: usize) {
         let mut st = self.0.borrow_mut();
-        if let Some(mut b) = st.backends.get_mut(ep).and_then(|b| b.take()) {
-            b.close();
-        }
-        if let Some(c) = st.closed_by_module.get_mut(ep) {
-            *c = true;
+        if ep < st.eps.len() {
+            st.drop_conn(ep);
+            st.eps[ep].closed_by_module = true;
         }
     }
     fn client_reply(&mut self, ep: Option<usize>, data: &[u8], complete: bool) -> bool {
@@ -105,6 +286,12 @@ impl SimHost for Host {
         st.client.chunks.push((ep, data.to_vec(), complete));
         if complete {
             st.client.completed += 1;
+            let st = &mut *st;
+            if let Some(h) = st.history.as_mut() {
+                for f in h.client_reply_done(&st.client.bytes) {
+                    st.failures.push_back(f);
+                }
+            }
         }
         true
     }
@@ -113,6 +300,9 @@ impl SimHost for Host {
     }
     fn schedule_resume(&mut self) {
         self.0.borrow_mut().resume = true;
+    }
+    fn can_recover_state(&self) -> bool {
+        self.0.borrow().history.is_some()
     }
 }
 
@@ -146,16 +336,20 @@ impl Harness {
                 .map(|(name, _)| EndpointInfo { name: name.clone(), can_connect: !targets.down.contains(name) })
                 .collect(),
         };
+        let history = targets.history.then(History::default);
         let state = Rc::new(RefCell::new(State {
             targets,
-            backends: (0..n).map(|_| None).collect(),
-            closed_by_module: vec![false; n],
+            eps: (0..n).map(|_| Endpoint { conn: Conn::None, tag: None, closed_by_module: false, replies: VecDeque::new() }).collect(),
             client: Client::default(),
             resume: false,
             events: tx,
+            history,
+            failures: VecDeque::new(),
         }));
         let session = router.new_session(Box::new(Host(state.clone())), &info)?;
-        Some(Harness { session: Some(session), state, events: rx, alive: true, id, next_packet_id: 0 })
+        let mut h = Harness { session: Some(session), state, events: rx, alive: true, id, next_packet_id: 0 };
+        h.after_call();
+        Some(h)
     }
 
     fn session(&mut self) -> &mut SimSession {
@@ -170,20 +364,52 @@ impl Harness {
             }
             self.next_packet_id += 1;
             let id = self.next_packet_id;
+            if let Some(h) = self.state.borrow_mut().history.as_mut() {
+                h.client_sent(id, &p);
+            }
             if !self.session().route_query_with_id(&p, id) {
                 self.alive = false;
             }
-            self.resume_if_asked();
+            self.after_call();
         }
         self.alive
     }
 
-    fn resume_if_asked(&mut self) {
-        while self.alive && std::mem::take(&mut self.state.borrow_mut().resume) {
-            if !self.session().resume() {
-                self.alive = false;
+    /// After a module call: honour a resume request, report failures found meanwhile.
+    fn after_call(&mut self) {
+        loop {
+            if !self.alive {
+                return;
             }
+            if std::mem::take(&mut self.state.borrow_mut().resume) {
+                if !self.session().resume() {
+                    self.alive = false;
+                }
+                continue;
+            }
+            let failure = self.state.borrow_mut().failures.pop_front();
+            let Some((ep, msg)) = failure else { return };
+            self.fail(ep, &msg);
         }
+    }
+
+    /// Ends a backend's connection as a failure the module is told about.
+    fn fail(&mut self, ep: usize, msg: &str) {
+        let known = {
+            let mut st = self.state.borrow_mut();
+            let k = st.eps[ep].closed_by_module;
+            st.drop_conn(ep);
+            st.eps[ep].closed_by_module = true;
+            k
+        };
+        if !known && !self.session().handle_error(ep, msg) {
+            self.alive = false;
+        }
+    }
+
+    /// The endpoint whose live connection carries `tag`.
+    fn endpoint_of(&self, tag: usize) -> Option<usize> {
+        self.state.borrow().eps.iter().position(|e| e.tag == Some(tag))
     }
 
     /// Delivers backend events to the module until `done` holds or `timeout` passes.
@@ -197,31 +423,36 @@ impl Harness {
                 return false;
             }
             let left = end.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(Event::Data(ep, data)) => {
-                    if self.state.borrow().closed_by_module[ep] {
-                        continue;
-                    }
-                    if !self.session().client_reply(ep, &data) {
-                        self.alive = false;
-                    }
-                }
-                Ok(Event::Closed(ep, msg)) => {
-                    let known = {
-                        let mut st = self.state.borrow_mut();
-                        let k = st.closed_by_module[ep];
-                        st.closed_by_module[ep] = true;
-                        st.backends[ep] = None;
-                        k
-                    };
-                    if !known && !self.session().handle_error(ep, &msg) {
-                        self.alive = false;
-                    }
-                }
+            let ev = match self.events.recv_timeout(left) {
+                Ok(ev) => ev,
                 Err(RecvTimeoutError::Timeout) => return done(&self.state.borrow().client),
                 Err(RecvTimeoutError::Disconnected) => return false,
+            };
+            match ev {
+                Event::Data(tag, data) => {
+                    let Some(ep) = self.endpoint_of(tag) else { continue };
+                    let checked = self.state.borrow_mut().check_reply(ep, &data);
+                    match checked {
+                        Ok(true) => {
+                            if !self.session().client_reply(ep, &data) {
+                                self.alive = false;
+                            }
+                        }
+                        Ok(false) => {}
+                        Err(msg) => self.fail(ep, &msg),
+                    }
+                }
+                Event::Closed(tag, msg) | Event::Connected(tag, Err(msg)) => {
+                    if let Some(ep) = self.endpoint_of(tag) {
+                        self.fail(ep, &msg);
+                    }
+                }
+                Event::Connected(tag, Ok(mut b)) => match self.endpoint_of(tag) {
+                    Some(ep) => self.state.borrow_mut().logged_in(ep, b),
+                    None => b.close(),
+                },
             }
-            self.resume_if_asked();
+            self.after_call();
         }
     }
 
@@ -258,15 +489,42 @@ impl Harness {
 
     /// The server-side connection id of an endpoint's connection (for KILL).
     pub fn connection_id(&self, ep: usize) -> Option<u32> {
-        self.state.borrow().backends[ep].as_ref().map(|b| b.connection_id)
+        match &self.state.borrow().eps[ep].conn {
+            Conn::Open(b) | Conn::Replaying { b, .. } => Some(b.connection_id),
+            _ => None,
+        }
+    }
+
+    /// Whether an endpoint is still logging in (or replaying the history).
+    pub fn is_connecting(&self, ep: usize) -> bool {
+        matches!(self.state.borrow().eps[ep].conn, Conn::Connecting { .. } | Conn::Replaying { .. })
+    }
+
+    /// Breaks an endpoint's connection as a network failure would (the module is told).
+    pub fn break_connection(&mut self, ep: usize) {
+        let st = self.state.borrow();
+        match &st.eps[ep].conn {
+            Conn::Open(b) | Conn::Replaying { b, .. } => b.shutdown(),
+            Conn::Connecting { stream, .. } => {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            Conn::None => {}
+        }
+    }
+
+    /// The recorded session-command history (SQL text of each entry), history mode only.
+    pub fn history(&self) -> Vec<String> {
+        let st = self.state.borrow();
+        st.history.as_ref().map(|h| h.entries().into_iter().map(|(_, p, _)| String::from_utf8_lossy(&p[5..]).into_owned()).collect()).unwrap_or_default()
     }
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
         drop(self.session.take());
-        for b in self.state.borrow_mut().backends.iter_mut().flatten() {
-            b.close();
+        let mut st = self.state.borrow_mut();
+        for ep in 0..st.eps.len() {
+            st.drop_conn(ep);
         }
     }
 }

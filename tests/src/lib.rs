@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod env;
 pub mod harness;
+pub mod history;
 pub mod kafka;
 pub mod maxscale;
 pub mod packets;

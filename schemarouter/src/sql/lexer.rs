@@ -46,12 +46,21 @@ const OPS: [&str; 10] = ["<=>", "->>", ":=", "<=", ">=", "<>", "!=", "||", "&&",
 /// Splits SQL text into tokens. Comments are dropped; the contents of executable comments
 /// (`/*! ... */`, `/*!50100 ... */`, `/*M! ... */`) are kept, as the server runs them.
 pub fn tokenize(sql: &str) -> Vec<Tok> {
+    tokenize_spans(sql).0
+}
+
+/// `tokenize`, with the byte offset in `sql` where each token starts (for rewriting part of
+/// a statement: an item's text runs from its first token to the next separator's start).
+pub fn tokenize_spans(sql: &str) -> (Vec<Tok>, Vec<usize>) {
     let b = sql.as_bytes();
     let mut out = Vec::new();
+    let mut starts = Vec::new();
     let mut i = 0;
     let mut exec_comment = 0usize;
     while i < b.len() {
         let c = b[i];
+        let start = i;
+        let before = out.len();
         match c {
             b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C => i += 1,
             b'#' => i = skip_line(b, i),
@@ -138,8 +147,11 @@ pub fn tokenize(sql: &str) -> Vec<Tok> {
                 }
             }
         }
+        if out.len() > before {
+            starts.push(start);
+        }
     }
-    out
+    (out, starts)
 }
 
 fn is_word_byte(c: u8) -> bool {
@@ -217,6 +229,16 @@ mod tests {
         assert_eq!(t[12], Tok::Var("v".into()));
         assert_eq!(t[13], Tok::Var("u".into()));
         assert_eq!(t[14], Tok::Op(":="));
+    }
+
+    #[test]
+    fn spans() {
+        let sql = "LOCK TABLES `t1` READ /*!32311 LOCAL */,x.t2 WRITE";
+        let (t, s) = tokenize_spans(sql);
+        assert_eq!(t.len(), s.len());
+        let comma = t.iter().position(|x| x.is_punct(',')).unwrap();
+        assert_eq!(&sql[s[2]..s[comma]], "`t1` READ /*!32311 LOCAL */");
+        assert_eq!(&sql[s[comma + 1]..], "x.t2 WRITE");
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! subqueries and CTEs (whose names are not tables) handled. Names keep the case they were
 //! written in; the router compares them case-insensitively.
 
+pub mod info;
 pub mod lexer;
 
-use lexer::{tokenize, Tok};
+use info::InfoQuery;
+use lexer::{tokenize_spans, Tok};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableRef {
@@ -25,8 +27,20 @@ pub enum Kind {
     /// `SHOW DATABASES|SCHEMAS [LIKE 'pattern' | WHERE ...]`.
     ShowDatabases { like: Option<String>, has_where: bool },
     ShowShards,
-    /// `SHOW [FULL] TABLES [FROM|IN db] [LIKE|WHERE ...]`.
-    ShowTables { db: Option<String> },
+    /// What a database lists, on every shard holding part of it: `SHOW [FULL] TABLES`,
+    /// `SHOW TABLE STATUS`, `SHOW TRIGGERS`, `SHOW EVENTS` `[FROM|IN db] [LIKE|WHERE ...]`.
+    ShowListing { db: Option<String> },
+    /// `SHOW FUNCTION|PROCEDURE|PACKAGE [BODY] STATUS [LIKE|WHERE ...]`, `db` from `Db = 'x'`.
+    ShowRoutines { db: Option<String> },
+    /// `SHOW CREATE TRIGGER|PROCEDURE|FUNCTION|EVENT|PACKAGE [BODY] [db.]name`: objects the
+    /// shard map does not list; `db` is the qualifier.
+    ShowCreateObject { db: Option<String> },
+    /// A query reading only information_schema, at least one of its object lists.
+    InfoSchema(InfoQuery),
+    /// `LOCK TABLE[S] item, ...`: each item's table and text.
+    LockTables(Vec<LockItem>),
+    /// Goes to every server, every answer checked: UNLOCK TABLES, FLUSH without tables.
+    Broadcast,
     /// Changes session state: goes to every server (SET, SELECT @v:=... without tables).
     Session,
     /// BEGIN, START TRANSACTION, COMMIT, ROLLBACK, SAVEPOINT...
@@ -40,6 +54,13 @@ pub enum Kind {
     LoadDataLocal,
     /// Creates, drops or renames a database, table or view: the shard map changes.
     SchemaChange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockItem {
+    pub table: TableRef,
+    /// The item as written (`t1 AS x READ /*!32311 LOCAL */`).
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,14 +116,19 @@ fn name_at(t: &[Tok], i: usize) -> Option<&str> {
 }
 
 pub fn analyze(sql: &str) -> Analysis {
-    let toks = tokenize(sql);
+    let (toks, starts) = tokenize_spans(sql);
     let mut a = Analysis { kinds: Vec::new(), tables: Vec::new(), databases: Vec::new() };
-    for stmt in toks.split(|t| t.is_punct(';')) {
-        if stmt.is_empty() {
+    let mut from = 0;
+    for (i, t) in toks.iter().enumerate().chain(std::iter::once((toks.len(), &Tok::Punct(';')))) {
+        if !t.is_punct(';') {
             continue;
         }
-        let kind = statement(stmt, &mut a);
-        a.kinds.push(kind);
+        if i > from {
+            let end = starts.get(i).copied().unwrap_or(sql.len());
+            let kind = statement(&Stmt { t: &toks[from..i], starts: &starts[from..i], sql, end }, &mut a);
+            a.kinds.push(kind);
+        }
+        from = i + 1;
     }
     a.tables.sort();
     a.tables.dedup();
@@ -117,8 +143,17 @@ fn add_db(a: &mut Analysis, db: &str) {
     }
 }
 
+/// One statement's tokens, with their offsets in the whole text and where it ends.
+struct Stmt<'a> {
+    t: &'a [Tok],
+    starts: &'a [usize],
+    sql: &'a str,
+    end: usize,
+}
+
 /// Analyses one statement: its kind, and its names into `a`.
-fn statement(t: &[Tok], a: &mut Analysis) -> Kind {
+fn statement(s: &Stmt<'_>, a: &mut Analysis) -> Kind {
+    let t = s.t;
     let w = |i: usize, kw: &str| t.get(i).is_some_and(|x| x.is(kw));
     let first = &t[0];
     if first.is("use") {
@@ -182,8 +217,17 @@ fn statement(t: &[Tok], a: &mut Analysis) -> Kind {
         }
         return if first.is("alter") { Kind::Other } else { Kind::SchemaChange };
     }
+    if first.is("unlock") && (w(1, "tables") || w(1, "table")) {
+        return Kind::Broadcast;
+    }
     let before = a.tables.len();
     tables(t, a);
+    if first.is("lock") && (w(1, "tables") || w(1, "table")) {
+        return Kind::LockTables(lock_items(s));
+    }
+    if first.is("flush") && a.tables.len() == before {
+        return Kind::Broadcast;
+    }
     let mut kind = Kind::Other;
     if first.is("load") && t.iter().take(6).any(|x| x.is("local")) {
         kind = Kind::LoadDataLocal;
@@ -197,15 +241,43 @@ fn statement(t: &[Tok], a: &mut Analysis) -> Kind {
     // Queries on information_schema that name a schema: `table_schema = 'db'`.
     let new = &a.tables[before..];
     if !new.is_empty() && new.iter().all(|r| r.db.as_deref().is_some_and(|d| d.eq_ignore_ascii_case("information_schema"))) {
-        for p in t.windows(3) {
-            if let (Some(col), Tok::Punct('='), Tok::Str(db)) = (p[0].ident(), &p[1], &p[2]) {
-                if col.eq_ignore_ascii_case("table_schema") || col.eq_ignore_ascii_case("schema_name") {
-                    add_db(a, db);
-                }
-            }
+        let lists = new.iter().any(|r| info::is_list(&r.table));
+        let q = info::analyze(t, s.starts, s.end);
+        for db in q.schemas.iter().flatten() {
+            add_db(a, db);
+        }
+        if kind == Kind::Other && lists {
+            kind = Kind::InfoSchema(q);
         }
     }
     kind
+}
+
+/// The items of `LOCK TABLE[S] a READ, db.b AS x WRITE, ...`, each with its text.
+fn lock_items(s: &Stmt<'_>) -> Vec<LockItem> {
+    let t = s.t;
+    let mut out = Vec::new();
+    let mut i = 2;
+    let mut depth = 0usize;
+    let mut item_start = i;
+    while item_start < t.len() {
+        let mut j = item_start;
+        while j < t.len() && !(depth == 0 && t[j].is_punct(',')) {
+            if t[j].is_punct('(') {
+                depth += 1;
+            } else if t[j].is_punct(')') {
+                depth = depth.saturating_sub(1);
+            }
+            j += 1;
+        }
+        let stop = if j < t.len() { s.starts[j] } else { s.end };
+        if let Some((table, _)) = table_ref(t, item_start) {
+            out.push(LockItem { table, text: s.sql[s.starts[item_start]..stop].trim().to_string() });
+        }
+        i = j + 1;
+        item_start = i;
+    }
+    out
 }
 
 /// CREATE [OR REPLACE] ... TABLE|VIEW|SEQUENCE (not TEMPORARY: invisible to the map),
@@ -251,12 +323,20 @@ fn show(t: &[Tok], a: &mut Analysis) -> Kind {
         return Kind::ShowShards;
     }
     if w(i, "tables") {
-        return Kind::ShowTables { db: from_db(i + 1, a) };
+        return Kind::ShowListing { db: from_db(i + 1, a) };
     }
-    if w(i, "table") && w(i + 1, "status") || w(i, "triggers") || w(i, "events") || w(i, "open") && w(i + 1, "tables") {
-        let j = if w(i, "triggers") || w(i, "events") { i + 1 } else { i + 2 };
-        from_db(j, a);
+    if w(i, "table") && w(i + 1, "status") || w(i, "triggers") || w(i, "events") {
+        let j = if w(i, "table") { i + 2 } else { i + 1 };
+        return Kind::ShowListing { db: from_db(j, a) };
+    }
+    if w(i, "open") && w(i + 1, "tables") {
+        from_db(i + 2, a);
         return Kind::Other;
+    }
+    let status_at = if w(i, "package") && w(i + 1, "body") { i + 2 } else { i + 1 };
+    if (w(i, "function") || w(i, "procedure") || w(i, "package")) && w(status_at, "status") {
+        let db = info::compared_values(t, |c| c.eq_ignore_ascii_case("db")).into_iter().flatten().next();
+        return Kind::ShowRoutines { db };
     }
     if w(i, "columns") || w(i, "fields") || w(i, "index") || w(i, "indexes") || w(i, "keys") {
         if w(i + 1, "from") || w(i + 1, "in") {
@@ -269,13 +349,24 @@ fn show(t: &[Tok], a: &mut Analysis) -> Kind {
     }
     if w(i, "create") {
         if w(i + 1, "database") || w(i + 1, "schema") {
-            if let Some(db) = t.get(i + 2).and_then(|x| x.ident()) {
+            let mut j = i + 2;
+            while t.get(j).is_some_and(|x| x.is("if") || x.is("not") || x.is("exists")) {
+                j += 1;
+            }
+            if let Some(db) = t.get(j).and_then(|x| x.ident()) {
                 add_db(a, db);
             }
-        } else if w(i + 1, "table") || w(i + 1, "view") || w(i + 1, "sequence") || w(i + 1, "trigger") {
+        } else if w(i + 1, "table") || w(i + 1, "view") || w(i + 1, "sequence") {
             if let Some((r, _)) = table_ref(t, i + 2) {
                 push_table(a, r, &[]);
             }
+        } else if ["trigger", "procedure", "function", "event", "package"].iter().any(|k| w(i + 1, k)) {
+            let j = if w(i + 1, "package") && w(i + 2, "body") { i + 3 } else { i + 2 };
+            let db = table_ref(t, j).and_then(|(r, _)| r.db);
+            if let Some(d) = &db {
+                add_db(a, d);
+            }
+            return Kind::ShowCreateObject { db };
         }
         return Kind::Other;
     }

@@ -73,6 +73,8 @@ const CORPUS: &[(&str, &[&str], &[&str])] = &[
     ("SHOW COLUMNS FROM t FROM db1", &["db1.t"], &["db1"]),
     ("SHOW INDEX FROM db2.t", &["db2.t"], &["db2"]),
     ("SHOW CREATE TABLE db1.t", &["db1.t"], &["db1"]),
+    ("SHOW CREATE DATABASE IF NOT EXISTS `tsplit`", &[], &["tsplit"]),
+    ("SELECT * FROM information_schema.columns WHERE table_schema IN ('a', 'b')", &["information_schema.columns"], &["information_schema", "a", "b"]),
     ("SHOW TABLE STATUS IN db3", &[], &["db3"]),
     ("LOAD DATA LOCAL INFILE '/x' INTO TABLE db1.t FIELDS TERMINATED BY ','", &["db1.t"], &["db1"]),
     ("CALL db2.proc(1)", &[], &["db2"]),
@@ -110,8 +112,33 @@ fn kinds() {
     for s in ["SHOW SHARDS", "show shards;", "SHOW\tSHARDS", "  Show  Shards ; "] {
         assert_eq!(k(s), Kind::ShowShards, "{s}");
     }
-    assert_eq!(k("SHOW TABLES"), Kind::ShowTables { db: None });
-    assert_eq!(k("SHOW FULL TABLES IN `db2` LIKE 't%'"), Kind::ShowTables { db: Some("db2".into()) });
+    assert_eq!(k("SHOW TABLES"), Kind::ShowListing { db: None });
+    assert_eq!(k("SHOW FULL TABLES IN `db2` LIKE 't%'"), Kind::ShowListing { db: Some("db2".into()) });
+    assert_eq!(k("SHOW TABLE STATUS LIKE 't2'"), Kind::ShowListing { db: None });
+    assert_eq!(k("show table status from d where name = 'x'"), Kind::ShowListing { db: Some("d".into()) });
+    assert_eq!(k("SHOW TRIGGERS LIKE 't2'"), Kind::ShowListing { db: None });
+    assert_eq!(k("show events in d"), Kind::ShowListing { db: Some("d".into()) });
+    assert_eq!(k("SHOW FUNCTION STATUS WHERE Db = 'tsplit'"), Kind::ShowRoutines { db: Some("tsplit".into()) });
+    assert_eq!(k("SHOW PACKAGE BODY STATUS"), Kind::ShowRoutines { db: None });
+    assert_eq!(k("SHOW CREATE TRIGGER `tr1`"), Kind::ShowCreateObject { db: None });
+    assert_eq!(k("SHOW CREATE PROCEDURE d.p"), Kind::ShowCreateObject { db: Some("d".into()) });
+    assert_eq!(k("UNLOCK TABLES"), Kind::Broadcast);
+    assert_eq!(k("FLUSH /*!40101 LOCAL */ TABLES"), Kind::Broadcast);
+    assert_eq!(k("FLUSH TABLES WITH READ LOCK"), Kind::Broadcast);
+    assert_eq!(k("FLUSH TABLES t1"), Kind::Other);
+    match k("LOCK TABLES `t1` READ /*!32311 LOCAL */,d.`t2` AS x WRITE") {
+        Kind::LockTables(items) => {
+            let got: Vec<(Option<String>, String, String)> = items.into_iter().map(|i| (i.table.db, i.table.table, i.text)).collect();
+            assert_eq!(got, vec![
+                (None, "t1".into(), "`t1` READ /*!32311 LOCAL */".into()),
+                (Some("d".into()), "t2".into(), "d.`t2` AS x WRITE".into()),
+            ]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(k("SELECT table_name FROM information_schema.TABLES WHERE table_schema = 'x'"), Kind::InfoSchema(_)));
+    assert!(matches!(k("SELECT * FROM information_schema.PROCESSLIST"), Kind::Other), "not an object list");
+    assert!(matches!(k("SELECT * FROM information_schema.TABLES t JOIN db.x ON 1"), Kind::Other), "a user table too");
     for s in ["SET autocommit=0", "SET NAMES utf8mb4", "set @a = 1", "SET SESSION sql_mode=''", "SET GLOBAL x=1", "SELECT @a := 1", "SET a=1; SET b=2"] {
         assert_eq!(k(s), Kind::Session, "{s}");
     }

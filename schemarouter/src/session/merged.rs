@@ -1,0 +1,230 @@
+//! Statements answered by several shards together (see `crate::merge`): which shards, with
+//! which statement each, and sending the merged answer.
+//!
+//! - SHOW [FULL] TABLES, TABLE STATUS, TRIGGERS, EVENTS of a database split over shards, and
+//!   SHOW FUNCTION|PROCEDURE|PACKAGE STATUS: the union of the shards' listings.
+//! - SHOW CREATE TRIGGER|PROCEDURE|FUNCTION|EVENT: the first shard that has the object.
+//! - Queries on information_schema's object lists: every shard holding what their
+//!   conditions name (all shards when they name no user database), merged; a LIMIT with an
+//!   offset is sent as LIMIT offset+count so that each shard returns every row the merge
+//!   may need. With one such shard, the query simply goes there.
+//! - LOCK TABLES over tables of several shards: each shard locks its own tables (and drops
+//!   the locks it held, as LOCK TABLES does); UNLOCK TABLES and FLUSH go to every shard.
+//!   Every shard must succeed; the first error is the answer.
+
+use super::{Queued, Session};
+use crate::merge::{merge, Mode, Part};
+use crate::sql::info::InfoQuery;
+use crate::sql::{Kind, LockItem};
+use bridge::protocol::command::COM_QUERY;
+use bridge::protocol::packet::write_packet;
+
+const SYSTEM: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
+
+/// Shards (by name) and, for some, a statement of their own.
+pub(super) struct Plan {
+    targets: Vec<(String, Option<Vec<u8>>)>,
+    mode: Mode,
+    /// LOCK/UNLOCK TABLES: the shards that hold locks once it succeeded.
+    locks: Option<Vec<String>>,
+}
+
+fn query_packet(sql: &str) -> Vec<u8> {
+    let mut payload = vec![COM_QUERY];
+    payload.extend_from_slice(sql.as_bytes());
+    let mut p = Vec::new();
+    write_packet(&mut p, 0, &payload);
+    p
+}
+
+fn listing() -> Mode {
+    Mode::Union { order: vec![], limit: None, by_name: true }
+}
+
+impl Session {
+    /// Server names in the service's order, of those in `names`.
+    fn ordered(&self, names: &[String]) -> Vec<String> {
+        self.server_order.iter().filter(|s| names.contains(s)).cloned().collect()
+    }
+
+    /// Every server where this session's user sees something.
+    fn mapped_servers(&self) -> Vec<String> {
+        self.server_order.iter().filter(|s| self.map.has_server(s)).cloned().collect()
+    }
+
+    fn db_or_current(&self, db: &Option<String>) -> String {
+        db.clone().unwrap_or_else(|| self.current_db.clone())
+    }
+
+    /// How a statement is answered by several shards, if it is.
+    pub(super) fn merge_plan(&self, kind: &Kind, sql: &str) -> Option<Plan> {
+        let union_of = |names: Vec<String>, mode: Mode| -> Option<Plan> {
+            (names.len() > 1).then(|| Plan { targets: names.into_iter().map(|n| (n, None)).collect(), mode, locks: None })
+        };
+        match kind {
+            Kind::ShowListing { db } => {
+                let db = self.db_or_current(db);
+                if db.is_empty() {
+                    return None;
+                }
+                union_of(self.ordered(&self.map.db_servers(&db)), listing())
+            }
+            Kind::ShowRoutines { db } => {
+                let names = match db {
+                    Some(d) => self.map.db_servers(d),
+                    None => self.mapped_servers(),
+                };
+                union_of(self.ordered(&names), listing())
+            }
+            Kind::ShowCreateObject { db } => {
+                let db = self.db_or_current(db);
+                union_of(self.ordered(&self.map.db_servers(&db)), Mode::FirstSuccess)
+            }
+            Kind::InfoSchema(q) => self.info_plan(q, sql),
+            Kind::LockTables(items) => Some(self.lock_plan(items)),
+            Kind::Broadcast => {
+                let targets = self.backends.iter().filter(|b| b.in_use).map(|b| (b.name.clone(), None)).collect();
+                let unlock = sql.trim_start().get(..6).is_some_and(|w| w.eq_ignore_ascii_case("unlock"));
+                Some(Plan { targets, mode: Mode::AllOk, locks: unlock.then(Vec::new) })
+            }
+            _ => None,
+        }
+    }
+
+    /// An information_schema query: the shards holding the schemas (and tables) it names.
+    fn info_plan(&self, q: &InfoQuery, sql: &str) -> Option<Plan> {
+        let schemas: Vec<String> = q
+            .schemas
+            .iter()
+            .filter_map(|s| s.clone().or_else(|| (!self.current_db.is_empty()).then(|| self.current_db.clone())))
+            .filter(|s| !SYSTEM.iter().any(|x| x.eq_ignore_ascii_case(s)))
+            .collect();
+        let mut names: Vec<String> = Vec::new();
+        if !schemas.is_empty() {
+            for s in &schemas {
+                let found: Vec<String> = q.tables.iter().flat_map(|t| self.map.locations(s, t).to_vec()).collect();
+                names.extend(if found.is_empty() { self.map.db_servers(s) } else { found });
+            }
+        } else if !q.schemas.is_empty() {
+            // Only system schemas, or DATABASE() without a current database: one server
+            // answers what one server holding every shard would.
+            return None;
+        } else {
+            names = self.mapped_servers();
+        }
+        let names = self.ordered(&names);
+        if names.len() == 1 {
+            return Some(Plan { targets: vec![(names[0].clone(), None)], mode: Mode::FirstSuccess, locks: None });
+        }
+        if names.len() < 2 || !q.mergeable {
+            return None;
+        }
+        let limit = q.limit.as_ref();
+        // Each shard must return the first offset+count rows; the merge skips the offset.
+        let packet = limit.filter(|l| l.offset > 0).map(|l| {
+            let (a, b) = l.span;
+            query_packet(&format!("{}LIMIT {}{}", &sql[..a], l.offset.saturating_add(l.count), &sql[b..]))
+        });
+        let mode = Mode::Union { order: q.order.clone(), limit: limit.map(|l| (l.offset, l.count)), by_name: false };
+        Some(Plan { targets: names.into_iter().map(|n| (n, packet.clone())).collect(), mode, locks: None })
+    }
+
+    /// LOCK TABLES: each shard gets the items of its own tables; a shard that holds locks
+    /// and gets none of the tables unlocks (LOCK TABLES first releases what the session held).
+    fn lock_plan(&self, items: &[LockItem]) -> Plan {
+        let mut per: Vec<(String, Vec<&str>)> = Vec::new();
+        for it in items {
+            let db = self.db_or_current(&it.table.db);
+            let mut locs = self.map.locations(&db, &it.table.table).to_vec();
+            if locs.is_empty() {
+                // Unknown here: the server of its database says what is wrong with it.
+                locs = self.map.db_servers(&db).into_iter().take(1).collect();
+            }
+            if locs.is_empty() {
+                locs = self.decide(|v| v.any()).ok().map(|i| self.backends[i].name.clone()).into_iter().collect();
+            }
+            for l in locs {
+                match per.iter_mut().find(|(n, _)| *n == l) {
+                    Some((_, v)) => v.push(&it.text),
+                    None => per.push((l, vec![&it.text])),
+                }
+            }
+        }
+        let locks: Vec<String> = per.iter().map(|(n, _)| n.clone()).collect();
+        let mut targets: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        for name in self.ordered(&locks) {
+            let list = &per.iter().find(|(n, _)| *n == name).expect("listed").1;
+            targets.push((name, Some(query_packet(&format!("LOCK TABLES {}", list.join(", "))))));
+        }
+        for b in self.backends.iter().filter(|b| b.locked && b.in_use && !locks.contains(&b.name)) {
+            targets.push((b.name.clone(), Some(query_packet("UNLOCK TABLES"))));
+        }
+        targets.sort_by_key(|(n, _)| self.server_order.iter().position(|s| s == n));
+        Plan { targets, mode: Mode::AllOk, locks: Some(locks) }
+    }
+
+    /// Sends a planned statement; shards lost earlier are opened again first.
+    pub(super) fn run_merged(&mut self, q: Queued, plan: Plan) -> Result<(), String> {
+        let mut sends = Vec::new();
+        for (name, packet) in plan.targets {
+            let Some(i) = self.backends.iter().position(|b| b.name == name) else { continue };
+            if !self.backends[i].in_use && self.reconnect(std::slice::from_ref(&name)) != Some(i) {
+                let why = self.why_unavailable(i);
+                return self.reply_error(1927, "70100", &format!("'{name}' is not available ({why}): the merged result would be incomplete"));
+            }
+            sends.push((i, packet));
+        }
+        if sends.is_empty() {
+            return self.reply_error(1927, "70100", "No server is available for this statement");
+        }
+        if sends.len() == 1 && sends[0].1.is_none() && plan.locks.is_none() {
+            return self.single(q, Some(sends[0].0));
+        }
+        self.gathering.clear();
+        self.gather_left = 0;
+        for (i, packet) in sends {
+            self.backends[i].gathered = Part { server: self.backends[i].name.clone(), ..Part::default() };
+            self.gathering.push(i);
+            let packet = packet.unwrap_or_else(|| q.packet.clone());
+            if self.write(i, &packet, q.id, super::Expect::Gather) {
+                self.gather_left += 1;
+            } else {
+                self.backends[i].gathered.lost = true;
+                if let Some(f) = self.lose(i, "write failed") {
+                    return self.end(f);
+                }
+            }
+        }
+        self.gather_mode = Some(plan.mode);
+        self.lock_set = plan.locks.map(|names| self.backends.iter().enumerate().filter(|(_, b)| names.contains(&b.name)).map(|(i, _)| i).collect());
+        self.busy = true;
+        if self.gather_left == 0 {
+            self.gather_left = 1;
+            return self.gather_done();
+        }
+        Ok(())
+    }
+
+    /// One shard's part is in (or lost): once all are, the merged answer goes out.
+    pub(super) fn gather_done(&mut self) -> Result<(), String> {
+        if self.gather_mode.is_none() {
+            return Ok(());
+        }
+        self.gather_left = self.gather_left.saturating_sub(1);
+        if self.gather_left > 0 {
+            return Ok(());
+        }
+        let mode = self.gather_mode.take().expect("checked");
+        let parts: Vec<Part> = std::mem::take(&mut self.gathering).into_iter().map(|i| std::mem::take(&mut self.backends[i].gathered)).collect();
+        let out = merge(&parts, &mode, self.deprecate_eof);
+        let ok = out.get(4) != Some(&0xFF);
+        if let Some(set) = self.lock_set.take() {
+            if ok {
+                for (i, b) in self.backends.iter_mut().enumerate() {
+                    b.locked = set.contains(&i);
+                }
+            }
+        }
+        self.reply_client(&out)
+    }
+}
