@@ -6,9 +6,9 @@
 //! are idempotent (whole-row puts, deletes), so a source transaction that had to be split into
 //! several etcd transactions converges when it is replayed after a crash.
 
-mod writer;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use std::time::{Duration, Instant};
 
@@ -88,7 +88,10 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 pub struct LostLeadership;
 impl std::fmt::Display for LostLeadership {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "leadership lost: another sync-tool instance is active (etcd fence compare failed)")
+        write!(
+            f,
+            "leadership lost: another sync-tool instance is active (etcd fence compare failed)"
+        )
     }
 }
 impl std::error::Error for LostLeadership {}
@@ -108,7 +111,8 @@ enum Op {
 /// next batch while etcd works.
 const PIPELINE_QUEUE: usize = 1;
 
-type Buffer = IndexMap<String, (Op, Option<std::sync::Arc<str>>), rustc_hash::FxBuildHasher>;
+type BufferedOp = (Op, Option<std::sync::Arc<str>>);
+type Buffer = IndexMap<String, BufferedOp, rustc_hash::FxBuildHasher>;
 
 pub struct Sink {
     client: Client,
@@ -133,6 +137,20 @@ pub struct Sink {
     submitted: u64,
     /// Sequence number of the last durable checkpoint handed out by `take_durable`.
     acked: u64,
+    /// Undo data of the open source transaction, see [`Sink::begin_txn`].
+    savepoint: Option<Savepoint>,
+}
+
+/// What the buffer held when a source transaction began: its length (the transaction's new
+/// keys come after it) and the operations the transaction replaced, so that the transaction can
+/// be taken out again while none of it has been handed to the writer.
+#[derive(Default)]
+struct Savepoint {
+    len: usize,
+    bytes: usize,
+    replaced: Vec<(usize, BufferedOp)>,
+    /// Part of the transaction was handed to the writer: it can no longer be taken back.
+    flushed: bool,
 }
 
 impl Sink {
@@ -163,6 +181,7 @@ impl Sink {
             task: Some(task),
             submitted: 0,
             acked: 0,
+            savepoint: None,
         }
     }
 
@@ -191,15 +210,36 @@ impl Sink {
     /// Hands a transaction to the writer task (waits only while the queue is full).
     /// `keys`: hashes of the keys `ops` name, `None` if not known (the transaction then
     /// waits for all before it and is sent alone).
-    async fn submit(&mut self, ops: Vec<TxnOp>, keys: Option<Vec<u64>>, rows: u64, per_table: Vec<(std::sync::Arc<str>, u64)>, checkpoint: Option<Value>, commit_unix: Option<f64>) -> Result<()> {
+    async fn submit(
+        &mut self,
+        ops: Vec<TxnOp>,
+        keys: Option<Vec<u64>>,
+        rows: u64,
+        per_table: Vec<(std::sync::Arc<str>, u64)>,
+        checkpoint: Option<Value>,
+        commit_unix: Option<f64>,
+    ) -> Result<()> {
         if let Some(e) = self.failure() {
             return Err(e);
         }
-        let tx = self.tx.as_ref().ok_or_else(|| anyhow!("etcd writer stopped"))?;
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| anyhow!("etcd writer stopped"))?;
         self.submitted += 1;
-        let b = Batch { seq: self.submitted, ops, keys, rows, per_table, checkpoint, commit_unix };
+        let b = Batch {
+            seq: self.submitted,
+            ops,
+            keys,
+            rows,
+            per_table,
+            checkpoint,
+            commit_unix,
+        };
         if tx.send(b).await.is_err() {
-            return Err(self.failure().unwrap_or_else(|| anyhow!("etcd writer stopped")));
+            return Err(self
+                .failure()
+                .unwrap_or_else(|| anyhow!("etcd writer stopped")));
         }
         // The runtime has one thread and a source with data at hand never waits: let the
         // writer send this transaction and take etcd's answers now, not when the source runs dry.
@@ -218,7 +258,9 @@ impl Sink {
         match r {
             Ok(None) => Ok(()),
             Ok(Some(e)) => Err(e),
-            Err(_) => Err(self.failure().unwrap_or_else(|| anyhow!("etcd writer stopped"))),
+            Err(_) => Err(self
+                .failure()
+                .unwrap_or_else(|| anyhow!("etcd writer stopped"))),
         }
     }
 
@@ -230,7 +272,10 @@ impl Sink {
             // Dropping the sender lets the writer finish what it already has; bound the wait by
             // aborting if it takes long (etcd unreachable): an aborted request is not retried.
             let mut t = t;
-            if tokio::time::timeout(Duration::from_secs(5), &mut t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), &mut t)
+                .await
+                .is_err()
+            {
                 t.abort();
                 let _ = t.await;
             }
@@ -263,7 +308,9 @@ impl Sink {
         let key = self.state_key(name);
         match self.current(&key).await? {
             None => Ok(None),
-            Some(v) => Ok(Some(serde_json::from_slice(&v).context("etcd: state value is not JSON")?)),
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).context("etcd: state value is not JSON")?,
+            )),
         }
     }
 
@@ -286,7 +333,11 @@ impl Sink {
 
     /// Pages through all key/values under `prefix` (bounded memory), calling `f` per page.
     /// Reads what is committed: call [`Sink::flush_data`] first.
-    pub async fn scan_prefix(&mut self, prefix: &str, mut start: Vec<u8>) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>)> {
+    pub async fn scan_prefix(
+        &mut self,
+        prefix: &str,
+        mut start: Vec<u8>,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>)> {
         self.drain().await?;
         let end = prefix_end(prefix.as_bytes());
         if start.is_empty() {
@@ -294,10 +345,17 @@ impl Sink {
         }
         let resp = self
             .client
-            .get(start, Some(GetOptions::new().with_range(end).with_limit(500)))
+            .get(
+                start,
+                Some(GetOptions::new().with_range(end).with_limit(500)),
+            )
             .await
             .context("etcd: range")?;
-        let kvs: Vec<(Vec<u8>, Vec<u8>)> = resp.kvs().iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())).collect();
+        let kvs: Vec<(Vec<u8>, Vec<u8>)> = resp
+            .kvs()
+            .iter()
+            .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+            .collect();
         let next = if resp.more() {
             kvs.last().map(|(k, _)| {
                 let mut n = k.clone();
@@ -313,7 +371,15 @@ impl Sink {
     /// Writes a checkpoint alone (no data), e.g. "dump in progress", and waits for it.
     pub async fn write_checkpoint(&mut self, cp: &Value) -> Result<()> {
         self.flush().await?;
-        self.submit(Vec::new(), Some(Vec::new()), 0, Vec::new(), Some(cp.clone()), None).await?;
+        self.submit(
+            Vec::new(),
+            Some(Vec::new()),
+            0,
+            Vec::new(),
+            Some(cp.clone()),
+            None,
+        )
+        .await?;
         self.drain().await
     }
 
@@ -323,7 +389,10 @@ impl Sink {
         self.drain().await?;
         let resp = self
             .client
-            .get(self.checkpoint_key.as_bytes(), Some(GetOptions::new().with_count_only()))
+            .get(
+                self.checkpoint_key.as_bytes(),
+                Some(GetOptions::new().with_count_only()),
+            )
             .await
             .context("etcd: get revision")?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
@@ -359,12 +428,15 @@ impl Sink {
 
     async fn add(&mut self, key: String, op: Op, size: usize, table: Option<&str>) -> Result<()> {
         let table = self.label(table);
-        if let Some(slot) = self.ops.get_mut(key.as_str()) {
-            let old = match &slot.0 {
+        if let Some((idx, _, slot)) = self.ops.get_full_mut(key.as_str()) {
+            let prev = std::mem::replace(slot, (op, table));
+            let old = match &prev.0 {
                 Op::Put(v) => key.len() + v.len() + OP_OVERHEAD,
                 Op::Delete => key.len() + OP_OVERHEAD,
             };
-            *slot = (op, table);
+            if let Some(sp) = self.savepoint.as_mut().filter(|sp| idx < sp.len) {
+                sp.replaced.push((idx, prev));
+            }
             self.bytes = self.bytes - old + size;
             if self.bytes + 256 > self.max_bytes {
                 self.flush_inner().await?;
@@ -404,10 +476,50 @@ impl Sink {
     /// Marks the end of a source transaction: its checkpoint goes into the etcd transaction
     /// that writes its last operations.
     pub fn commit(&mut self, checkpoint: Value, commit_unix: Option<f64>) {
+        self.savepoint = None;
         self.pending_checkpoint = Some((checkpoint, Some(Instant::now())));
         if commit_unix.is_some() {
             self.pending_commit_unix = commit_unix;
         }
+    }
+
+    /// Marks the start of a source transaction, so that [`Sink::abort_txn`] can take its
+    /// changes out of the buffer again.
+    pub fn begin_txn(&mut self) {
+        let mut sp = self.savepoint.take().unwrap_or_default();
+        sp.len = self.ops.len();
+        sp.bytes = self.bytes;
+        sp.replaced.clear();
+        sp.flushed = false;
+        self.savepoint = Some(sp);
+    }
+
+    /// Takes the changes of the open source transaction (since [`Sink::begin_txn`]) out of the
+    /// buffer; earlier transactions and the pending checkpoint stay. False when that is no
+    /// longer possible: part of the transaction was already handed to the writer.
+    pub fn abort_txn(&mut self) -> bool {
+        let Some(mut sp) = self.savepoint.take() else {
+            return true;
+        };
+        if sp.flushed {
+            return false;
+        }
+        self.ops.truncate(sp.len);
+        while let Some((idx, prev)) = sp.replaced.pop() {
+            if let Some((_, slot)) = self.ops.get_index_mut(idx) {
+                *slot = prev;
+            }
+        }
+        self.bytes = sp.bytes;
+        true
+    }
+
+    /// Drops everything buffered and the pending checkpoint (nothing of it reaches etcd).
+    pub fn discard(&mut self) {
+        self.ops.clear();
+        self.bytes = 0;
+        self.pending_checkpoint = None;
+        self.savepoint = None;
     }
 
     /// Operations buffered (not yet handed to the writer).
@@ -429,6 +541,14 @@ impl Sink {
         if self.ops.is_empty() && self.pending_checkpoint.is_none() {
             return Ok(());
         }
+        if let Some(sp) = self.savepoint.as_mut() {
+            if self.ops.len() > sp.len || !sp.replaced.is_empty() {
+                sp.flushed = true;
+            } else {
+                // only earlier, complete transactions go out: the open one starts afresh
+                *sp = Savepoint::default();
+            }
+        }
         self.bytes = 0;
         let mut txn_ops = Vec::with_capacity(self.ops.len() + 1);
         let mut keys = Vec::with_capacity(self.ops.len());
@@ -437,7 +557,10 @@ impl Sink {
         for (key, (op, table)) in self.ops.drain(..) {
             keys.push(key_hash(key.as_bytes()));
             if let Some(t) = table {
-                match per_table.iter_mut().find(|(l, _)| std::sync::Arc::ptr_eq(l, &t)) {
+                match per_table
+                    .iter_mut()
+                    .find(|(l, _)| std::sync::Arc::ptr_eq(l, &t))
+                {
                     Some((_, c)) => *c += 1,
                     None => per_table.push((t, 1)),
                 }
@@ -448,8 +571,13 @@ impl Sink {
             });
         }
         let cp = self.pending_checkpoint.take().map(|(cp, _)| cp);
-        let commit_unix = if cp.is_some() { self.pending_commit_unix.take() } else { None };
-        self.submit(txn_ops, Some(keys), n, per_table, cp, commit_unix).await
+        let commit_unix = if cp.is_some() {
+            self.pending_commit_unix.take()
+        } else {
+            None
+        };
+        self.submit(txn_ops, Some(keys), n, per_table, cp, commit_unix)
+            .await
     }
 
     /// The newest checkpoint known to be in etcd, once (for acknowledging to the source).
@@ -480,7 +608,15 @@ impl Sink {
         self.drain().await?;
         let resp = self
             .client
-            .get(prefix, Some(GetOptions::new().with_range(prefix_end(prefix.as_bytes())).with_keys_only().with_limit(1)))
+            .get(
+                prefix,
+                Some(
+                    GetOptions::new()
+                        .with_range(prefix_end(prefix.as_bytes()))
+                        .with_keys_only()
+                        .with_limit(1),
+                ),
+            )
             .await
             .context("etcd: range")?;
         Ok(resp.kvs().is_empty())
@@ -511,15 +647,23 @@ impl Sink {
                 )
                 .await
                 .context("etcd: range stale keys")?;
-            let stale: Vec<Vec<u8>> =
-                resp.kvs().iter().filter(|kv| kv.mod_revision() <= rev).map(|kv| kv.key().to_vec()).collect();
+            let stale: Vec<Vec<u8>> = resp
+                .kvs()
+                .iter()
+                .filter(|kv| kv.mod_revision() <= rev)
+                .map(|kv| kv.key().to_vec())
+                .collect();
             if stale.is_empty() {
                 break;
             }
             for chunk in stale.chunks(self.max_ops.max(2) - 1) {
-                let ops = chunk.iter().map(|k| TxnOp::delete(k.clone(), None)).collect();
+                let ops = chunk
+                    .iter()
+                    .map(|k| TxnOp::delete(k.clone(), None))
+                    .collect();
                 let keys = chunk.iter().map(|k| key_hash(k)).collect();
-                self.submit(ops, Some(keys), 0, Vec::new(), None, None).await?;
+                self.submit(ops, Some(keys), 0, Vec::new(), None, None)
+                    .await?;
                 removed += chunk.len() as u64;
             }
             // the next range must see these deletes

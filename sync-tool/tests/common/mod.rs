@@ -2,6 +2,8 @@
 //! (tests/services/up.sh), the real sync-tool binary.
 #![allow(dead_code)]
 
+pub mod maria;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,7 +25,11 @@ pub fn skip(name: &str) -> bool {
 }
 
 pub fn unique(tag: &str) -> String {
-    format!("st_{tag}_{}_{}", std::process::id(), rand::random::<u32>() % 100_000)
+    format!(
+        "st_{tag}_{}_{}",
+        std::process::id(),
+        rand::random::<u32>() % 100_000
+    )
 }
 
 pub fn services_dir() -> PathBuf {
@@ -35,7 +41,9 @@ pub fn up_script() -> PathBuf {
 }
 
 pub async fn pg(db: &str) -> tokio_postgres::Client {
-    let conn = format!("host=127.0.0.1 port={PG_PORT} user=repl password=replpass dbname={db} connect_timeout=5");
+    let conn = format!(
+        "host=127.0.0.1 port={PG_PORT} user=repl password=replpass dbname={db} connect_timeout=5"
+    );
     let (c, conn) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap_or_else(|e| {
         panic!("PostgreSQL on 127.0.0.1:{PG_PORT} is not reachable ({e}); start it with tests/services/up.sh pg, or set SYNC_TESTS_SKIP=1")
     });
@@ -46,12 +54,17 @@ pub async fn pg(db: &str) -> tokio_postgres::Client {
 }
 
 pub async fn etcd() -> etcd_client::Client {
-    let c = tokio::time::timeout(Duration::from_secs(5), etcd_client::Client::connect([ETCD], None))
-        .await
-        .ok()
-        .and_then(|r| r.ok());
+    let c = tokio::time::timeout(
+        Duration::from_secs(5),
+        etcd_client::Client::connect([ETCD], None),
+    )
+    .await
+    .ok()
+    .and_then(|r| r.ok());
     let mut c = c.unwrap_or_else(|| panic!("etcd on {ETCD} is not reachable; start it with tests/services/up.sh etcd, or set SYNC_TESTS_SKIP=1"));
-    c.status().await.unwrap_or_else(|e| panic!("etcd on {ETCD} is not healthy ({e}); set SYNC_TESTS_SKIP=1 to skip"));
+    c.status().await.unwrap_or_else(|e| {
+        panic!("etcd on {ETCD} is not healthy ({e}); set SYNC_TESTS_SKIP=1 to skip")
+    });
     c
 }
 
@@ -59,7 +72,10 @@ pub async fn etcd() -> etcd_client::Client {
 pub async fn etcd_map(c: &mut etcd_client::Client, prefix: &str) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for _ in 0..20 {
-        match c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await {
+        match c
+            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+        {
             Ok(r) => {
                 for kv in r.kvs() {
                     let k = kv.key_str().unwrap()[prefix.len()..].to_string();
@@ -75,7 +91,12 @@ pub async fn etcd_map(c: &mut etcd_client::Client, prefix: &str) -> BTreeMap<Str
 }
 
 pub async fn etcd_clear(c: &mut etcd_client::Client, prefix: &str) {
-    let _ = c.delete(prefix, Some(etcd_client::DeleteOptions::new().with_prefix())).await;
+    let _ = c
+        .delete(
+            prefix,
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await;
 }
 
 pub struct Tool {
@@ -90,7 +111,12 @@ impl Tool {
         std::fs::create_dir_all(dir).unwrap();
         let cfg = dir.join(format!("{name}.yml"));
         std::fs::write(&cfg, yaml).unwrap();
-        Tool { dir: dir.to_path_buf(), cfg, child: None, starts: 0 }
+        Tool {
+            dir: dir.to_path_buf(),
+            cfg,
+            child: None,
+            starts: 0,
+        }
     }
     pub fn start(&mut self) {
         self.starts += 1;
@@ -118,7 +144,10 @@ impl Tool {
     /// SIGTERM (graceful: resigns leadership).
     pub fn term(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -136,11 +165,18 @@ impl Tool {
     /// Sends a signal (`STOP`, `CONT`, …) to the running process.
     pub fn signal(&self, sig: &str) {
         let pid = self.pid().expect("tool running");
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "kill -{sig} {pid}");
     }
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.cfg.with_extension("log")).unwrap_or_default()
@@ -154,7 +190,11 @@ impl Drop for Tool {
 }
 
 pub fn pg_config(path: &str, slot: &str, include: &[&str], extra_sync: &str) -> String {
-    let inc = include.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    let inc = include
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "log_level: info\n\
          database: {{type: postgres, host: 127.0.0.1, port: {PG_PORT}, user: repl, password: replpass, name: testdb, retry_period: 200ms}}\n\
@@ -169,8 +209,17 @@ pub async fn dump_only(dir: &Path, yaml: &str, path: &str) -> BTreeMap<String, V
     etcd_clear(&mut e, &format!("/{path}/")).await;
     let cfg = dir.join(format!("{path}.yml"));
     std::fs::write(&cfg, yaml).unwrap();
-    let out = Command::new(BIN).arg("-c").arg(&cfg).arg("--dump-only").output().unwrap();
-    assert!(out.status.success(), "dump-only failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--dump-only")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dump-only failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m = etcd_map(&mut e, &format!("/{path}/")).await;
     etcd_clear(&mut e, &format!("/{path}/")).await;
     etcd_clear(&mut e, &format!("/sync-tool/{path}/")).await;
@@ -178,7 +227,12 @@ pub async fn dump_only(dir: &Path, yaml: &str, path: &str) -> BTreeMap<String, V
 }
 
 /// Waits until `/<path>/` holds exactly `expected`; panics with a diff otherwise.
-pub async fn wait_equal(path: &str, expected: &BTreeMap<String, Value>, timeout: Duration, tool_log: &dyn Fn() -> String) {
+pub async fn wait_equal(
+    path: &str,
+    expected: &BTreeMap<String, Value>,
+    timeout: Duration,
+    tool_log: &dyn Fn() -> String,
+) {
     let mut e = etcd().await;
     let deadline = Instant::now() + timeout;
     loop {
@@ -187,8 +241,16 @@ pub async fn wait_equal(path: &str, expected: &BTreeMap<String, Value>, timeout:
             return;
         }
         if Instant::now() > deadline {
-            let missing: Vec<_> = expected.keys().filter(|k| !got.contains_key(*k)).take(5).collect();
-            let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).take(5).collect();
+            let missing: Vec<_> = expected
+                .keys()
+                .filter(|k| !got.contains_key(*k))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = got
+                .keys()
+                .filter(|k| !expected.contains_key(*k))
+                .take(5)
+                .collect();
             let stale: Vec<_> = expected
                 .iter()
                 .filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
@@ -196,7 +258,15 @@ pub async fn wait_equal(path: &str, expected: &BTreeMap<String, Value>, timeout:
                 .map(|(k, v)| format!("{k}: want {v} got {}", got[k]))
                 .collect();
             let log = tool_log();
-            let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
             panic!(
                 "etcd /{path}/ differs from the source: {} keys vs {} expected; missing {missing:?}; extra {extra:?}; stale {stale:?}\n--- tool log tail ---\n{tail}",
                 got.len(),
@@ -223,7 +293,11 @@ pub async fn wait_streaming(state: &str, timeout: Duration, tool: &mut Tool) {
         if let Some(st) = tool.exited() {
             panic!("sync-tool exited early ({st}):\n{}", tool.log());
         }
-        assert!(Instant::now() < deadline, "sync-tool did not reach streaming:\n{}", tool.log());
+        assert!(
+            Instant::now() < deadline,
+            "sync-tool did not reach streaming:\n{}",
+            tool.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -234,15 +308,26 @@ pub async fn pg_cleanup(slot: &str, schemas: &[&str], path: &str) {
         let r = c
             .query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", &[&slot])
             .await;
-        let left = c.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await.map(|r| r.len()).unwrap_or(0);
+        let left = c
+            .query(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map(|r| r.len())
+            .unwrap_or(0);
         if r.is_ok() && left == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = c.batch_execute(&format!("DROP PUBLICATION IF EXISTS {slot}")).await;
+    let _ = c
+        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {slot}"))
+        .await;
     for s in schemas {
-        let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE")).await;
+        let _ = c
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
+            .await;
     }
     let mut e = etcd().await;
     etcd_clear(&mut e, &format!("/{path}/")).await;
@@ -287,7 +372,11 @@ pub async fn my_exec(c: &mut mysql_async::Conn, sql: &str) {
 }
 
 pub fn my_config_port(port: u16, path: &str, include: &[&str], extra_sync: &str) -> String {
-    let inc = include.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    let inc = include
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "log_level: info\n\
          database: {{type: mysql, host: 127.0.0.1, port: {port}, user: repl, password: replpass, retry_period: 200ms}}\n\
@@ -303,9 +392,53 @@ pub fn my_config(path: &str, include: &[&str], extra_sync: &str) -> String {
 pub async fn my_cleanup(dbs: &[&str], path: &str) {
     let mut c = my().await;
     for d in dbs {
-        let _ = mysql_async::prelude::Queryable::query_drop(&mut c, format!("DROP DATABASE IF EXISTS {d}")).await;
+        let _ = mysql_async::prelude::Queryable::query_drop(
+            &mut c,
+            format!("DROP DATABASE IF EXISTS {d}"),
+        )
+        .await;
     }
     let mut e = etcd().await;
     etcd_clear(&mut e, &format!("/{path}/")).await;
     etcd_clear(&mut e, &format!("/sync-tool/{path}/")).await;
+}
+
+/// The tool's stored checkpoint (`<state>/checkpoint`), or Null.
+pub async fn read_checkpoint(state: &str) -> Value {
+    let mut e = etcd().await;
+    let r = e
+        .get(format!("{state}/checkpoint"), None)
+        .await
+        .expect("etcd get checkpoint");
+    r.kvs()
+        .first()
+        .map(|kv| serde_json::from_slice(kv.value()).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null)
+}
+
+/// Event end positions of a binlog file, as the server lists them (`SHOW BINLOG EVENTS`).
+pub async fn binlog_boundaries(c: &mut mysql_async::Conn, file: &str) -> Vec<u64> {
+    use mysql_async::prelude::Queryable;
+    let rows: Vec<mysql_async::Row> = c
+        .query(format!("SHOW BINLOG EVENTS IN '{file}'"))
+        .await
+        .unwrap_or_else(|e| panic!("SHOW BINLOG EVENTS IN '{file}': {e}"));
+    rows.iter().filter_map(|r| r.get::<u64, _>(4)).collect()
+}
+
+/// A MySQL checkpoint's file/pos must be an event boundary of that file on the server (the
+/// binlog dump starts there), and the server must read an event from it.
+pub async fn assert_valid_position(c: &mut mysql_async::Conn, cp: &Value) {
+    use mysql_async::prelude::Queryable;
+    let file = cp["file"].as_str().unwrap_or_default();
+    let pos = cp["pos"].as_u64().unwrap_or(0);
+    assert!(
+        !file.is_empty() && pos >= 4,
+        "checkpoint without a binlog position: {cp}"
+    );
+    let ends = binlog_boundaries(c, file).await;
+    assert!(ends.contains(&pos), "checkpoint {file}:{pos} is not an event boundary of {file} (its events end at {:?}…): {cp}", &ends[..ends.len().min(12)]);
+    c.query_drop(format!("SHOW BINLOG EVENTS IN '{file}' FROM {pos} LIMIT 1"))
+        .await
+        .unwrap_or_else(|e| panic!("the server cannot read {file}:{pos}: {e}"));
 }

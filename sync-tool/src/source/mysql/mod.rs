@@ -65,17 +65,27 @@ pub struct BinlogSettings {
 
 /// Every problem with the server's binlog settings, with what to set; empty = fine.
 pub fn check_binlog_settings(s: &BinlogSettings) -> Vec<String> {
-    let eq = |v: &Option<String>, want: &str| v.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(want));
+    let eq =
+        |v: &Option<String>, want: &str| v.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(want));
     let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "<not set>".into());
     let mut p = Vec::new();
     if !(eq(&s.log_bin, "ON") || eq(&s.log_bin, "1")) {
-        p.push(format!("log_bin is {} (start the server with log_bin, e.g. log_bin=mysql-bin)", show(&s.log_bin)));
+        p.push(format!(
+            "log_bin is {} (start the server with log_bin, e.g. log_bin=mysql-bin)",
+            show(&s.log_bin)
+        ));
     }
     if !eq(&s.binlog_format, "ROW") {
-        p.push(format!("binlog_format is {} (set binlog_format=ROW)", show(&s.binlog_format)));
+        p.push(format!(
+            "binlog_format is {} (set binlog_format=ROW)",
+            show(&s.binlog_format)
+        ));
     }
     if !eq(&s.binlog_row_image, "FULL") {
-        p.push(format!("binlog_row_image is {} (set binlog_row_image=FULL)", show(&s.binlog_row_image)));
+        p.push(format!(
+            "binlog_row_image is {} (set binlog_row_image=FULL)",
+            show(&s.binlog_row_image)
+        ));
     }
     match &s.binlog_row_metadata {
         None => p.push(
@@ -87,7 +97,10 @@ pub fn check_binlog_settings(s: &BinlogSettings) -> Vec<String> {
         _ => {}
     }
     if s.server_id.as_deref().is_none_or(|v| v == "0") {
-        p.push(format!("server_id is {} (set a non-zero server_id)", show(&s.server_id)));
+        p.push(format!(
+            "server_id is {} (set a non-zero server_id)",
+            show(&s.server_id)
+        ));
     }
     p
 }
@@ -111,7 +124,10 @@ pub async fn check_server(conn: &mut Conn) -> Result<BinlogSettings> {
     };
     let problems = check_binlog_settings(&s);
     if !problems.is_empty() {
-        return Err(fatal(format!("the server's binlog settings do not allow replication: {}", problems.join("; "))));
+        return Err(fatal(format!(
+            "the server's binlog settings do not allow replication: {}",
+            problems.join("; ")
+        )));
     }
     Ok(s)
 }
@@ -149,7 +165,11 @@ pub async fn json_columns(conn: &mut Conn, schema: &str, table: &str) -> Result<
 }
 
 /// Signed MEDIUMINT columns (MariaDB's TABLE_MAP signedness marks them unsigned).
-pub async fn signed_mediumints(conn: &mut Conn, schema: &str, table: &str) -> Result<HashSet<String>> {
+pub async fn signed_mediumints(
+    conn: &mut Conn,
+    schema: &str,
+    table: &str,
+) -> Result<HashSet<String>> {
     let rows: Vec<String> = conn
         .exec(
             "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
@@ -197,7 +217,10 @@ pub async fn load_tables(cfg: &Config, conn: &mut Conn) -> Result<Vec<MyTable>> 
         if SYSTEM_SCHEMAS.contains(&schema.to_ascii_lowercase().as_str()) {
             continue;
         }
-        if cfg.sync.tables.include.is_empty() && !cfg.database.name.is_empty() && schema != cfg.database.name {
+        if cfg.sync.tables.include.is_empty()
+            && !cfg.database.name.is_empty()
+            && schema != cfg.database.name
+        {
             continue;
         }
         if !filter.matches(&schema, &name) {
@@ -223,13 +246,21 @@ pub async fn load_tables(cfg: &Config, conn: &mut Conn) -> Result<Vec<MyTable>> 
             }
             Err(e) => return Err(e),
         };
-        out.push(MyTable { meta: Arc::new(TableMeta::new(&tpl, &schema, &name, pk)), cols });
+        out.push(MyTable {
+            meta: Arc::new(TableMeta::new(&tpl, &schema, &name, pk)),
+            cols,
+        });
     }
     if !problems.is_empty() {
-        return Err(fatal(format!("unsupported tables: {}", problems.join("; "))));
+        return Err(fatal(format!(
+            "unsupported tables: {}",
+            problems.join("; ")
+        )));
     }
     if out.is_empty() {
-        return Err(fatal("no table matches sync.tables / database.name (nothing to replicate)"));
+        return Err(fatal(
+            "no table matches sync.tables / database.name (nothing to replicate)",
+        ));
     }
     let metas: Vec<TableMeta> = out.iter().map(|t| (*t.meta).clone()).collect();
     check_prefixes(&metas).map_err(|e| fatal(format!("{e:#}")))?;
@@ -238,11 +269,22 @@ pub async fn load_tables(cfg: &Config, conn: &mut Conn) -> Result<Vec<MyTable>> 
 
 /// `binlog.000042` + pos → one number for the position metric.
 pub fn position_num(file: &str, pos: u64) -> u64 {
-    let seq: u64 = file.rsplit('.').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let seq: u64 = file
+        .rsplit('.')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     seq << 32 | (pos & 0xffff_ffff)
 }
 
-pub fn checkpoint(server: &str, fingerprint: &str, phase: &str, file: &str, pos: u64, gtid: &str) -> Value {
+pub fn checkpoint(
+    server: &str,
+    fingerprint: &str,
+    phase: &str,
+    file: &str,
+    pos: u64,
+    gtid: &str,
+) -> Value {
     json!({
         "source": "mysql",
         "phase": phase,
@@ -276,25 +318,110 @@ pub async fn master_status(conn: &mut Conn) -> Result<(String, u64)> {
     let r: Result<Option<mysql_async::Row>, _> = conn.query_first("SHOW MASTER STATUS").await;
     let row = match r {
         Ok(r) => r,
-        Err(_) => conn.query_first("SHOW BINARY LOG STATUS").await.map_err(|e| classify(e, "binary log status"))?,
+        Err(_) => conn
+            .query_first("SHOW BINARY LOG STATUS")
+            .await
+            .map_err(|e| classify(e, "binary log status"))?,
     };
-    let row = row.ok_or_else(|| fatal("SHOW MASTER STATUS returned nothing: binary logging is off"))?;
-    let file: String = row.get(0).ok_or_else(|| anyhow!("SHOW MASTER STATUS: no file"))?;
-    let pos: u64 = row.get(1).ok_or_else(|| anyhow!("SHOW MASTER STATUS: no position"))?;
+    let row =
+        row.ok_or_else(|| fatal("SHOW MASTER STATUS returned nothing: binary logging is off"))?;
+    let file: String = row
+        .get(0)
+        .ok_or_else(|| anyhow!("SHOW MASTER STATUS: no file"))?;
+    let pos: u64 = row
+        .get(1)
+        .ok_or_else(|| anyhow!("SHOW MASTER STATUS: no position"))?;
     Ok((file, pos))
 }
 
-/// Is `file`/`pos` still in the server's binlog (not purged)?
-async fn binlog_available(conn: &mut Conn, file: &str, pos: u64) -> Result<bool> {
-    let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.map_err(|e| classify(e, "SHOW BINARY LOGS"))?;
-    for r in logs {
-        let name: Option<String> = r.get(0);
-        let size: Option<u64> = r.get(1);
-        if name.as_deref() == Some(file) {
-            return Ok(size.is_none_or(|s| pos <= s));
+/// What the server says about a checkpoint's binlog position.
+#[derive(Debug, PartialEq)]
+enum PositionState {
+    Readable,
+    /// The file is not (any longer) in `SHOW BINARY LOGS`, or the position is past its end.
+    Gone,
+    /// The file is there, but the server cannot read an event at the position (inside an
+    /// event, or a corrupt one): its message.
+    Refused(String),
+}
+
+/// Is `file`/`pos` still in the server's binlog (not purged), and an event boundary?
+async fn check_position(conn: &mut Conn, file: &str, pos: u64) -> Result<PositionState> {
+    let logs: Vec<mysql_async::Row> = conn
+        .query("SHOW BINARY LOGS")
+        .await
+        .map_err(|e| classify(e, "SHOW BINARY LOGS"))?;
+    let listed = logs
+        .iter()
+        .find(|r| r.get::<String, _>(0).as_deref() == Some(file));
+    match listed.map(|r| r.get::<u64, _>(1)) {
+        None => return Ok(PositionState::Gone),
+        Some(Some(size)) if pos > size => return Ok(PositionState::Gone),
+        _ => {}
+    }
+    // the server reads the event there (the name is one SHOW BINARY LOGS gave)
+    match conn
+        .query_drop(format!(
+            "SHOW BINLOG EVENTS IN '{}' FROM {pos} LIMIT 1",
+            file.replace(['\\', '\''], "")
+        ))
+        .await
+    {
+        Ok(()) => Ok(PositionState::Readable),
+        // ER_ERROR_WHEN_EXECUTING_COMMAND: "Wrong offset or I/O error"
+        Err(mysql_async::Error::Server(e)) if e.code == 1220 => {
+            Ok(PositionState::Refused(e.message))
+        }
+        Err(e) => {
+            // e.g. no BINLOG MONITOR privilege: the binlog dump will tell
+            tracing::debug!(error = %e, "SHOW BINLOG EVENTS failed; the checkpoint position is not checked");
+            Ok(PositionState::Readable)
         }
     }
-    Ok(false)
+}
+
+/// After the server refused the position the stream started from, the checkpoint is changed so
+/// that the next start does something else: resume from the checkpoint's GTID (MariaDB) if the
+/// refused start was a file/position, otherwise re-dump. Never the same position again.
+async fn fall_back(
+    sink: &mut Sink,
+    refused: &stream::PositionRefused,
+    mariadb_gtid: bool,
+) -> Result<()> {
+    // what is buffered was never acknowledged; the checkpoint in etcd is where the stream stands
+    sink.discard();
+    let mut cp = sink.read_checkpoint().await?.unwrap_or(Value::Null);
+    let gtid = cp
+        .get("gtid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if !refused.by_gtid
+        && mariadb_gtid
+        && !gtid.is_empty()
+        && cp.get("phase") == Some(&json!("stream"))
+    {
+        tracing::warn!(error = %refused, gtid = %gtid, "binlog position refused by the server; the next start resumes from the checkpoint's GTID position instead");
+        cp["file"] = json!("");
+        cp["pos"] = json!(0);
+        sink.write_checkpoint(&cp).await?;
+    } else {
+        tracing::warn!(error = %refused, "binlog position refused by the server; the next start re-dumps");
+        let (server, tables) = (
+            cp.get("server").and_then(Value::as_str),
+            cp.get("tables").and_then(Value::as_str),
+        );
+        sink.write_checkpoint(&checkpoint(
+            server.unwrap_or_default(),
+            tables.unwrap_or_default(),
+            "dump",
+            "",
+            0,
+            "",
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 /// Identity of the server for the checkpoint (a different server forces a re-dump).
@@ -307,7 +434,9 @@ async fn server_identity(conn: &mut Conn, s: &BinlogSettings) -> Result<String> 
 }
 
 pub fn replica_server_id(cfg: &Config) -> u32 {
-    cfg.database.server_id.unwrap_or_else(|| 4000 + rand::random::<u32>() % 1000)
+    cfg.database
+        .server_id
+        .unwrap_or_else(|| 4000 + rand::random::<u32>() % 1000)
 }
 
 /// One run: connect, check, dump if needed, stream until an error.
@@ -328,22 +457,51 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool) -> Result<()
             && cp.get("phase") == Some(&json!("stream"))
             && cp.get("tables") == Some(&json!(fingerprint));
         let same_server = cp.get("server") == Some(&json!(server));
-        let file = cp.get("file").and_then(Value::as_str).unwrap_or_default().to_string();
+        let file = cp
+            .get("file")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let pos = cp.get("pos").and_then(Value::as_u64).unwrap_or(0);
-        let gtid = cp.get("gtid").and_then(Value::as_str).unwrap_or_default().to_string();
-        if same_stream && !same_server && mariadb_gtid && !gtid.is_empty() {
+        let gtid = cp
+            .get("gtid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let by_gtid = same_stream && mariadb_gtid && !gtid.is_empty();
+        if by_gtid && !same_server {
             // failover: file/pos name the old server's binlog, the GTID is global
             tracing::warn!(checkpoint = %cp, server = %server, gtid = %gtid, "the server changed since the checkpoint; resuming from its GTID position");
             resume = Some(Start::Gtid(gtid));
+        } else if cp.get("phase") == Some(&json!("dump")) {
+            tracing::warn!(checkpoint = %cp, "the checkpoint says a dump is due (an earlier one did not finish, or the binlog position was lost); dumping");
         } else if !(same_stream && same_server) {
             tracing::warn!(checkpoint = %cp, server = %server, tables = %fingerprint, "checkpoint does not match this server/table selection; re-dumping");
-        } else if !binlog_available(&mut conn, &file, pos).await? {
-            tracing::warn!(file = %file, pos, "binlog position of the checkpoint is no longer on the server (purged); re-dumping and removing stale keys");
+        } else if by_gtid && file.is_empty() {
+            tracing::warn!(gtid = %gtid, "the checkpoint has no binlog position (the server refused it); resuming from its GTID position");
+            resume = Some(Start::Gtid(gtid));
         } else {
-            resume = Some(Start::FilePos(file, pos));
+            match check_position(&mut conn, &file, pos).await? {
+                PositionState::Readable => resume = Some(Start::FilePos(file, pos)),
+                PositionState::Gone => {
+                    tracing::warn!(file = %file, pos, "binlog position of the checkpoint is no longer on the server (purged); re-dumping and removing stale keys")
+                }
+                PositionState::Refused(m) if by_gtid => {
+                    tracing::warn!(file = %file, pos, error = %m, gtid = %gtid, "the server cannot read its binlog at the checkpoint's position; resuming from the checkpoint's GTID position instead");
+                    resume = Some(Start::Gtid(gtid));
+                }
+                PositionState::Refused(m) => {
+                    tracing::warn!(file = %file, pos, error = %m, "the server cannot read its binlog at the checkpoint's position; re-dumping")
+                }
+            }
         }
     }
-    let gtid = cp.as_ref().and_then(|c| c.get("gtid")).and_then(Value::as_str).unwrap_or_default().to_string();
+    let gtid = cp
+        .as_ref()
+        .and_then(|c| c.get("gtid"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let (start, gtid) = match resume {
         Some(Start::FilePos(f, p)) => {
             tracing::info!(file = %f, pos = p, gtid = %gtid, "resuming from checkpoint");
@@ -351,7 +509,8 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool) -> Result<()
         }
         Some(Start::Gtid(g)) => (Start::Gtid(g.clone()), g),
         None => {
-            sink.write_checkpoint(&checkpoint(&server, &fingerprint, "dump", "", 0, "")).await?;
+            sink.write_checkpoint(&checkpoint(&server, &fingerprint, "dump", "", 0, ""))
+                .await?;
             let (f, p, g) = if cfg.sync.dump {
                 METRICS.dumps.inc();
                 dump::dump(cfg, &mut conn, &tables, sink).await?
@@ -359,11 +518,31 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool) -> Result<()
                 let (f, p) = master_status(&mut conn).await?;
                 (f, p, gtid_binlog_pos(&mut conn).await?.unwrap_or_default())
             };
-            sink.write_checkpoint(&checkpoint(&server, &fingerprint, "stream", &f, p, &g)).await?;
+            sink.write_checkpoint(&checkpoint(&server, &fingerprint, "stream", &f, p, &g))
+                .await?;
             (Start::FilePos(f, p), g)
         }
     };
-    stream::stream(cfg, conn, &tables, sink, &server, &fingerprint, start, &gtid, mariadb_gtid).await
+    let r = stream::stream(
+        cfg,
+        conn,
+        &tables,
+        sink,
+        &server,
+        &fingerprint,
+        start,
+        &gtid,
+        mariadb_gtid,
+    )
+    .await;
+    if let Some(refused) = r
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<stream::PositionRefused>())
+    {
+        fall_back(sink, refused, mariadb_gtid).await?;
+    }
+    r
 }
 
 /// `--dump-only`: copy the selected tables in one consistent snapshot, remove stale keys, exit.
@@ -376,7 +555,10 @@ pub async fn dump_only(cfg: &Config, sink: &mut Sink) -> Result<()> {
 
 /// Selected tables by (schema, name).
 pub fn by_name(tables: &[MyTable]) -> HashMap<(String, String), MyTable> {
-    tables.iter().map(|t| ((t.meta.schema.clone(), t.meta.name.clone()), t.clone())).collect()
+    tables
+        .iter()
+        .map(|t| ((t.meta.schema.clone(), t.meta.name.clone()), t.clone()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -401,7 +583,10 @@ mod tests {
         s.binlog_row_image = Some("MINIMAL".into());
         let p = check_binlog_settings(&s);
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!(p[0].contains("binlog_format is MIXED (set binlog_format=ROW)"), "{p:?}");
+        assert!(
+            p[0].contains("binlog_format is MIXED (set binlog_format=ROW)"),
+            "{p:?}"
+        );
         assert!(p[1].contains("binlog_row_image is MINIMAL"), "{p:?}");
         let mut s = good();
         s.log_bin = Some("OFF".into());
