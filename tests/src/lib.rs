@@ -10,3 +10,4 @@ pub mod history;
 pub mod kafka;
 pub mod maxscale;
 pub mod packets;
+pub mod private_server;

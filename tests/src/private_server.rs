@@ -47,7 +47,7 @@ impl PrivateServer {
             .stderr(log)
             .spawn()
             .expect("mariadbd");
-        let mut s = PrivateServer { _dir: dir, data: d, port, child: Some(child) };
+        let s = PrivateServer { _dir: dir, data: d, port, child: Some(child) };
         let deadline = Instant::now() + Duration::from_secs(60);
         while s.root_sql("SELECT 1").is_err() {
             assert!(Instant::now() < deadline, "private mariadbd did not start: {}", s.error_log());
