@@ -68,55 +68,78 @@ fn ranges(c: &BaseConsumer, k: &KafkaInput) -> Result<Vec<Range>, String> {
     Ok(out)
 }
 
+/// How long a partition must stay quiet after its high watermark before it counts as read.
+/// Some brokers report a watermark that lags the log (tansu gives the first offset of the
+/// last batch), so reading goes on past it while older messages keep coming.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// Where one partition's reading has got to.
+struct Progressing {
+    next: i64,
+    /// Since when it has been at or past its watermark (refreshed by each later message).
+    at_end_since: Option<Instant>,
+    done: bool,
+}
+
 pub fn read(k: &KafkaInput, quiet: bool, on_line: &mut LineFn<'_>) -> Result<ReadInfo, String> {
     let c = consumer(k)?;
+    let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(i64::MAX, |d| d.as_millis() as i64);
     let mut ranges = ranges(&c, k)?;
     let mut tpl = TopicPartitionList::new();
-    for r in ranges.iter().filter(|r| r.start < r.end) {
+    for r in &ranges {
         tpl.add_partition_offset(&k.topic, r.partition, Offset::Offset(r.start)).map_err(|e| e.to_string())?;
     }
+    c.assign(&tpl).map_err(|e| format!("cannot read topic '{}': {e}", k.topic))?;
+    let now = Instant::now();
+    let mut state: Vec<Progressing> = ranges.iter().map(|r| Progressing { next: r.start, at_end_since: (r.start >= r.end).then_some(now), done: false }).collect();
     let mut info = ReadInfo { sources: vec![format!("kafka://{}/{}", k.broker, k.topic)], ..ReadInfo::default() };
-    // Where each partition's reading has got to (the next offset to read).
-    let mut next: Vec<i64> = ranges.iter().map(|r| r.start).collect();
-    let unfinished = |next: &[i64]| ranges.iter().zip(next).any(|(r, n)| *n < r.end);
     let mut progress = Progress::new(None, quiet);
     let mut last_message = Instant::now();
-    if unfinished(&next) {
-        c.assign(&tpl).map_err(|e| format!("cannot read topic '{}': {e}", k.topic))?;
-    }
-    while unfinished(&next) {
-        match c.poll(Duration::from_millis(200)) {
+    while state.iter().any(|p| !p.done) {
+        match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 last_message = Instant::now();
                 let Some(i) = ranges.iter().position(|r| r.partition == m.partition()) else { continue };
-                if m.offset() < next[i] || m.offset() >= ranges[i].end {
+                let (r, p) = (&ranges[i], &mut state[i]);
+                let time_ms = m.timestamp().to_millis();
+                if p.done || m.offset() < p.next {
                     continue;
                 }
-                next[i] = m.offset() + 1;
-                let origin = Origin { source: &k.topic, line: m.offset() as u64, time_ms: m.timestamp().to_millis() };
+                if m.offset() >= r.end && time_ms.is_some_and(|t| t > started_ms) {
+                    // Written after this run began: the next run's.
+                    p.done = true;
+                    continue;
+                }
+                p.next = m.offset() + 1;
+                if p.next >= r.end {
+                    p.at_end_since = Some(Instant::now());
+                }
+                let origin = Origin { source: &k.topic, line: m.offset() as u64, time_ms };
                 // One report per message, as the exporter writes them; tolerate batches of lines.
                 for line in m.payload().unwrap_or_default().split(|&b| b == b'\n') {
                     on_line(line, &origin);
                     progress.line(|| 0);
                 }
             }
-            Some(Err(e)) => {
-                if last_message.elapsed() > k.timeout {
-                    return Err(format!("reading topic '{}' from {} failed: {e}", k.topic, k.broker));
-                }
-            }
-            None if last_message.elapsed() > k.timeout => {
-                let parts: Vec<String> = ranges.iter().zip(&next).filter(|(r, n)| **n < r.end).map(|(r, _)| r.partition.to_string()).collect();
+            Some(Err(e)) if last_message.elapsed() > k.timeout => return Err(format!("reading topic '{}' from {} failed: {e}", k.topic, k.broker)),
+            Some(Err(_)) => {}
+            None if last_message.elapsed() > k.timeout && state.iter().any(|p| !p.done && p.at_end_since.is_none()) => {
+                let parts: Vec<String> = ranges.iter().zip(&state).filter(|(_, p)| !p.done && p.at_end_since.is_none()).map(|(r, _)| r.partition.to_string()).collect();
                 info.notes.push(format!("Kafka: no message for {:?}; partitions {} not read to their end", k.timeout, parts.join(", ")));
                 break;
             }
             None => {}
         }
+        for p in state.iter_mut().filter(|p| !p.done) {
+            if p.at_end_since.is_some_and(|t| t.elapsed() >= QUIET) {
+                p.done = true;
+            }
+        }
     }
     progress.finish();
     if k.group.is_some() {
-        for (r, n) in ranges.iter_mut().zip(&next) {
-            r.start = *n;
+        for (r, p) in ranges.iter_mut().zip(&state) {
+            r.start = p.next;
         }
         commit(&c, k, &ranges)?;
     }
