@@ -1,30 +1,36 @@
-//! YAML configuration: the original service's keys (`database.*`, `etcd.*`, `sync.dump`,
-//! `log_level`) plus this tool's own (`sync.tables`, `sync.key_template`, slot/publication
-//! names, HA and metrics settings). Unknown keys and bad values are errors at start.
+//! The configuration the tool runs with, read from a YAML file ([`file`]): the original
+//! service's keys (`database.*`, `etcd.*`, `sync.dump`, `log_level`, and the rest of contrail's
+//! files, see [`contrail`]) plus this tool's own (`sync.tables`, `sync.key_template`,
+//! slot/publication names, HA and metrics settings). Unknown keys and bad values are errors at
+//! start.
+
+mod contrail;
+mod file;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Deserializer};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 
 use crate::keys::KeyTemplate;
+use file::de_duration;
+#[cfg(test)]
+use file::parse_duration;
 
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Config {
-    #[serde(default = "default_log_level")]
     pub log_level: String,
     /// `text` (default) or `json`.
-    #[serde(default = "default_log_format")]
     pub log_format: String,
     pub database: Database,
     pub etcd: Etcd,
-    #[serde(default)]
     pub sync: Sync,
-    #[serde(default)]
     pub metrics: Metrics,
+    /// What the start-up log says about the file (contrail keys and sections ignored).
+    pub notices: Vec<String>,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,41 +42,22 @@ pub enum DbType {
     Mysql,
 }
 
-#[derive(Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone)]
 pub struct Database {
-    #[serde(rename = "type")]
     pub db_type: DbType,
-    #[serde(default = "default_host")]
     pub host: String,
     pub port: Option<u16>,
     pub user: String,
-    #[serde(default)]
     pub password: String,
     /// PostgreSQL: the database to replicate. MySQL: the default database when
     /// `sync.tables.include` is empty (then all tables of `name` are selected).
-    #[serde(default)]
     pub name: String,
-    #[serde(default = "default_connection_retries")]
     pub connection_retries: u32,
-    #[serde(default = "default_retry_period", deserialize_with = "de_duration")]
     pub retry_period: Duration,
-    #[serde(default = "default_status_timeout", deserialize_with = "de_duration")]
     pub replication_status_timeout: Duration,
     /// MySQL/MariaDB: the replica server id this tool announces (must be unique among the
     /// server's replicas). Default 4000 + a random number below 1000.
-    #[allow(dead_code)]
     pub server_id: Option<u32>,
-    /// Accepted for compatibility with the original's configuration; not used.
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub dialect: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub max_open_conn: Option<u32>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub debug: Option<bool>,
 }
 
 impl fmt::Debug for Database {
@@ -95,27 +82,16 @@ impl Database {
     }
 }
 
-#[derive(Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone)]
 pub struct Etcd {
     pub endpoints: Vec<String>,
-    #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
     pub password: Option<String>,
     /// Key prefix (`{path}` in the key template), without slashes, e.g. `contrail`.
-    #[serde(default = "default_etcd_path")]
     pub path: String,
-    #[serde(default = "default_dial_timeout", deserialize_with = "de_duration")]
     pub dial_timeout: Duration,
     /// Per-request timeout (the original hard-coded 60 s).
-    #[serde(default = "default_dial_timeout", deserialize_with = "de_duration")]
     pub request_timeout: Duration,
-    /// Accepted for compatibility; TLS is controlled by `etcd.tls.enabled`.
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub grpc_insecure: Option<bool>,
-    #[serde(default)]
     pub tls: EtcdTls,
 }
 
@@ -131,7 +107,7 @@ impl fmt::Debug for Etcd {
     }
 }
 
-#[derive(Deserialize, Debug, Clone, Default)]
+#[derive(Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdTls {
     #[serde(default)]
@@ -139,15 +115,28 @@ pub struct EtcdTls {
     pub certificate_path: Option<PathBuf>,
     pub key_path: Option<PathBuf>,
     pub trusted_ca_path: Option<PathBuf>,
+    /// In some of contrail's samples; the original reads `enabled`.
+    #[serde(default)]
+    enable: Option<IgnoredAny>,
+}
+
+impl fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("enabled", &self.enabled)
+            .field("certificate_path", &self.certificate_path)
+            .field("key_path", &self.key_path)
+            .field("trusted_ca_path", &self.trusted_ca_path)
+            .finish()
+    }
 }
 
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Sync {
-    /// Accepted for compatibility with `contrail.yml`; the tool always runs.
+    /// contrail's `run` starts the Sync service only when it is true; sync-tool always runs.
     #[serde(default)]
-    #[allow(dead_code)]
-    pub enabled: Option<bool>,
+    enabled: Option<bool>,
     /// Only `json` is supported.
     #[serde(default)]
     pub storage: Option<String>,
@@ -214,30 +203,6 @@ pub struct Metrics {
 fn yes() -> bool {
     true
 }
-fn default_log_level() -> String {
-    "info".into()
-}
-fn default_log_format() -> String {
-    "text".into()
-}
-fn default_host() -> String {
-    "localhost".into()
-}
-fn default_connection_retries() -> u32 {
-    10
-}
-fn default_retry_period() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_status_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_etcd_path() -> String {
-    "contrail".into()
-}
-fn default_dial_timeout() -> Duration {
-    Duration::from_secs(60)
-}
 fn default_template() -> String {
     "/{path}/{table}/{pk}".into()
 }
@@ -250,7 +215,6 @@ fn default_publication() -> String {
 fn default_max_ops() -> usize {
     128
 }
-
 fn default_txns_in_flight() -> usize {
     4
 }
@@ -264,46 +228,6 @@ fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
 }
 
-/// Parses `250ms`, `10s`, `2m`, `1h`, or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .with_context(|| format!("invalid duration {s:?} (expected e.g. 500ms, 10s, 1m)"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        u => bail!("invalid duration unit {u:?} in {s:?} (use ms, s, m or h)"),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        bail!("invalid duration {s:?}");
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        N(f64),
-        S(String),
-    }
-    let secs = match Raw::deserialize(d)? {
-        Raw::N(n) => {
-            if !n.is_finite() || n < 0.0 {
-                return Err(serde::de::Error::custom(format!("invalid duration {n}")));
-            }
-            return Ok(Duration::from_secs_f64(n));
-        }
-        Raw::S(s) => s,
-    };
-    parse_duration(&secs).map_err(serde::de::Error::custom)
-}
-
 impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
@@ -312,14 +236,15 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config> {
-        let cfg: Config = serde_yaml_ng::from_str(text)?;
+        let cfg = file::parse(text)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     fn validate(&self) -> Result<()> {
         match self.log_level.to_ascii_lowercase().as_str() {
-            "trace" | "debug" | "info" | "warn" | "warning" | "error" => {}
+            // fatal and panic: contrail's (logrus) levels above error
+            "trace" | "debug" | "info" | "warn" | "warning" | "error" | "fatal" | "panic" => {}
             l => bail!("log_level: unknown level {l:?} (trace, debug, info, warn, error)"),
         }
         match self.log_format.as_str() {
@@ -355,11 +280,16 @@ impl Config {
                 bail!("sync.storage: only \"json\" is supported (got {s:?})");
             }
         }
-        if self.etcd.tls.enabled && self.etcd.tls.certificate_path.is_some() != self.etcd.tls.key_path.is_some() {
+        if self.etcd.tls.enabled
+            && self.etcd.tls.certificate_path.is_some() != self.etcd.tls.key_path.is_some()
+        {
             bail!("etcd.tls.certificate_path and etcd.tls.key_path must be given together");
         }
         if !valid_ident(&self.sync.slot) {
-            bail!("sync.slot {:?}: use lower-case letters, digits and _ (max 63)", self.sync.slot);
+            bail!(
+                "sync.slot {:?}: use lower-case letters, digits and _ (max 63)",
+                self.sync.slot
+            );
         }
         if !valid_ident(&self.sync.publication) {
             bail!(
@@ -379,7 +309,13 @@ impl Config {
         if self.sync.lease_ttl < Duration::from_secs(1) {
             bail!("sync.lease_ttl must be at least 1s");
         }
-        for p in self.sync.tables.include.iter().chain(&self.sync.tables.exclude) {
+        for p in self
+            .sync
+            .tables
+            .include
+            .iter()
+            .chain(&self.sync.tables.exclude)
+        {
             if p.is_empty() {
                 bail!("sync.tables: empty pattern");
             }
@@ -400,8 +336,7 @@ impl Config {
     }
 
     pub fn key_template(&self) -> Result<KeyTemplate> {
-        KeyTemplate::parse(&self.sync.key_template, &self.etcd.path)
-            .context("sync.key_template")
+        KeyTemplate::parse(&self.sync.key_template, &self.etcd.path).context("sync.key_template")
     }
 
     pub fn state_path(&self) -> String {
@@ -415,14 +350,16 @@ impl Config {
 fn valid_ident(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const MIN: &str = "database: {type: postgres, user: u, name: d}\netcd: {endpoints: [\"127.0.0.1:2379\"]}\n";
+    const MIN: &str =
+        "database: {type: postgres, user: u, name: d}\netcd: {endpoints: [\"127.0.0.1:2379\"]}\n";
 
     #[test]
     fn defaults() {
@@ -441,17 +378,21 @@ mod tests {
     fn unknown_key_is_error() {
         let e = Config::parse(&format!("{MIN}bogus: 1\n")).unwrap_err();
         assert!(format!("{e:#}").contains("bogus"), "{e:#}");
-        let e = Config::parse("database: {type: postgres, user: u, name: d, hots: x}\netcd: {endpoints: [a]}\n")
-            .unwrap_err();
+        let e = Config::parse(
+            "database: {type: postgres, user: u, name: d, hots: x}\netcd: {endpoints: [a]}\n",
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("hots"), "{e:#}");
     }
 
     #[test]
     fn bad_values() {
         assert!(Config::parse(&MIN.replace("postgres", "oracle")).is_err());
-        let e = Config::parse(&format!("{MIN}sync: {{key_template: \"/x/{{table}}\"}}\n")).unwrap_err();
+        let e =
+            Config::parse(&format!("{MIN}sync: {{key_template: \"/x/{{table}}\"}}\n")).unwrap_err();
         assert!(format!("{e:#}").contains("{pk}"), "{e:#}");
-        let e = Config::parse(&MIN.replace("name: d", "name: d, retry_period: 3 parsecs")).unwrap_err();
+        let e =
+            Config::parse(&MIN.replace("name: d", "name: d, retry_period: 3 parsecs")).unwrap_err();
         assert!(format!("{e:#}").contains("duration"), "{e:#}");
         assert!(Config::parse(&format!("{MIN}log_level: loud\n")).is_err());
     }
@@ -463,6 +404,146 @@ mod tests {
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("1d").is_err());
+        // Go's (viper's) form, as contrail's files write them
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("600ms").unwrap(), Duration::from_millis(600));
+        assert_eq!(parse_duration("10us").unwrap(), Duration::from_micros(10));
+        assert!(parse_duration("1m30").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    /// The shape of contrail's Sync service file (`sample/sync.yml`): driver and type, a
+    /// connection string next to the dedicated keys, empty etcd credentials.
+    const CONTRAIL_SYNC: &str = "database:\n  driver: pgx\n  type: postgres\n  dialect: postgres\n  \
+        connection: \"user=app dbname=db1 password=pw sslmode=disable\"\n  host: h1\n  user: app\n  \
+        password: pw\n  name: db1\netcd:\n  endpoints:\n    - 127.0.0.1:2379\n  username: \"\"\n  password: \"\"\n";
+
+    #[test]
+    fn contrail_sync_file() {
+        let c = Config::parse(CONTRAIL_SYNC).unwrap();
+        assert_eq!(c.database.db_type, DbType::Postgres);
+        assert_eq!(
+            (
+                c.database.host.as_str(),
+                c.database.name.as_str(),
+                c.database.password.as_str()
+            ),
+            ("h1", "db1", "pw")
+        );
+        assert_eq!(
+            (c.etcd.username.as_deref(), c.etcd.password.as_deref()),
+            (None, None),
+            "empty means no authentication"
+        );
+        assert_eq!(c.log_level, "debug", "the original's default");
+        assert_eq!(c.notices, vec!["ignoring keys of contrail's configuration that mean nothing to sync-tool: database.dialect".to_string()]);
+        // a connection string alone fills the dedicated keys
+        let only = "database: {driver: mysql, connection: \"host=m1 port=3307 user=u password=p dbname=d\"}\netcd: {endpoints: [e]}\n";
+        let c = Config::parse(only).unwrap();
+        assert_eq!(c.database.db_type, DbType::Mysql);
+        assert_eq!(
+            (
+                c.database.host.as_str(),
+                c.database.port(),
+                c.database.user.as_str(),
+                c.database.name.as_str()
+            ),
+            ("m1", 3307, "u", "d")
+        );
+        // ... and a conflict names both
+        let e = format!(
+            "{:#}",
+            Config::parse(
+                &CONTRAIL_SYNC
+                    .replace("host: h1", "host: h1\n  port: 5433")
+                    .replace("sslmode=disable", "sslmode=disable port=5432")
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("database.port (5433)") && e.contains("port=5432"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            Config::parse(&CONTRAIL_SYNC.replace("driver: pgx", "driver: mysql")).unwrap_err()
+        );
+        assert!(
+            e.contains("database.type") && e.contains("database.driver"),
+            "{e}"
+        );
+    }
+
+    /// The Watcher's file (`sample/watcher.yml`): driver only, top-level storage.
+    #[test]
+    fn contrail_watcher_file() {
+        let w = "database:\n  driver: pgx\n  host: h\n  user: u\n  password: p\n  name: n\netcd:\n  endpoints: [e]\n  dial_timeout_s: 7\nstorage: json\n";
+        let c = Config::parse(w).unwrap();
+        assert_eq!(
+            (
+                c.database.db_type,
+                c.etcd.dial_timeout,
+                c.sync.storage.as_deref()
+            ),
+            (DbType::Postgres, Duration::from_secs(7), Some("json"))
+        );
+        assert!(c.notices.is_empty(), "{:?}", c.notices);
+        let e = format!(
+            "{:#}",
+            Config::parse(&w.replace("storage: json", "storage: nested")).unwrap_err()
+        );
+        assert!(e.contains("nested"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::parse(&w.replace("dial_timeout_s: 7", "dial_timeout_s: 7\n  dial_timeout: 8s"))
+                .unwrap_err()
+        );
+        assert!(
+            e.contains("etcd.dial_timeout_s") && e.contains("etcd.dial_timeout "),
+            "{e}"
+        );
+    }
+
+    /// The whole-process file (`sample/contrail_postgres.yml`): every service's section.
+    #[test]
+    fn contrail_whole_process_file() {
+        let f = "database:\n  type: postgres\n  dialect: postgres\n  host: h\n  user: u\n  password: p\n  name: n\n  max_open_conn: 100\n  \
+            connection_retries: 4\n  retry_period: 3s\n  replication_status_timeout: 10s\n  debug: false\n\
+            etcd:\n  endpoints: [e]\n  username:\n  password:\n  path: contrail\n  grpc_insecure: true\n  tls:\n    enabled: false\n    certificate_path:\n    key_path:\n    trusted_ca_path:\n\
+            log_level: info\nhomepage:\n  enabled: true\nserver:\n  enabled: true\n  address: \":9091\"\n  tls: {enabled: false}\n\
+            no_auth: true\ninsecure: true\nsync:\n  enabled: true\n  storage: json\n  dump: true\nclient: {id: alice}\n\
+            agent: {enabled: true, tasks: [{schema_id: x}]}\ncompilation: {enabled: false}\ncache: {enabled: true, timeout: 10s}\n\
+            replication: {cassandra: {enabled: false}}\ncassandra: {host: localhost}\namqp: {url: \"amqp://x\"}\nkeystone: {local: true}\n";
+        let c = Config::parse(f).unwrap();
+        assert_eq!(
+            (c.database.connection_retries, c.database.retry_period),
+            (4, Duration::from_secs(3))
+        );
+        assert_eq!(c.log_level, "info");
+        assert_eq!(
+            c.notices,
+            vec![
+                "ignoring the sections of other contrail services: server, keystone, agent, cache, compilation, client, homepage, no_auth, insecure, replication, cassandra, amqp".to_string(),
+                "ignoring keys of contrail's configuration that mean nothing to sync-tool: database.dialect, database.max_open_conn, database.debug, etcd.grpc_insecure, sync.enabled (contrail's `run` reads it; sync-tool always syncs)".to_string(),
+            ]
+        );
+        // typo protection stays: neither sync-tool nor contrail knows these
+        let e = format!(
+            "{:#}",
+            Config::parse(&f.replace("keystone:", "kestone:")).unwrap_err()
+        );
+        assert!(e.contains("kestone"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::parse(&f.replace("max_open_conn", "max_open_con")).unwrap_err()
+        );
+        assert!(e.contains("max_open_con") && e.contains("database"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::parse(&f.replace("storage: json", "storage: proto")).unwrap_err()
+        );
+        assert!(e.contains("sync.storage"), "{e}");
     }
 
     #[test]
