@@ -18,9 +18,13 @@ fn config(listener: u16, listener2: u16) -> String {
          [Hint]\ntype=filter\nmodule=hintfilter\n\n",
         p[0], p[1], p[2]
     );
+    // 23.08 loads user accounts (and so the databases a client may connect to) from every shard
+    // only with auth_all_servers=true, for the native module and ours alike; 24.02 and later
+    // always do it for a schemarouter and ignore the parameter (with a deprecation warning).
+    let auth = "auth_all_servers=true\n";
     for (name, port, extra) in [("Sharding", listener, ""), ("NoHistory", listener2, "disable_sescmd_history=true\n")] {
         cnf.push_str(&format!(
-            "[{name}]\ntype=service\nrouter=schemarouter\ntargets=s1,s2,s3\nuser=app\npassword=apppass\nfilters=Hint\n{regex}\n{extra}\n\
+            "[{name}]\ntype=service\nrouter=schemarouter\ntargets=s1,s2,s3\nuser=app\npassword=apppass\nfilters=Hint\n{regex}\n{auth}{extra}\n\
              [{name}-Listener]\ntype=listener\nservice={name}\nprotocol=mariadbprotocol\naddress=127.0.0.1\nport={port}\n\n"
         ));
     }
