@@ -4,18 +4,17 @@
 //! (LOCK TABLES, UNLOCK TABLES, FLUSH).
 //!
 //! A union is what one server holding every shard would answer: the column definitions of
-//! the first shard, an object that several shards hold (system schemas, databases under an
-//! ignore rule) once, rows sorted again by the statement's ORDER BY and cut again by its LIMIT.
-//! An object is known by its name columns (`*_SCHEMA`, `*_NAME`, positions; `Db`, `Name`,
-//! `Tables_in_*` ... of SHOW); rows without such columns count as a whole.
+//! the first shard; rows about an object that several shards hold (system schemas, databases
+//! under an ignore rule) from the first of them only; rows sorted again by the statement's
+//! ORDER BY and cut again by its LIMIT. Columns the router added to the statement (to know
+//! each row's object, or its sort keys) are taken out again.
 
-use crate::sql::info::{OrderItem, OrderKey};
-use bridge::protocol::packet::{read_lenenc, write_packet};
+use bridge::protocol::packet::{read_lenenc, write_lenenc, write_lenenc_str, write_packet};
 use bridge::protocol::resultset::err_packet;
 use bridge::protocol::rows::{resultset_from_payloads, text_row};
 use bridge::protocol::status::MORE_RESULTS_EXIST;
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// One shard's answer.
 #[derive(Debug, Default, Clone)]
@@ -35,15 +34,44 @@ pub struct Part {
     pub lost: bool,
 }
 
+/// A column of the rows as the shards send them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColRef {
+    /// By position, from 0.
+    At(usize),
+    /// The n-th of the columns the router added (from 0).
+    Added(usize),
+    /// By name or alias (then original name), case-insensitive.
+    Name(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dedup {
+    /// Rows about one object (these columns' values) come from the first shard that has it.
+    Owner(Vec<ColRef>),
+    /// Identical rows once (DISTINCT, UNION).
+    WholeRow,
+    /// SHOW listings: their name columns (`Tables_in_*`, `Name`, `Db` ...) identify objects
+    /// as `Owner` does, and the rows are sorted by them.
+    Names,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
-    /// The rows of every shard, each object once, then `order`, then `limit` (offset, count);
-    /// SHOW listings are sorted by their name columns.
-    Union { order: Vec<OrderItem>, limit: Option<(u64, u64)>, by_name: bool },
+    /// The rows of every shard, `dedup`, then sorted by `order` (column, descending), then
+    /// `limit` (offset, count); the last `added` columns are the router's and go.
+    Union { dedup: Dedup, order: Vec<(ColRef, bool)>, limit: Option<(u64, u64)>, added: usize },
     /// The first shard (in the service's order) that answered without an error.
     FirstSuccess,
     /// Every shard must succeed: the first error, else the first OK.
     AllOk,
+}
+
+impl Mode {
+    /// A SHOW listing.
+    pub fn listing() -> Mode {
+        Mode::Union { dedup: Dedup::Names, order: vec![], limit: None, added: 0 }
+    }
 }
 
 struct Col {
@@ -73,13 +101,10 @@ fn column(def: &[u8]) -> Option<Col> {
     Some(Col { name: texts[4].clone(), org: texts[5].clone(), numeric })
 }
 
-/// Whether a column names the object a row is about.
+/// Whether a column of a SHOW listing names the object a row is about.
 fn names_object(c: &Col) -> bool {
     let n = if c.org.is_empty() { &c.name } else { &c.org }.to_ascii_lowercase();
-    n.ends_with("_schema")
-        || n.ends_with("_name")
-        || n.starts_with("tables_in_")
-        || ["ordinal_position", "seq_in_index", "routine_type", "db", "name", "type", "trigger", "event", "field", "table", "key_name"].contains(&n.as_str())
+    n.starts_with("tables_in_") || ["db", "name", "type", "trigger", "event", "table", "field", "key_name", "seq_in_index"].contains(&n.as_str())
 }
 
 fn error_reply(payload: &[u8]) -> Vec<u8> {
@@ -122,13 +147,56 @@ fn compare(a: Option<&[u8]>, b: Option<&[u8]>, numeric: bool) -> Ordering {
     }
 }
 
-/// The column index an ORDER BY item refers to.
-fn resolve(key: &OrderKey, cols: &[Col]) -> Option<usize> {
-    match key {
-        OrderKey::Position(n) => (*n >= 1 && *n <= cols.len()).then(|| n - 1),
-        OrderKey::Name(n) => cols.iter().position(|c| c.name.eq_ignore_ascii_case(n)).or_else(|| cols.iter().position(|c| c.org.eq_ignore_ascii_case(n))),
-        OrderKey::Expression => None,
+/// The index a column reference has among `cols`, of which the last `added` are the router's.
+fn resolve(r: &ColRef, cols: &[Col], added: usize) -> Option<usize> {
+    let visible = cols.len().checked_sub(added)?;
+    match r {
+        ColRef::At(i) => (*i < cols.len()).then_some(*i),
+        ColRef::Added(k) => (*k < added).then(|| visible + k),
+        ColRef::Name(n) => {
+            let v = &cols[..visible];
+            v.iter().position(|c| c.name.eq_ignore_ascii_case(n)).or_else(|| v.iter().position(|c| c.org.eq_ignore_ascii_case(n)))
+        }
     }
+}
+
+type Key = Vec<Option<Vec<u8>>>;
+
+fn key(values: &[Option<&[u8]>], cols: &[usize]) -> Key {
+    cols.iter().map(|&i| values.get(i).copied().flatten().map(<[u8]>::to_vec)).collect()
+}
+
+/// The rows of `parts` with each object once (see `Dedup`), each with its values.
+fn dedup<'a>(parts: &[&'a Part], how: &Dedup, ident: &[usize], visible: usize) -> Vec<(Vec<Option<&'a [u8]>>, &'a Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut owner: HashMap<Key, usize> = HashMap::new();
+    let mut seen: HashSet<Key> = HashSet::new();
+    for (n, p) in parts.iter().enumerate() {
+        for r in &p.rows {
+            let Some(v) = text_row(r) else { continue };
+            let keep = match how {
+                Dedup::WholeRow => seen.insert(key(&v, &(0..visible).collect::<Vec<_>>())),
+                _ if ident.is_empty() => true,
+                _ => *owner.entry(key(&v, ident)).or_insert(n) == n,
+            };
+            if keep {
+                out.push((v, r));
+            }
+        }
+    }
+    out
+}
+
+/// A row without its last `added` values.
+fn strip(values: &[Option<&[u8]>], keep: usize) -> Vec<u8> {
+    let mut p = Vec::new();
+    for v in &values[..keep.min(values.len())] {
+        match v {
+            Some(s) => write_lenenc_str(&mut p, s),
+            None => p.push(0xFB),
+        }
+    }
+    p
 }
 
 /// The merged answer of `parts` (in the service's order of their servers).
@@ -136,7 +204,7 @@ pub fn merge(parts: &[Part], mode: &Mode, deprecate_eof: bool) -> Vec<u8> {
     if let Some(e) = parts.iter().find_map(|p| p.error.as_ref().filter(|_| *mode != Mode::FirstSuccess)) {
         return error_reply(e);
     }
-    match mode {
+    let (how, order, limit, added) = match mode {
         Mode::FirstSuccess => {
             if let Some(p) = parts.iter().find(|p| !p.lost && p.error.is_none()) {
                 return answer(p, deprecate_eof);
@@ -148,48 +216,33 @@ pub fn merge(parts: &[Part], mode: &Mode, deprecate_eof: bool) -> Vec<u8> {
         }
         _ if parts.iter().any(|p| p.lost) => return lost_reply(&parts.iter().find(|p| p.lost).map(|p| p.server.clone()).unwrap_or_default()),
         Mode::AllOk => return parts.iter().find(|p| !p.count.is_empty()).or(parts.first()).map_or_else(|| lost_reply(""), |p| answer(p, deprecate_eof)),
-        Mode::Union { .. } => {}
-    }
-    let Mode::Union { order, limit, by_name } = mode else { unreachable!() };
+        Mode::Union { dedup, order, limit, added } => (dedup, order, limit, *added),
+    };
     let Some(first) = parts.iter().find(|p| !p.count.is_empty()) else {
         return parts.first().map_or_else(|| lost_reply(""), |p| answer(p, deprecate_eof));
     };
     let cols: Vec<Col> = first.defs.iter().map(|d| column(d).unwrap_or(Col { name: String::new(), org: String::new(), numeric: false })).collect();
-    let ident: Vec<usize> = (0..cols.len()).filter(|&i| names_object(&cols[i])).collect();
-    let key_of = |v: &[Option<&[u8]>]| -> Vec<Option<Vec<u8>>> {
-        if ident.is_empty() {
-            v.iter().map(|x| x.map(|x| x.to_vec())).collect()
-        } else {
-            ident.iter().map(|&i| v.get(i).copied().flatten().map(|x| x.to_vec())).collect()
-        }
+    let added = added.min(cols.len());
+    let visible = cols.len() - added;
+    let ident: Vec<usize> = match how {
+        Dedup::Owner(refs) => refs.iter().filter_map(|r| resolve(r, &cols, added)).collect(),
+        Dedup::Names => (0..visible).filter(|&i| names_object(&cols[i])).collect(),
+        Dedup::WholeRow => vec![],
     };
-    // Each object once: rows of a later shard about an object an earlier shard listed go.
-    let mut seen: HashSet<Vec<Option<Vec<u8>>>> = HashSet::new();
-    let mut rows: Vec<&Vec<u8>> = Vec::new();
-    for p in parts.iter().filter(|p| !p.count.is_empty()) {
-        let mut mine = Vec::new();
-        for r in &p.rows {
-            let Some(v) = text_row(r) else { continue };
-            let k = key_of(&v);
-            if !seen.contains(&k) {
-                rows.push(r);
-                mine.push(k);
-            }
-        }
-        seen.extend(mine);
-    }
-    let keys: Vec<(usize, bool)> = if *by_name {
+    let with_rows: Vec<&Part> = parts.iter().filter(|p| !p.count.is_empty()).collect();
+    let mut rows = dedup(&with_rows, how, &ident, visible);
+    let keys: Vec<(usize, bool, bool)> = if *how == Dedup::Names {
         let by = if ident.is_empty() { vec![0] } else { ident.clone() };
-        by.into_iter().filter(|&i| i < cols.len()).map(|i| (i, false)).collect()
+        by.into_iter().filter(|&i| i < cols.len()).map(|i| (i, false, false)).collect()
     } else {
-        order.iter().map(|o| resolve(&o.key, &cols).map(|i| (i, o.desc))).collect::<Option<Vec<_>>>().unwrap_or_default()
+        // An ORDER BY the merge cannot follow leaves the shards' rows in shard order.
+        order.iter().map(|(r, desc)| resolve(r, &cols, added).map(|i| (i, *desc, cols[i].numeric))).collect::<Option<Vec<_>>>().unwrap_or_default()
     };
     if !keys.is_empty() {
-        let mut decoded: Vec<(Vec<Option<&[u8]>>, &Vec<u8>)> = rows.iter().map(|r| (text_row(r).unwrap_or_default(), *r)).collect();
-        decoded.sort_by(|(a, _), (b, _)| {
+        rows.sort_by(|(a, _), (b, _)| {
             keys.iter()
-                .map(|&(i, desc)| {
-                    let o = compare(a.get(i).copied().flatten(), b.get(i).copied().flatten(), cols[i].numeric && !*by_name);
+                .map(|&(i, desc, numeric)| {
+                    let o = compare(a.get(i).copied().flatten(), b.get(i).copied().flatten(), numeric);
                     if desc {
                         o.reverse()
                     } else {
@@ -199,19 +252,23 @@ pub fn merge(parts: &[Part], mode: &Mode, deprecate_eof: bool) -> Vec<u8> {
                 .find(|o| *o != Ordering::Equal)
                 .unwrap_or(Ordering::Equal)
         });
-        rows = decoded.into_iter().map(|(_, r)| r).collect();
     }
-    if let Some((offset, count)) = limit {
-        rows = rows.into_iter().skip(*offset as usize).take(*count as usize).collect();
-    }
-    let rows: Vec<Vec<u8>> = rows.into_iter().cloned().collect();
-    resultset_from_payloads(&first.count, &first.defs, &rows, first.status & !MORE_RESULTS_EXIST, deprecate_eof)
+    let (offset, count) = limit.unwrap_or((0, u64::MAX));
+    let rows = rows.into_iter().skip(usize::try_from(offset).unwrap_or(usize::MAX)).take(usize::try_from(count).unwrap_or(usize::MAX));
+    let (count_pl, defs, rows): (Vec<u8>, &[Vec<u8>], Vec<Vec<u8>>) = if added == 0 {
+        (first.count.clone(), &first.defs, rows.map(|(_, r)| r.clone()).collect())
+    } else {
+        let mut c = Vec::new();
+        write_lenenc(&mut c, visible as u64);
+        (c, &first.defs[..visible], rows.map(|(v, _)| strip(&v, visible)).collect())
+    };
+    resultset_from_payloads(&count_pl, defs, &rows, first.status & !MORE_RESULTS_EXIST, deprecate_eof)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridge::protocol::packet::{write_lenenc, write_lenenc_str, Packets};
+    use bridge::protocol::packet::Packets;
 
     fn def(name: &str, ty: u8) -> Vec<u8> {
         let mut p = Vec::new();
@@ -222,17 +279,6 @@ mod tests {
         p
     }
 
-    fn row(v: &[Option<&str>]) -> Vec<u8> {
-        let mut p = Vec::new();
-        for x in v {
-            match x {
-                Some(s) => write_lenenc_str(&mut p, s.as_bytes()),
-                None => p.push(0xfb),
-            }
-        }
-        p
-    }
-
     fn part(server: &str, cols: &[(&str, u8)], rows: &[&[Option<&str>]]) -> Part {
         let mut count = Vec::new();
         write_lenenc(&mut count, cols.len() as u64);
@@ -240,44 +286,66 @@ mod tests {
             server: server.into(),
             count,
             defs: cols.iter().map(|(n, t)| def(n, *t)).collect(),
-            rows: rows.iter().map(|r| row(r)).collect(),
+            rows: rows.iter().map(|r| strip(&r.iter().map(|v| v.map(str::as_bytes)).collect::<Vec<_>>(), r.len())).collect(),
             status: 2,
             ..Part::default()
         }
     }
 
-    /// The rows of a merged reply, as text.
-    fn rows_of(reply: &[u8]) -> Vec<Vec<Option<String>>> {
+    /// The column names and rows of a merged reply (classic EOFs), as text.
+    fn result(reply: &[u8]) -> (Vec<String>, Vec<Vec<Option<String>>>) {
         let pk: Vec<Vec<u8>> = Packets::new(reply).map(|p| p.unwrap().payload.to_vec()).collect();
         let n = pk[0][0] as usize;
-        pk[2 + n..pk.len() - 1].iter().map(|r| text_row(r).unwrap().into_iter().map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned())).collect()).collect()
+        let names = pk[1..=n].iter().map(|d| column(d).unwrap().name).collect();
+        let rows = pk[2 + n..pk.len() - 1].iter().map(|r| text_row(r).unwrap().into_iter().map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned())).collect()).collect();
+        (names, rows)
+    }
+
+    fn rows_of(reply: &[u8]) -> Vec<Vec<Option<String>>> {
+        result(reply).1
     }
 
     fn s(v: &[&str]) -> Vec<Option<String>> {
         v.iter().map(|x| Some(x.to_string())).collect()
     }
 
+    fn union(dedup: Dedup, order: Vec<(ColRef, bool)>, limit: Option<(u64, u64)>, added: usize) -> Mode {
+        Mode::Union { dedup, order, limit, added }
+    }
+
     #[test]
-    fn union_dedups_objects_sorts_and_limits() {
+    fn union_keeps_each_object_once_sorts_and_limits() {
         let cols = [("table_schema", 0xfd), ("table_name", 0xfd), ("table_rows", 0x08)];
         let a = part("s1", &cols, &[&[Some("mysql"), Some("user"), Some("5")], &[Some("shop"), Some("Carts"), Some("10")], &[Some("d1"), Some("t"), Some("2")]]);
         let b = part("s2", &cols, &[&[Some("mysql"), Some("user"), Some("7")], &[Some("shop"), Some("items"), Some("9")]]);
-        let union = |order: Vec<OrderItem>, limit| Mode::Union { order, limit, by_name: false };
-        let got = rows_of(&merge(&[a.clone(), b.clone()], &union(vec![], None), false));
+        let owner = || Dedup::Owner(vec![ColRef::At(0), ColRef::At(1)]);
+        let got = rows_of(&merge(&[a.clone(), b.clone()], &union(owner(), vec![], None, 0), false));
         assert_eq!(got, vec![s(&["mysql", "user", "5"]), s(&["shop", "Carts", "10"]), s(&["d1", "t", "2"]), s(&["shop", "items", "9"])], "system table once, from the first shard");
-        let by = |k: OrderKey, desc| OrderItem { key: k, desc };
-        let got = rows_of(&merge(&[a.clone(), b.clone()], &union(vec![by(OrderKey::Name("TABLE_NAME".into()), false)], Some((1, 2))), false));
+        let got = rows_of(&merge(&[a.clone(), b.clone()], &union(owner(), vec![(ColRef::Name("TABLE_NAME".into()), false)], Some((1, 2)), 0), false));
         assert_eq!(got, vec![s(&["shop", "items", "9"]), s(&["d1", "t", "2"])], "case-insensitive order, then offset 1 count 2");
-        let got = rows_of(&merge(&[a.clone(), b.clone()], &union(vec![by(OrderKey::Position(3), true)], None), false));
+        let got = rows_of(&merge(&[a.clone(), b.clone()], &union(owner(), vec![(ColRef::At(2), true)], None, 0), false));
         let n: Vec<String> = got.iter().map(|r| r[2].clone().unwrap()).collect();
         assert_eq!(n, vec!["10", "9", "5", "2"], "numbers as numbers");
-        // An expression cannot be sorted by: shard order, still limited.
-        let got = rows_of(&merge(&[a.clone(), b.clone()], &union(vec![by(OrderKey::Expression, false)], Some((0, 1))), false));
+        // An ORDER BY it cannot follow: shard order, still limited.
+        let got = rows_of(&merge(&[a.clone(), b.clone()], &union(owner(), vec![(ColRef::Name("nope".into()), false)], Some((0, 1)), 0), false));
         assert_eq!(got.len(), 1);
-        // The same rows within one shard are all kept (a projection without names).
-        let x = part("s1", &[("table_rows", 8)], &[&[Some("1")], &[Some("1")]]);
-        let y = part("s2", &[("table_rows", 8)], &[&[Some("1")]]);
-        assert_eq!(rows_of(&merge(&[x, y], &union(vec![], None), false)).len(), 2);
+        // DISTINCT: identical rows once, also within a shard's own rows.
+        let x = part("s1", &[("table_schema", 0xfd)], &[&[Some("d")], &[Some("e")]]);
+        let y = part("s2", &[("table_schema", 0xfd)], &[&[Some("d")]]);
+        assert_eq!(rows_of(&merge(&[x, y], &union(Dedup::WholeRow, vec![], None, 0), false)).len(), 2);
+    }
+
+    #[test]
+    fn added_columns_identify_sort_and_go() {
+        // SELECT column_name FROM columns ... ORDER BY table_name, ordinal_position, sent as
+        // SELECT column_name, TABLE_SCHEMA, TABLE_NAME, table_name, ordinal_position FROM ...
+        let cols = [("column_name", 0xfd), ("TABLE_SCHEMA", 0xfd), ("TABLE_NAME", 0xfd), ("table_name", 0xfd), ("ordinal_position", 0x08)];
+        let a = part("s1", &cols, &[&[Some("id"), Some("d"), Some("ta"), Some("ta"), Some("1")], &[Some("x"), Some("mysql"), Some("user"), Some("user"), Some("1")]]);
+        let b = part("s2", &cols, &[&[Some("id"), Some("d"), Some("tb"), Some("tb"), Some("1")], &[Some("srv"), Some("d"), Some("tb"), Some("tb"), Some("2")], &[Some("x"), Some("mysql"), Some("user"), Some("user"), Some("1")]]);
+        let mode = union(Dedup::Owner(vec![ColRef::Added(0), ColRef::Added(1)]), vec![(ColRef::Added(2), false), (ColRef::Added(3), false)], None, 4);
+        let (names, rows) = result(&merge(&[a, b], &mode, false));
+        assert_eq!(names, vec!["column_name"], "the router's columns are gone");
+        assert_eq!(rows, vec![s(&["id"]), s(&["id"]), s(&["srv"]), s(&["x"])], "same column names of different tables kept, mysql.user once");
     }
 
     #[test]
@@ -285,17 +353,17 @@ mod tests {
         let cols = [("Tables_in_shop", 0xfd), ("Table_type", 0xfd)];
         let a = part("s1", &cols, &[&[Some("zeta"), Some("BASE TABLE")]]);
         let b = part("s2", &cols, &[&[Some("ab"), Some("BASE TABLE")], &[Some("b"), Some("VIEW")]]);
-        let got = rows_of(&merge(&[a.clone(), b.clone()], &Mode::Union { order: vec![], limit: None, by_name: true }, false));
+        let got = rows_of(&merge(&[a.clone(), b.clone()], &Mode::listing(), false));
         let names: Vec<String> = got.iter().map(|r| r[0].clone().unwrap()).collect();
         assert_eq!(names, vec!["ab", "b", "zeta"], "sorted by name, not by packet bytes");
         let mut e = b.clone();
         e.error = Some(b"\xff\x7a\x04#42S02no such table".to_vec());
-        let reply = merge(&[a.clone(), e.clone()], &Mode::Union { order: vec![], limit: None, by_name: true }, false);
+        let reply = merge(&[a.clone(), e.clone()], &Mode::listing(), false);
         assert_eq!(&reply[3..5], &[1, 0xff], "an error wins, in sequence");
         assert_eq!(merge(&[e.clone(), a.clone()], &Mode::FirstSuccess, false), answer(&a, false), "first shard that knows it");
         let mut lost = a.clone();
         lost.lost = true;
-        let reply = merge(&[lost, b.clone()], &Mode::Union { order: vec![], limit: None, by_name: true }, false);
+        let reply = merge(&[lost, b.clone()], &Mode::listing(), false);
         assert!(String::from_utf8_lossy(&reply).contains("Lost connection to 's1'"));
         let ok = Part { server: "s1".into(), ok: Some(vec![0, 0, 0, 2, 0, 0, 0]), ..Part::default() };
         let reply = merge(&[ok.clone(), Part { server: "s2".into(), ..ok.clone() }], &Mode::AllOk, true);

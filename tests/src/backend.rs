@@ -13,6 +13,9 @@ pub enum Event {
     Closed(usize, String),
     /// A login that ran in the background (`Backend::login` on its own thread) ended.
     Connected(usize, Result<Backend, String>),
+    /// A packet from a real client attached to the session (`listener`).
+    ClientPacket(Vec<u8>),
+    ClientClosed,
 }
 
 pub struct Backend {
@@ -26,7 +29,7 @@ const PLUGIN_AUTH: u64 = 1 << 19;
 const CONNECT_WITH_DB: u64 = 1 << 3;
 const CLIENT_MYSQL: u64 = 1;
 
-fn read_packet(s: &mut impl Read) -> io::Result<(u8, Vec<u8>)> {
+pub fn read_packet(s: &mut impl Read) -> io::Result<(u8, Vec<u8>)> {
     let mut h = [0u8; 4];
     s.read_exact(&mut h)?;
     let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
@@ -35,7 +38,7 @@ fn read_packet(s: &mut impl Read) -> io::Result<(u8, Vec<u8>)> {
     Ok((h[3], p))
 }
 
-fn write_packet(s: &mut impl Write, seq: u8, payload: &[u8]) -> io::Result<()> {
+pub fn write_packet(s: &mut impl Write, seq: u8, payload: &[u8]) -> io::Result<()> {
     let mut b = (payload.len() as u32).to_le_bytes()[..3].to_vec();
     b.push(seq);
     b.extend_from_slice(payload);

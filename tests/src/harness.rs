@@ -14,6 +14,7 @@ use bridge::router::{EndpointInfo, SessionInfo};
 use bridge::sim::{SimHost, SimRouter, SimSession};
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,6 +102,9 @@ struct State {
     history: Option<History>,
     /// Backend failures found inside a module call, reported once it returned.
     failures: VecDeque<(usize, String)>,
+    /// A real client attached to the session (`attach_client`): it gets what the module sends.
+    socket: Option<TcpStream>,
+    client_gone: bool,
 }
 
 fn next_tag() -> usize {
@@ -282,6 +286,11 @@ impl SimHost for Host {
     }
     fn client_reply(&mut self, ep: Option<usize>, data: &[u8], complete: bool) -> bool {
         let mut st = self.0.borrow_mut();
+        if let Some(s) = st.socket.as_mut() {
+            if s.write_all(data).is_err() {
+                return false;
+            }
+        }
         st.client.bytes.extend_from_slice(data);
         st.client.chunks.push((ep, data.to_vec(), complete));
         if complete {
@@ -296,7 +305,15 @@ impl SimHost for Host {
         true
     }
     fn kill(&mut self, message: &str) {
-        self.0.borrow_mut().client.killed = Some(message.to_string());
+        let mut st = self.0.borrow_mut();
+        st.client.killed = Some(message.to_string());
+        if let Some(mut s) = st.socket.take() {
+            // As MaxScale does: ERR 1927 with sequence 0, then the connection closes.
+            if !message.is_empty() {
+                let _ = s.write_all(&bridge::protocol::resultset::err_packet(0, 1927, "70100", message));
+            }
+            let _ = s.shutdown(Shutdown::Both);
+        }
     }
     fn schedule_resume(&mut self) {
         self.0.borrow_mut().resume = true;
@@ -345,6 +362,8 @@ impl Harness {
             events: tx,
             history,
             failures: VecDeque::new(),
+            socket: None,
+            client_gone: false,
         }));
         let session = router.new_session(Box::new(Host(state.clone())), &info)?;
         let mut h = Harness { session: Some(session), state, events: rx, alive: true, id, next_packet_id: 0 };
@@ -451,6 +470,10 @@ impl Harness {
                     Some(ep) => self.state.borrow_mut().logged_in(ep, b),
                     None => b.close(),
                 },
+                Event::ClientPacket(p) => {
+                    self.send(vec![p]);
+                }
+                Event::ClientClosed => self.state.borrow_mut().client_gone = true,
             }
             self.after_call();
         }
@@ -510,6 +533,44 @@ impl Harness {
             }
             Conn::None => {}
         }
+    }
+
+    /// Serves a real client on `stream` (already logged in, see `listener`): its packets go
+    /// to the module as `pump_until` delivers them, the module's replies go to it.
+    pub fn attach_client(&mut self, stream: TcpStream) -> std::io::Result<()> {
+        let mut rd = stream.try_clone()?;
+        let events = self.state.borrow().events.clone();
+        self.state.borrow_mut().socket = Some(stream);
+        std::thread::spawn(move || loop {
+            match crate::backend::read_packet(&mut rd) {
+                Ok((seq, payload)) => {
+                    let mut p = Vec::with_capacity(payload.len() + 4);
+                    p.extend_from_slice(&(payload.len() as u32).to_le_bytes()[..3]);
+                    p.push(seq);
+                    p.extend_from_slice(&payload);
+                    if events.send(Event::ClientPacket(p)).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    let _ = events.send(Event::ClientClosed);
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The attached client is gone, or the session ended (its socket is then closed).
+    pub fn client_gone(&self) -> bool {
+        let mut st = self.state.borrow_mut();
+        if !self.alive {
+            if let Some(s) = st.socket.take() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            return true;
+        }
+        st.client_gone
     }
 
     /// The recorded session-command history (SQL text of each entry), history mode only.

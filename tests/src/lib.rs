@@ -8,6 +8,7 @@ pub mod env;
 pub mod harness;
 pub mod history;
 pub mod kafka;
+pub mod listener;
 pub mod maxscale;
 pub mod packets;
 pub mod private_server;

@@ -13,8 +13,8 @@
 //!   Every shard must succeed; the first error is the answer.
 
 use super::{Queued, Session};
-use crate::merge::{merge, Mode, Part};
-use crate::sql::info::InfoQuery;
+use crate::merge::{merge, ColRef, Dedup, Mode, Part};
+use crate::sql::info::{identity, InfoQuery, OrderKey};
 use crate::sql::{Kind, LockItem};
 use bridge::protocol::command::COM_QUERY;
 use bridge::protocol::packet::write_packet;
@@ -37,8 +37,56 @@ fn query_packet(sql: &str) -> Vec<u8> {
     p
 }
 
-fn listing() -> Mode {
-    Mode::Union { order: vec![], limit: None, by_name: true }
+/// How the shards' rows of an information_schema query are merged, and the statement they
+/// get instead of the client's (if another): a plain SELECT gets its objects' name columns
+/// and its ORDER BY expressions added to its select list (the merge takes them out again); a
+/// LIMIT with an offset becomes LIMIT offset+count, every row the merge may need.
+fn info_union(q: &InfoQuery, sql: &str) -> (Option<String>, Mode) {
+    let mut added: Vec<String> = Vec::new();
+    let mut dedup = Dedup::WholeRow;
+    let mut order = Vec::new();
+    let can_add = q.plain && q.from_at.is_some();
+    if let (true, Some((list, qual))) = (can_add, &q.list) {
+        let cols: Vec<ColRef> = identity(list)
+            .iter()
+            .map(|c| {
+                added.push(format!("`{qual}`.{c}"));
+                ColRef::Added(added.len() - 1)
+            })
+            .collect();
+        dedup = Dedup::Owner(cols);
+    }
+    // The select list cannot name its own aliases: those are found in the result by name,
+    // and an expression using one is not added (the merge then keeps the shards' order).
+    let uses_alias = |text: &str| {
+        let words: Vec<String> = text.split(|c: char| !(c.is_alphanumeric() || c == '_')).map(str::to_ascii_lowercase).collect();
+        q.aliases.iter().any(|a| words.contains(&a.to_ascii_lowercase()))
+    };
+    for o in &q.order {
+        let r = match &o.key {
+            OrderKey::Position(n) => ColRef::At(n.saturating_sub(1)),
+            OrderKey::Name(n) if q.aliases.iter().any(|a| a.eq_ignore_ascii_case(n)) => ColRef::Name(n.clone()),
+            _ if can_add && !uses_alias(&o.text) => {
+                added.push(o.text.clone());
+                ColRef::Added(added.len() - 1)
+            }
+            OrderKey::Name(n) => ColRef::Name(n.clone()),
+            OrderKey::Expression => ColRef::Name(String::new()),
+        };
+        order.push((r, o.desc));
+    }
+    let mut text = sql.to_string();
+    let mut changed = false;
+    if let Some(l) = q.limit.as_ref().filter(|l| l.offset > 0) {
+        text.replace_range(l.span.0..l.span.1, &format!("LIMIT {}", l.offset.saturating_add(l.count)));
+        changed = true;
+    }
+    if let (false, Some(at)) = (added.is_empty(), q.from_at) {
+        text.insert_str(at, &format!(", {} ", added.join(", ")));
+        changed = true;
+    }
+    let mode = Mode::Union { dedup, order, limit: q.limit.as_ref().map(|l| (l.offset, l.count)), added: added.len() };
+    (changed.then_some(text), mode)
 }
 
 impl Session {
@@ -67,14 +115,14 @@ impl Session {
                 if db.is_empty() {
                     return None;
                 }
-                union_of(self.ordered(&self.map.db_servers(&db)), listing())
+                union_of(self.ordered(&self.map.db_servers(&db)), Mode::listing())
             }
             Kind::ShowRoutines { db } => {
                 let names = match db {
                     Some(d) => self.map.db_servers(d),
                     None => self.mapped_servers(),
                 };
-                union_of(self.ordered(&names), listing())
+                union_of(self.ordered(&names), Mode::listing())
             }
             Kind::ShowCreateObject { db } => {
                 let db = self.db_or_current(db);
@@ -119,13 +167,8 @@ impl Session {
         if names.len() < 2 || !q.mergeable {
             return None;
         }
-        let limit = q.limit.as_ref();
-        // Each shard must return the first offset+count rows; the merge skips the offset.
-        let packet = limit.filter(|l| l.offset > 0).map(|l| {
-            let (a, b) = l.span;
-            query_packet(&format!("{}LIMIT {}{}", &sql[..a], l.offset.saturating_add(l.count), &sql[b..]))
-        });
-        let mode = Mode::Union { order: q.order.clone(), limit: limit.map(|l| (l.offset, l.count)), by_name: false };
+        let (sql, mode) = info_union(q, sql);
+        let packet = (sql.is_some()).then(|| query_packet(sql.as_deref().unwrap_or_default()));
         Some(Plan { targets: names.into_iter().map(|n| (n, packet.clone())).collect(), mode, locks: None })
     }
 

@@ -41,6 +41,8 @@ pub enum OrderKey {
 pub struct OrderItem {
     pub key: OrderKey,
     pub desc: bool,
+    /// The item as written, without ASC/DESC.
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +61,37 @@ pub struct InfoQuery {
     pub mergeable: bool,
     pub order: Vec<OrderItem>,
     pub limit: Option<Limit>,
+    /// One SELECT (no UNION), not DISTINCT: columns may be added to its select list.
+    pub plain: bool,
+    /// Byte offset of the top-level FROM (where added columns go).
+    pub from_at: Option<usize>,
+    /// The first table of the top-level FROM if it is an object list: (its name, the
+    /// qualifier its columns take: the alias, or the name).
+    pub list: Option<(String, String)>,
+    /// Aliases (`AS x`) of the select list, which the select list itself cannot name.
+    pub aliases: Vec<String>,
 }
+
+/// The columns that say which object a row of an object list is about: rows of other shards
+/// about the same object are left out of a merge.
+pub fn identity(list: &str) -> &'static [&'static str] {
+    match list.to_ascii_lowercase().as_str() {
+        "schemata" => &["SCHEMA_NAME"],
+        "schema_privileges" => &["TABLE_SCHEMA"],
+        "routines" => &["ROUTINE_SCHEMA", "ROUTINE_NAME"],
+        "parameters" => &["SPECIFIC_SCHEMA", "SPECIFIC_NAME"],
+        "events" => &["EVENT_SCHEMA", "EVENT_NAME"],
+        "triggers" => &["EVENT_OBJECT_SCHEMA", "EVENT_OBJECT_TABLE"],
+        "referential_constraints" | "check_constraints" => &["CONSTRAINT_SCHEMA", "TABLE_NAME"],
+        _ => &["TABLE_SCHEMA", "TABLE_NAME"],
+    }
+}
+
+/// Words after a table reference that are not its alias.
+const NOT_ALIAS: &[&str] = &[
+    "where", "join", "left", "right", "inner", "outer", "cross", "natural", "straight_join", "order", "group", "limit",
+    "union", "having", "window", "on", "using", "for", "lock", "into", "procedure", "except", "intersect",
+];
 
 fn is_schema_col(c: &str) -> bool {
     let c = c.to_ascii_lowercase();
@@ -150,19 +182,44 @@ fn depths(t: &[Tok]) -> Vec<usize> {
 }
 
 /// Analyses a statement whose tables are all in information_schema (`starts`: each token's
-/// byte offset in the statement text, `end`: the text's length).
-pub fn analyze(t: &[Tok], starts: &[usize], end: usize) -> InfoQuery {
+/// byte offset in `sql`, `end`: where the statement ends there).
+pub fn analyze(t: &[Tok], starts: &[usize], sql: &str, end: usize) -> InfoQuery {
     let mut q = InfoQuery {
         schemas: compared_values(t, is_schema_col),
         tables: compared_values(t, is_table_col).into_iter().flatten().collect(),
         mergeable: t.first().is_some_and(|x| x.is("select") || x.is("with")),
         order: Vec::new(),
         limit: None,
+        plain: false,
+        from_at: None,
+        list: None,
+        aliases: Vec::new(),
     };
     let d = depths(t);
     let top = |i: usize| d[i] == 0;
     // The final ORDER BY and LIMIT follow the last top-level UNION.
-    let from = (0..t.len()).rev().find(|&i| top(i) && (t[i].is("union") || t[i].is("except") || t[i].is("intersect"))).unwrap_or(0);
+    let last_union = (0..t.len()).rev().find(|&i| top(i) && (t[i].is("union") || t[i].is("except") || t[i].is("intersect")));
+    let from = last_union.unwrap_or(0);
+    let from_kw = (0..t.len()).find(|&i| top(i) && t[i].is("from"));
+    let distinct = (0..from_kw.unwrap_or(0)).any(|i| top(i) && (t[i].is("distinct") || t[i].is("distinctrow")));
+    q.plain = t.first().is_some_and(|x| x.is("select")) && last_union.is_none() && !distinct;
+    q.aliases = (0..from_kw.unwrap_or(0)).filter(|&i| top(i) && t[i].is("as")).filter_map(|i| t.get(i + 1)?.ident().map(str::to_string)).collect();
+    if let Some(f) = from_kw {
+        q.from_at = Some(starts[f]);
+        let (name, next) = match (t.get(f + 1), t.get(f + 2), t.get(f + 3)) {
+            (Some(db), Some(dot), Some(n)) if dot.is_punct('.') && db.ident().is_some_and(|x| x.eq_ignore_ascii_case("information_schema")) => (n.ident(), f + 4),
+            _ => (None, f + 1),
+        };
+        if let Some(name) = name.filter(|n| is_list(n)) {
+            let alias = match t.get(next) {
+                Some(a) if a.is("as") => t.get(next + 1).and_then(|x| x.ident()),
+                Some(Tok::Quoted(a)) => Some(a.as_str()),
+                Some(Tok::Word(a)) if !NOT_ALIAS.iter().any(|w| w.eq_ignore_ascii_case(a)) => Some(a.as_str()),
+                _ => None,
+            };
+            q.list = Some((name.to_string(), alias.unwrap_or(name).to_string()));
+        }
+    }
     for i in 0..t.len() {
         if !top(i) {
             continue;
@@ -198,7 +255,10 @@ pub fn analyze(t: &[Tok], starts: &[usize], end: usize) -> InfoQuery {
             [q, p, x] if q.ident().is_some() && p.is_punct('.') && x.ident().is_some() => OrderKey::Name(x.ident().unwrap_or_default().to_string()),
             _ => OrderKey::Expression,
         };
-        q.order.push(OrderItem { key, desc });
+        let n = item.len();
+        let text_end = if i + n < t.len() { starts[i + n] } else { end };
+        let text = if n == 0 { String::new() } else { sql[starts[i]..text_end].trim().to_string() };
+        q.order.push(OrderItem { key, desc, text });
         i = if item_end < t.len() && t[item_end].is_punct(',') { item_end + 1 } else { item_end };
     }
     q.limit = limit(t, starts, end, &d, from);
@@ -242,7 +302,7 @@ mod tests {
 
     fn q(sql: &str) -> InfoQuery {
         let (t, s) = tokenize_spans(sql);
-        analyze(&t, &s, sql.len())
+        analyze(&t, &s, sql, sql.len())
     }
 
     #[test]
@@ -261,10 +321,20 @@ mod tests {
         let a = q(sql);
         assert!(a.mergeable);
         assert_eq!(a.order, vec![
-            OrderItem { key: OrderKey::Name("s".into()), desc: true },
-            OrderItem { key: OrderKey::Name("TABLE_NAME".into()), desc: false },
-            OrderItem { key: OrderKey::Position(2), desc: false },
+            OrderItem { key: OrderKey::Name("s".into()), desc: true, text: "s".into() },
+            OrderItem { key: OrderKey::Name("TABLE_NAME".into()), desc: false, text: "t.TABLE_NAME".into() },
+            OrderItem { key: OrderKey::Position(2), desc: false, text: "2".into() },
         ]);
+        assert!(a.plain);
+        assert_eq!(a.list, Some(("TABLES".into(), "TABLES".into())));
+        assert_eq!(&sql[a.from_at.unwrap()..a.from_at.unwrap() + 4], "FROM");
+        let b = q("SELECT DISTINCT c.table_schema AS s FROM information_schema.columns AS c ORDER BY LOWER(c.table_name) DESC");
+        assert!(!b.plain);
+        assert_eq!((b.list, b.aliases), (Some(("columns".into(), "c".into())), vec!["s".to_string()]));
+        assert_eq!(b.order[0].text, "LOWER(c.table_name)");
+        assert_eq!(q("SELECT * FROM information_schema.tables t WHERE 1").list, Some(("tables".into(), "t".into())));
+        assert_eq!(q("SELECT * FROM information_schema.tables WHERE 1").list, Some(("tables".into(), "tables".into())));
+        assert_eq!(q("SELECT * FROM information_schema.engines").list, None);
         let l = a.limit.unwrap();
         assert_eq!((l.offset, l.count, &sql[l.span.0..l.span.1]), (3, 4, "LIMIT 3, 4"));
         let l = q("SELECT * FROM information_schema.schemata LIMIT 5 OFFSET 2").limit.unwrap();

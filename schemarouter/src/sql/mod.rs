@@ -242,7 +242,7 @@ fn statement(s: &Stmt<'_>, a: &mut Analysis) -> Kind {
     let new = &a.tables[before..];
     if !new.is_empty() && new.iter().all(|r| r.db.as_deref().is_some_and(|d| d.eq_ignore_ascii_case("information_schema"))) {
         let lists = new.iter().any(|r| info::is_list(&r.table));
-        let q = info::analyze(t, s.starts, s.end);
+        let q = info::analyze(t, s.starts, s.sql, s.end);
         for db in q.schemas.iter().flatten() {
             add_db(a, db);
         }
