@@ -38,7 +38,17 @@ enum How {
 }
 
 const fn t(command: &'static str, sql: &'static str, weight: u32, ms: f64) -> Template {
-    Template { command, sql, weight, ms, slower: 1.0, conflict: 0.0, how: How::Data, noisy: false, rows: 1 }
+    Template {
+        command,
+        sql,
+        weight,
+        ms,
+        slower: 1.0,
+        conflict: 0.0,
+        how: How::Data,
+        noisy: false,
+        rows: 1,
+    }
 }
 
 fn templates() -> Vec<Template> {
@@ -64,14 +74,80 @@ fn templates() -> Vec<Template> {
         t("COM_STMT_PREPARE", "SELECT c FROM sbtest1 WHERE id = ?", 10, 0.3),
     ];
     // The differences an upgrade check is for.
-    v.push(Template { slower: 3.0, ..t("COM_QUERY", "SELECT * FROM reports WHERE day >= '{s}' GROUP BY region", 8, 40.0) });
-    v.push(Template { conflict: 0.3, how: How::Rows, ..t("COM_QUERY", "SELECT id FROM tags WHERE name LIKE '{s}%'", 10, 1.0) });
-    v.push(Template { conflict: 1.0, how: How::ErrorOnNew, ..t("COM_QUERY", "SELECT * FROM legacy_audit WHERE id = {n}", 3, 0.8) });
-    v.push(Template { conflict: 1.0, how: How::Warnings, ..t("COM_QUERY", "INSERT INTO codes (code) VALUES ('{s}')", 5, 1.0) });
-    v.push(Template { conflict: 0.05, how: How::Data, ..t("COM_QUERY", "SELECT price * {n} FROM products WHERE id = {n}", 20, 0.7) });
-    v.push(Template { conflict: 1.0, noisy: true, ..t("COM_QUERY", "SELECT NOW(), {n}", 10, 0.2) });
-    v.push(Template { conflict: 1.0, noisy: true, ..t("COM_QUERY", "INSERT INTO tokens VALUES (UUID(), {n})", 5, 1.0) });
-    v.push(Template { slower: 1.4, rows: 20, ..t("COM_QUERY", "SELECT * FROM sbtest1 WHERE id BETWEEN {n} AND {n} LIMIT 20", 40, 2.2) });
+    v.push(Template {
+        slower: 3.0,
+        ..t(
+            "COM_QUERY",
+            "SELECT * FROM reports WHERE day >= '{s}' GROUP BY region",
+            8,
+            40.0,
+        )
+    });
+    v.push(Template {
+        conflict: 0.3,
+        how: How::Rows,
+        ..t(
+            "COM_QUERY",
+            "SELECT id FROM tags WHERE name LIKE '{s}%'",
+            10,
+            1.0,
+        )
+    });
+    v.push(Template {
+        conflict: 1.0,
+        how: How::ErrorOnNew,
+        ..t(
+            "COM_QUERY",
+            "SELECT * FROM legacy_audit WHERE id = {n}",
+            3,
+            0.8,
+        )
+    });
+    v.push(Template {
+        conflict: 1.0,
+        how: How::Warnings,
+        ..t(
+            "COM_QUERY",
+            "INSERT INTO codes (code) VALUES ('{s}')",
+            5,
+            1.0,
+        )
+    });
+    v.push(Template {
+        conflict: 0.05,
+        how: How::Data,
+        ..t(
+            "COM_QUERY",
+            "SELECT price * {n} FROM products WHERE id = {n}",
+            20,
+            0.7,
+        )
+    });
+    v.push(Template {
+        conflict: 1.0,
+        noisy: true,
+        ..t("COM_QUERY", "SELECT NOW(), {n}", 10, 0.2)
+    });
+    v.push(Template {
+        conflict: 1.0,
+        noisy: true,
+        ..t(
+            "COM_QUERY",
+            "INSERT INTO tokens VALUES (UUID(), {n})",
+            5,
+            1.0,
+        )
+    });
+    v.push(Template {
+        slower: 1.4,
+        rows: 20,
+        ..t(
+            "COM_QUERY",
+            "SELECT * FROM sbtest1 WHERE id BETWEEN {n} AND {n} LIMIT 20",
+            40,
+            2.2,
+        )
+    });
     v
 }
 
@@ -105,18 +181,36 @@ fn fill(sql: &str, rng: &mut SmallRng, out: &mut String) {
 
 /// A latency around `typical` ms with a long tail, in whole ms as the mirror reports it.
 fn latency(rng: &mut SmallRng, typical: f64) -> u64 {
-    let tail: f64 = if rng.gen_bool(0.02) { rng.gen_range(3.0..20.0) } else { rng.gen_range(0.5..1.6) };
+    let tail: f64 = if rng.gen_bool(0.02) {
+        rng.gen_range(3.0..20.0)
+    } else {
+        rng.gen_range(0.5..1.6)
+    };
     (typical * tail).round() as u64
 }
 
-fn result(o: &mut String, target: &str, checksum: u32, rows: u64, warnings: u32, ms: u64, kind: &str) {
+fn result(
+    o: &mut String,
+    target: &str,
+    checksum: u32,
+    rows: u64,
+    warnings: u32,
+    ms: u64,
+    kind: &str,
+) {
     use std::fmt::Write;
-    let _ = write!(o, r#"{{"target":"{target}","checksum":"{checksum:08x}","rows":{rows},"warnings":{warnings},"duration":{ms},"type":"{kind}"}}"#);
+    let _ = write!(
+        o,
+        r#"{{"target":"{target}","checksum":"{checksum:08x}","rows":{rows},"warnings":{warnings},"duration":{ms},"type":"{kind}"}}"#
+    );
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let lines: u64 = args.next().and_then(|a| a.parse().ok()).expect("usage: gen_export LINES [--baseline]");
+    let lines: u64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("usage: gen_export LINES [--baseline]");
     let baseline = args.next().as_deref() == Some("--baseline");
     let ts = templates();
     let total_weight: u32 = ts.iter().map(|t| t.weight).sum();
@@ -138,31 +232,66 @@ fn main() {
         left_in_session -= 1;
         query_id += 1;
         let mut pick = rng.gen_range(0..total_weight);
-        let tpl = ts.iter().find(|t| pick < t.weight || { pick -= t.weight; false }).expect("weights add up");
+        let tpl = ts
+            .iter()
+            .find(|t| {
+                pick < t.weight || {
+                    pick -= t.weight;
+                    false
+                }
+            })
+            .expect("weights add up");
         sql.clear();
         fill(tpl.sql, &mut rng, &mut sql);
         let checksum: u32 = rng.gen();
         let main_ms = latency(&mut rng, tpl.ms);
         let new_ms = (main_ms as f64 * tpl.slower * rng.gen_range(0.9..1.1)).round() as u64;
         let differs = tpl.conflict > 0.0 && rng.gen_bool(tpl.conflict);
-        let kind = if tpl.rows > 1 || tpl.sql.starts_with("SELECT") { "resultset" } else { "ok" };
+        let kind = if tpl.rows > 1 || tpl.sql.starts_with("SELECT") {
+            "resultset"
+        } else {
+            "ok"
+        };
         line.clear();
         line.push_str(r#"{"query":""#);
         line.push_str(&sql);
-        line.push_str(&format!(r#"","command":"{}","session":{session},"query_id":{query_id},"results":["#, tpl.command));
+        line.push_str(&format!(
+            r#"","command":"{}","session":{session},"query_id":{query_id},"results":["#,
+            tpl.command
+        ));
         result(&mut line, "old", checksum, tpl.rows, 0, main_ms, kind);
         line.push(',');
         match (differs, tpl.how) {
             (false, _) => result(&mut line, "new", checksum, tpl.rows, 0, new_ms, kind),
             (true, How::Data) => result(&mut line, "new", checksum ^ 1, tpl.rows, 0, new_ms, kind),
-            (true, How::Rows) => result(&mut line, "new", checksum ^ 1, tpl.rows + 1, 0, new_ms, kind),
-            (true, How::ErrorOnNew) => result(&mut line, "new", checksum ^ 1, 0, 0, new_ms, "error"),
-            (true, How::Warnings) => result(&mut line, "new", checksum ^ 1, tpl.rows, 1, new_ms, kind),
+            (true, How::Rows) => result(
+                &mut line,
+                "new",
+                checksum ^ 1,
+                tpl.rows + 1,
+                0,
+                new_ms,
+                kind,
+            ),
+            (true, How::ErrorOnNew) => {
+                result(&mut line, "new", checksum ^ 1, 0, 0, new_ms, "error")
+            }
+            (true, How::Warnings) => {
+                result(&mut line, "new", checksum ^ 1, tpl.rows, 1, new_ms, kind)
+            }
         }
         if baseline {
             line.push(',');
             let c = if tpl.noisy { checksum ^ 2 } else { checksum };
-            result(&mut line, "old2", c, tpl.rows, 0, latency(&mut rng, tpl.ms), kind);
+            result(
+                &mut line,
+                "old2",
+                c,
+                tpl.rows,
+                0,
+                latency(&mut rng, tpl.ms),
+                kind,
+            );
         }
         line.push_str("]}\n");
         out.write_all(line.as_bytes()).unwrap();

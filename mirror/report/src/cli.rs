@@ -16,7 +16,12 @@ pub struct Cli {
     pub files: Vec<PathBuf>,
 
     /// Read the export from a Kafka topic on this broker (host:port) instead of files.
-    #[arg(long, value_name = "BROKER", requires = "topic", conflicts_with = "files")]
+    #[arg(
+        long,
+        value_name = "BROKER",
+        requires = "topic",
+        conflicts_with = "files"
+    )]
     pub kafka: Option<String>,
 
     /// The Kafka topic the mirror exports to.
@@ -99,7 +104,13 @@ impl std::str::FromStr for Threshold {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("'{s}' is not a count (e.g. 10) or a rate (e.g. 0.5% or 0.005)");
-        let rate = |r: f64| if (0.0..=1.0).contains(&r) { Ok(Threshold::Rate(r)) } else { Err(format!("rate '{s}' is not between 0 and 100 %")) };
+        let rate = |r: f64| {
+            if (0.0..=1.0).contains(&r) {
+                Ok(Threshold::Rate(r))
+            } else {
+                Err(format!("rate '{s}' is not between 0 and 100 %"))
+            }
+        };
         if let Some(p) = s.strip_suffix('%') {
             return rate(p.trim().parse::<f64>().map_err(|_| bad())? / 100.0);
         }

@@ -117,7 +117,9 @@ pub fn parse<'a>(line: &'a [u8], lossy: &'a mut String, replaced: &mut bool) -> 
     match serde_json::from_str::<Doc>(text) {
         Ok(d) => Parsed::Doc(d),
         // serde would take an array for a struct and say something odd about it.
-        Err(_) if !text.trim_start().starts_with('{') => Parsed::Invalid("not a JSON object".into()),
+        Err(_) if !text.trim_start().starts_with('{') => {
+            Parsed::Invalid("not a JSON object".into())
+        }
         Err(e) => Parsed::Invalid(e.to_string()),
     }
 }
@@ -133,7 +135,10 @@ fn trim_line_end(mut l: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
-    fn doc(line: &str) -> Result<(Option<String>, Vec<(String, Option<String>)>), String> {
+    /// The query, and each result's target with its answer in one string.
+    type Summary = (Option<String>, Vec<(String, Option<String>)>);
+
+    fn doc(line: &str) -> Result<Summary, String> {
         let mut lossy = String::new();
         let mut rep = false;
         match parse(line.as_bytes(), &mut lossy, &mut rep) {
@@ -141,7 +146,21 @@ mod tests {
                 d.query.map(|q| q.into_owned()),
                 d.results
                     .iter()
-                    .map(|e| (e.target.to_string(), e.answer().map(|a| format!("{}/{}/{}/{}/{}", a.checksum, a.rows, a.warnings, a.duration, a.kind.name()))))
+                    .map(|e| {
+                        (
+                            e.target.to_string(),
+                            e.answer().map(|a| {
+                                format!(
+                                    "{}/{}/{}/{}/{}",
+                                    a.checksum,
+                                    a.rows,
+                                    a.warnings,
+                                    a.duration,
+                                    a.kind.name()
+                                )
+                            }),
+                        )
+                    })
                     .collect(),
             )),
             Parsed::Invalid(e) => Err(e),
@@ -154,7 +173,10 @@ mod tests {
         let l = r#"{"query":"SELECT 1","command":"COM_QUERY","session":12,"query_id":1,"results":[{"target":"server1","checksum":"7a6c1f24","rows":1,"warnings":0,"duration":0,"type":"resultset"},{"target":"server2","checksum":"01000000","rows":1,"warnings":2,"duration":15,"type":"ok"}]}"#;
         let (q, r) = doc(l).unwrap();
         assert_eq!(q.as_deref(), Some("SELECT 1"));
-        assert_eq!(r[0], ("server1".into(), Some("7a6c1f24/1/0/0/resultset".into())));
+        assert_eq!(
+            r[0],
+            ("server1".into(), Some("7a6c1f24/1/0/0/resultset".into()))
+        );
         assert_eq!(r[1], ("server2".into(), Some("01000000/1/2/15/ok".into())));
     }
 
@@ -168,7 +190,8 @@ mod tests {
 
     #[test]
     fn native_report_without_query_key() {
-        let (q, _) = doc(r#"{"command":"COM_QUERY","session":1,"query_id":1,"results":[]}"#).unwrap();
+        let (q, _) =
+            doc(r#"{"command":"COM_QUERY","session":1,"query_id":1,"results":[]}"#).unwrap();
         assert_eq!(q, None);
     }
 
@@ -179,7 +202,9 @@ mod tests {
         line[at] = 0xFF;
         let mut lossy = String::new();
         let mut rep = false;
-        let Parsed::Doc(d) = parse(&line, &mut lossy, &mut rep) else { panic!("not parsed") };
+        let Parsed::Doc(d) = parse(&line, &mut lossy, &mut rep) else {
+            panic!("not parsed")
+        };
         assert_eq!(d.query.as_deref(), Some("SELECT '\u{fffd}'"));
         drop(d);
         assert!(rep);
@@ -190,12 +215,20 @@ mod tests {
         let l = r#"{"query":"SELECT v FROM t","command":"COM_QUERY","session":3,"query_id":9,"results":[{"target":"a","checksum":"00000001","rows":2,"warnings":0,"duration":1,"type":"resultset"},{"target":"b","checksum":"00000002","rows":2,"warnings":0,"duration":1,"type":"resultset","report_diff":{"row":1,"main":["x"],"other":["y"]},"new_key":[1,2]}],"future":{"a":1}}"#;
         let mut lossy = String::new();
         let mut rep = false;
-        let Parsed::Doc(d) = parse(l.as_bytes(), &mut lossy, &mut rep) else { panic!() };
+        let Parsed::Doc(d) = parse(l.as_bytes(), &mut lossy, &mut rep) else {
+            panic!()
+        };
         assert!(d.results[0].report_diff.is_none());
-        assert_eq!(d.results[1].report_diff.unwrap().get(), r#"{"row":1,"main":["x"],"other":["y"]}"#);
+        assert_eq!(
+            d.results[1].report_diff.unwrap().get(),
+            r#"{"row":1,"main":["x"],"other":["y"]}"#
+        );
         // Any JSON is accepted there, not only objects.
-        let l2 = r#"{"command":"COM_QUERY","session":3,"query_id":9,"results":[],"report_diff":"text"}"#;
-        let Parsed::Doc(d2) = parse(l2.as_bytes(), &mut lossy, &mut rep) else { panic!() };
+        let l2 =
+            r#"{"command":"COM_QUERY","session":3,"query_id":9,"results":[],"report_diff":"text"}"#;
+        let Parsed::Doc(d2) = parse(l2.as_bytes(), &mut lossy, &mut rep) else {
+            panic!()
+        };
         assert_eq!(d2.report_diff.unwrap().get(), r#""text""#);
     }
 
@@ -225,6 +258,9 @@ mod tests {
 
     #[test]
     fn line_endings_are_trimmed() {
-        assert!(doc("{\"command\":\"COM_PING\",\"session\":1,\"query_id\":1,\"results\":[]}\r\n").is_ok());
+        assert!(
+            doc("{\"command\":\"COM_PING\",\"session\":1,\"query_id\":1,\"results\":[]}\r\n")
+                .is_ok()
+        );
     }
 }

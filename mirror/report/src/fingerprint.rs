@@ -50,8 +50,9 @@ struct Paren {
 
 /// Words after which a `-`/`+` is a sign, not an operator.
 const SIGN_CONTEXT: &[&str] = &[
-    "select", "where", "and", "or", "not", "values", "value", "by", "limit", "offset", "then", "else", "when", "set",
-    "in", "between", "like", "is", "on", "having", "return", "case", "xor", "div", "mod", "interval",
+    "select", "where", "and", "or", "not", "values", "value", "by", "limit", "offset", "then",
+    "else", "when", "set", "in", "between", "like", "is", "on", "having", "return", "case", "xor",
+    "div", "mod", "interval",
 ];
 
 struct Writer<'o> {
@@ -66,13 +67,15 @@ struct Writer<'o> {
 
 impl Writer<'_> {
     fn space_before(&self, cur: Tok) -> bool {
-        let Some((prev, _)) = self.last else { return false };
-        match (prev, cur) {
-            (Tok::Open | Tok::Dot, _) => false,
-            (_, Tok::Close | Tok::Comma | Tok::Semi | Tok::Dot) => false,
-            (Tok::Word | Tok::Keyword | Tok::Lit | Tok::Close, Tok::Open) => false,
-            _ => true,
-        }
+        let Some((prev, _)) = self.last else {
+            return false;
+        };
+        !matches!(
+            (prev, cur),
+            (Tok::Open | Tok::Dot, _)
+                | (_, Tok::Close | Tok::Comma | Tok::Semi | Tok::Dot)
+                | (Tok::Word | Tok::Keyword | Tok::Lit | Tok::Close, Tok::Open)
+        )
     }
 
     fn emit(&mut self, kind: Tok, text: &str) {
@@ -94,7 +97,11 @@ impl Writer<'_> {
     }
 
     fn word(&mut self, w: &str) {
-        let kind = if is_keyword(w) { Tok::Keyword } else { Tok::Word };
+        let kind = if is_keyword(w) {
+            Tok::Keyword
+        } else {
+            Tok::Word
+        };
         self.emit(kind, w);
     }
 
@@ -120,7 +127,10 @@ impl Writer<'_> {
             Some((Tok::Keyword, at)) => self.out[at..].trim_start(),
             _ => "",
         };
-        let in_list = self.parens.last().is_some_and(|p| p.list == List::In && p.only_literals);
+        let in_list = self
+            .parens
+            .last()
+            .is_some_and(|p| p.list == List::In && p.only_literals);
         let list = match (keyword, self.last, self.values_end) {
             ("in", _, _) => List::In,
             ("values" | "value", _, _) => List::Values,
@@ -136,7 +146,11 @@ impl Writer<'_> {
                 p.only_literals = v;
             }
         }
-        self.parens.push(Paren { content_start: self.out.len(), list, only_literals: true });
+        self.parens.push(Paren {
+            content_start: self.out.len(),
+            list,
+            only_literals: true,
+        });
     }
 
     fn close(&mut self) {
@@ -206,7 +220,13 @@ fn number_len(s: &[u8], i: usize) -> usize {
     if s[j] == b'0' && matches!(s.get(j + 1), Some(b'x' | b'X' | b'b' | b'B')) {
         let hex = matches!(s[j + 1], b'x' | b'X');
         let mut k = j + 2;
-        while k < s.len() && (if hex { s[k].is_ascii_hexdigit() } else { matches!(s[k], b'0' | b'1') }) {
+        while k < s.len()
+            && (if hex {
+                s[k].is_ascii_hexdigit()
+            } else {
+                matches!(s[k], b'0' | b'1')
+            })
+        {
             k += 1;
         }
         if k > j + 2 && !s.get(k).is_some_and(|&b| is_ident_byte(b)) {
@@ -240,13 +260,21 @@ fn number_len(s: &[u8], i: usize) -> usize {
     j - i
 }
 
-const OPERATORS: &[&str] = &["<=>", "->>", "<=", ">=", "<>", "!=", ":=", "||", "&&", "<<", ">>", "->"];
+const OPERATORS: &[&str] = &[
+    "<=>", "->>", "<=", ">=", "<>", "!=", ":=", "||", "&&", "<<", ">>", "->",
+];
 
 /// Writes the fingerprint of `sql` into `out` (cleared first).
 pub fn fingerprint(sql: &str, out: &mut String) {
     out.clear();
     let s = sql.as_bytes();
-    let mut w = Writer { out, last: None, before_last: None, parens: Vec::new(), values_end: None };
+    let mut w = Writer {
+        out,
+        last: None,
+        before_last: None,
+        parens: Vec::new(),
+        values_end: None,
+    };
     let mut in_exec_comment = false;
     let mut word = String::new();
     let mut i = 0;
@@ -255,11 +283,15 @@ pub fn fingerprint(sql: &str, out: &mut String) {
         match b {
             b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => i += 1,
             b'#' => i = line_end(s, i),
-            b'-' if s.get(i + 1) == Some(&b'-') && s.get(i + 2).is_none_or(|c| c.is_ascii_whitespace() || c.is_ascii_control()) => {
+            b'-' if s.get(i + 1) == Some(&b'-')
+                && s.get(i + 2)
+                    .is_none_or(|c| c.is_ascii_whitespace() || c.is_ascii_control()) =>
+            {
                 i = line_end(s, i)
             }
             b'/' if s.get(i + 1) == Some(&b'*') => {
-                let exec = s.get(i + 2) == Some(&b'!') || (s.get(i + 2) == Some(&b'M') && s.get(i + 3) == Some(&b'!'));
+                let exec = s.get(i + 2) == Some(&b'!')
+                    || (s.get(i + 2) == Some(&b'M') && s.get(i + 3) == Some(&b'!'));
                 if exec {
                     i += if s[i + 2] == b'M' { 4 } else { 3 };
                     while i < s.len() && s[i].is_ascii_digit() {
@@ -301,7 +333,9 @@ pub fn fingerprint(sql: &str, out: &mut String) {
                     i = ident(s, sql, i, &mut word, &mut w);
                 }
             }
-            b'.' if s.get(i + 1).is_some_and(|c| c.is_ascii_digit()) && !matches!(w.last, Some((Tok::Word | Tok::Close, _))) => {
+            b'.' if s.get(i + 1).is_some_and(|c| c.is_ascii_digit())
+                && !matches!(w.last, Some((Tok::Word | Tok::Close, _))) =>
+            {
                 i += number_len(s, i).max(1);
                 w.literal(true);
             }
@@ -350,7 +384,9 @@ pub fn fingerprint(sql: &str, out: &mut String) {
                     j += 1;
                 }
                 let prefix = &s[i..j];
-                let prefixed = matches!(s.get(j), Some(b'\'')) && (matches!(prefix, b"x" | b"X" | b"b" | b"B" | b"n" | b"N") || prefix[0] == b'_');
+                let prefixed = matches!(s.get(j), Some(b'\''))
+                    && (matches!(prefix, b"x" | b"X" | b"b" | b"B" | b"n" | b"N")
+                        || prefix[0] == b'_');
                 if prefixed {
                     i = skip_quoted(s, j);
                     w.literal(false);
@@ -361,7 +397,8 @@ pub fn fingerprint(sql: &str, out: &mut String) {
             _ => {
                 let rest = &sql[i..];
                 let op = OPERATORS.iter().find(|o| rest.starts_with(**o)).copied();
-                let len = op.map_or_else(|| rest.chars().next().map_or(1, char::len_utf8), str::len);
+                let len =
+                    op.map_or_else(|| rest.chars().next().map_or(1, char::len_utf8), str::len);
                 w.emit(Tok::Op, &rest[..len]);
                 i += len;
             }
@@ -387,11 +424,17 @@ fn ident(s: &[u8], sql: &str, i: usize, word: &mut String, w: &mut Writer<'_>) -
 }
 
 fn line_end(s: &[u8], i: usize) -> usize {
-    s[i..].iter().position(|&b| b == b'\n').map_or(s.len(), |p| i + p + 1)
+    s[i..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(s.len(), |p| i + p + 1)
 }
 
 fn find(s: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
-    s.get(from..)?.windows(pat.len()).position(|w| w == pat).map(|p| from + p)
+    s.get(from..)?
+        .windows(pat.len())
+        .position(|w| w == pat)
+        .map(|p| from + p)
 }
 
 #[cfg(test)]
@@ -407,40 +450,115 @@ mod tests {
     /// The corpus: (statement, its fingerprint). Each line pins one rule.
     const CORPUS: &[(&str, &str)] = &[
         ("SELECT 1", "select ?"),
-        ("select   *\n\tFROM  t WHERE id=42", "select * from t where id = ?"),
-        ("SELECT * FROM t WHERE id = 42", "select * from t where id = ?"),
-        ("SELECT name FROM `Users` WHERE `id` = 7", "select name from users where id = ?"),
-        ("SELECT 'it''s', \"dq\\\"x\", 'back\\\\' FROM t", "select ?, ?, ? from t"),
-        ("SELECT * FROM t WHERE a IN (1, 2, 3)", "select * from t where a in(?+)"),
-        ("SELECT * FROM t WHERE a IN ('x')", "select * from t where a in(?+)"),
-        ("SELECT * FROM t WHERE a in(1,2,3,4,5,6,7,8,9,10)", "select * from t where a in(?+)"),
-        ("SELECT * FROM t WHERE a IN (SELECT b FROM u WHERE c = 1)", "select * from t where a in(select b from u where c = ?)"),
-        ("SELECT * FROM t WHERE (a, b) IN ((1, 2), (3, 4))", "select * from t where(a, b) in(?+)"),
-        ("SELECT * FROM t WHERE a IN ((1, b))", "select * from t where a in((?, b))"),
-        ("INSERT INTO t (a, b) VALUES (1, 'x')", "insert into t(a, b) values(?+)"),
-        ("INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y'),(3,'z')", "insert into t(a, b) values(?+)"),
-        ("INSERT INTO t VALUES (1, NOW())", "insert into t values(?, now())"),
-        ("INSERT INTO t VALUES (1, 2) ON DUPLICATE KEY UPDATE b = 3", "insert into t values(?+) on duplicate key update b = ?"),
+        (
+            "select   *\n\tFROM  t WHERE id=42",
+            "select * from t where id = ?",
+        ),
+        (
+            "SELECT * FROM t WHERE id = 42",
+            "select * from t where id = ?",
+        ),
+        (
+            "SELECT name FROM `Users` WHERE `id` = 7",
+            "select name from users where id = ?",
+        ),
+        (
+            "SELECT 'it''s', \"dq\\\"x\", 'back\\\\' FROM t",
+            "select ?, ?, ? from t",
+        ),
+        (
+            "SELECT * FROM t WHERE a IN (1, 2, 3)",
+            "select * from t where a in(?+)",
+        ),
+        (
+            "SELECT * FROM t WHERE a IN ('x')",
+            "select * from t where a in(?+)",
+        ),
+        (
+            "SELECT * FROM t WHERE a in(1,2,3,4,5,6,7,8,9,10)",
+            "select * from t where a in(?+)",
+        ),
+        (
+            "SELECT * FROM t WHERE a IN (SELECT b FROM u WHERE c = 1)",
+            "select * from t where a in(select b from u where c = ?)",
+        ),
+        (
+            "SELECT * FROM t WHERE (a, b) IN ((1, 2), (3, 4))",
+            "select * from t where(a, b) in(?+)",
+        ),
+        (
+            "SELECT * FROM t WHERE a IN ((1, b))",
+            "select * from t where a in((?, b))",
+        ),
+        (
+            "INSERT INTO t (a, b) VALUES (1, 'x')",
+            "insert into t(a, b) values(?+)",
+        ),
+        (
+            "INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y'),(3,'z')",
+            "insert into t(a, b) values(?+)",
+        ),
+        (
+            "INSERT INTO t VALUES (1, NOW())",
+            "insert into t values(?, now())",
+        ),
+        (
+            "INSERT INTO t VALUES (1, 2) ON DUPLICATE KEY UPDATE b = 3",
+            "insert into t values(?+) on duplicate key update b = ?",
+        ),
         ("SELECT /* a comment */ 1 -- trailing\n", "select ?"),
         ("SELECT 1 # hash comment\nFROM dual", "select ? from dual"),
         ("/* leading */ SELECT 2", "select ?"),
-        ("SELECT /*!40001 SQL_NO_CACHE */ * FROM t", "select sql_no_cache * from t"),
+        (
+            "SELECT /*!40001 SQL_NO_CACHE */ * FROM t",
+            "select sql_no_cache * from t",
+        ),
         ("SELECT /*M!100100 1 */ x", "select ? x"),
         ("SELECT a--1 FROM t", "select a - ? from t"),
-        ("SELECT -1, +2, a - 3, (-4), x = -5.5e3", "select ?, ?, a - ?, (?), x = ?"),
-        ("SELECT 0x1F, 0b101, X'0A', b'01', N'nat', _utf8mb4'cs', 1.5, .5, 1e10, 2E-3", "select ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"),
-        ("SELECT * FROM t1 JOIN db2.t2 ON t1.id=t2.id", "select * from t1 join db2.t2 on t1.id = t2.id"),
+        (
+            "SELECT -1, +2, a - 3, (-4), x = -5.5e3",
+            "select ?, ?, a - ?, (?), x = ?",
+        ),
+        (
+            "SELECT 0x1F, 0b101, X'0A', b'01', N'nat', _utf8mb4'cs', 1.5, .5, 1e10, 2E-3",
+            "select ?, ?, ?, ?, ?, ?, ?, ?, ?, ?",
+        ),
+        (
+            "SELECT * FROM t1 JOIN db2.t2 ON t1.id=t2.id",
+            "select * from t1 join db2.t2 on t1.id = t2.id",
+        ),
         ("SELECT 1abc, 2nd FROM t", "select 1abc, 2nd from t"),
-        ("SELECT COUNT(*), MAX( a ) FROM t GROUP BY b", "select count(*), max(a) from t group by b"),
-        ("SELECT * FROM t LIMIT 10 OFFSET 20", "select * from t limit ? offset ?"),
+        (
+            "SELECT COUNT(*), MAX( a ) FROM t GROUP BY b",
+            "select count(*), max(a) from t group by b",
+        ),
+        (
+            "SELECT * FROM t LIMIT 10 OFFSET 20",
+            "select * from t limit ? offset ?",
+        ),
         ("SELECT * FROM t LIMIT 5, 10;", "select * from t limit ?, ?"),
-        ("SELECT * FROM t WHERE a = ? AND b IN (?, ?)", "select * from t where a = ? and b in(?+)"),
-        ("SELECT a<=>b, a<>b, a!=b, a>=b, @x:=1, a||b FROM t", "select a <=> b, a <> b, a != b, a >= b, @x := ?, a || b from t"),
-        ("SELECT @@GLOBAL.sql_mode, @@session.autocommit, @UserVar", "select @@global.sql_mode, @@session.autocommit, @uservar"),
+        (
+            "SELECT * FROM t WHERE a = ? AND b IN (?, ?)",
+            "select * from t where a = ? and b in(?+)",
+        ),
+        (
+            "SELECT a<=>b, a<>b, a!=b, a>=b, @x:=1, a||b FROM t",
+            "select a <=> b, a <> b, a != b, a >= b, @x := ?, a || b from t",
+        ),
+        (
+            "SELECT @@GLOBAL.sql_mode, @@session.autocommit, @UserVar",
+            "select @@global.sql_mode, @@session.autocommit, @uservar",
+        ),
         ("SET NAMES utf8mb4", "set names utf8mb4"),
         ("SELECT 1; SELECT 2;", "select ?; select ?"),
-        ("UPDATE t SET a = 'x', b = b + 1 WHERE id = 3", "update t set a = ?, b = b + ? where id = ?"),
-        ("DELETE FROM t WHERE created < '2024-01-01 00:00:00'", "delete from t where created < ?"),
+        (
+            "UPDATE t SET a = 'x', b = b + 1 WHERE id = 3",
+            "update t set a = ?, b = b + ? where id = ?",
+        ),
+        (
+            "DELETE FROM t WHERE created < '2024-01-01 00:00:00'",
+            "delete from t where created < ?",
+        ),
         ("SELECT 'unterminated", "select ?"),
         ("SELECT ü FROM Tä", "select ü from tä"),
         ("", ""),
@@ -471,7 +589,13 @@ mod tests {
         ];
         let fps: Vec<String> = variants.iter().map(|s| fp(s)).collect();
         assert!(fps.iter().all(|f| f == &fps[0]), "{fps:?}");
-        assert_ne!(fp("SELECT v FROM t WHERE id = 1"), fp("SELECT v FROM u WHERE id = 1"));
-        assert_ne!(fp("SELECT v FROM t WHERE id = 1"), fp("SELECT w FROM t WHERE id = 1"));
+        assert_ne!(
+            fp("SELECT v FROM t WHERE id = 1"),
+            fp("SELECT v FROM u WHERE id = 1")
+        );
+        assert_ne!(
+            fp("SELECT v FROM t WHERE id = 1"),
+            fp("SELECT w FROM t WHERE id = 1")
+        );
     }
 }

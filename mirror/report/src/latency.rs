@@ -24,7 +24,12 @@ pub struct Quantiles {
 
 impl Default for Latency {
     fn default() -> Self {
-        Latency { sketch: DDSketch::new(Config::new(0.01, 2048, 0.5)), count: 0, sum: 0, max: 0 }
+        Latency {
+            sketch: DDSketch::new(Config::new(0.01, 2048, 0.5)),
+            count: 0,
+            sum: 0,
+            max: 0,
+        }
     }
 }
 
@@ -77,12 +82,18 @@ mod tests {
         for q in [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0] {
             let got = l.quantile(q).unwrap();
             let want = exact(&s, q);
-            assert!((got - want).abs() <= want * 0.01 + 0.5, "q={q}: got {got}, exact {want}, values {values:?}");
+            assert!(
+                (got - want).abs() <= want * 0.01 + 0.5,
+                "q={q}: got {got}, exact {want}, values {values:?}"
+            );
         }
         let sum = l.summary().unwrap();
         assert_eq!(sum.max, *s.last().unwrap());
         assert_eq!(sum.count, values.len() as u64);
-        assert_eq!(sum.mean, values.iter().sum::<u64>() as f64 / values.len() as f64);
+        assert_eq!(
+            sum.mean,
+            values.iter().sum::<u64>() as f64 / values.len() as f64
+        );
     }
 
     #[test]
@@ -103,7 +114,10 @@ mod tests {
         for v in [0, 1, 2, 3, 17, 42] {
             l.add(v);
         }
-        let got: Vec<f64> = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0].iter().map(|&q| l.quantile(q).unwrap()).collect();
+        let got: Vec<f64> = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+            .iter()
+            .map(|&q| l.quantile(q).unwrap())
+            .collect();
         assert_eq!(got, [0.0, 1.0, 2.0, 3.0, 17.0, 42.0]);
     }
 

@@ -18,11 +18,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 fn run(cli: cli::Cli) -> Result<ExitCode, String> {
-    let mut analyzer = Analyzer::new(Options { main: cli.main.clone(), baseline: cli.baseline.clone(), max_classes: cli.max_classes as usize });
+    let mut analyzer = Analyzer::new(Options {
+        main: cli.main.clone(),
+        baseline: cli.baseline.clone(),
+        max_classes: cli.max_classes as usize,
+    });
     let mut feed = |line: &[u8], origin: &Origin<'_>| analyzer.feed(line, origin);
     let read = match (&cli.kafka, &cli.topic) {
         (Some(broker), Some(topic)) => {
-            let k = input::kafka::KafkaInput { broker: broker.clone(), topic: topic.clone(), group: cli.group.clone(), timeout: Duration::from_secs(cli.kafka_timeout.max(1)) };
+            let k = input::kafka::KafkaInput {
+                broker: broker.clone(),
+                topic: topic.clone(),
+                group: cli.group.clone(),
+                timeout: Duration::from_secs(cli.kafka_timeout.max(1)),
+            };
             input::kafka::read(&k, cli.quiet, &mut feed)?
         }
         _ => input::files::read(&cli.files, cli.quiet, &mut feed)?,
@@ -36,7 +45,8 @@ fn run(cli: cli::Cli) -> Result<ExitCode, String> {
     v.notes.extend(read.notes);
     if let Some(path) = &cli.html {
         let page = output::html::render(&v)?;
-        std::fs::write(path, page).map_err(|e| format!("cannot write '{}': {e}", path.display()))?;
+        std::fs::write(path, page)
+            .map_err(|e| format!("cannot write '{}': {e}", path.display()))?;
     }
     let text = if cli.json {
         let mut s = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
@@ -48,7 +58,11 @@ fn run(cli: cli::Cli) -> Result<ExitCode, String> {
     let mut out = std::io::stdout().lock();
     // A closed pipe (| head) is not an error worth a message.
     let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-    Ok(if v.threshold.is_some_and(|t| t.exceeded) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if v.threshold.is_some_and(|t| t.exceeded) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn main() -> ExitCode {

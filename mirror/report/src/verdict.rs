@@ -188,7 +188,12 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
 
 fn ratios(t: &Latency, main: &Latency, paired_ms: u64, paired_main_ms: u64) -> Option<Ratios> {
     let (t, m) = (t.summary()?, main.summary()?);
-    Some(Ratios { p50: ratio(t.p50, m.p50), p95: ratio(t.p95, m.p95), p99: ratio(t.p99, m.p99), total: ratio(paired_ms as f64, paired_main_ms as f64) })
+    Some(Ratios {
+        p50: ratio(t.p50, m.p50),
+        p95: ratio(t.p95, m.p95),
+        p99: ratio(t.p99, m.p99),
+        total: ratio(paired_ms as f64, paired_main_ms as f64),
+    })
 }
 
 fn role(i: usize, a: &Analyzer) -> &'static str {
@@ -209,13 +214,25 @@ fn rfc3339(ms: i64) -> String {
 fn time_span(a: &Analyzer, run: &RunInfo) -> TimeSpan {
     let (first, last, basis) = match (a.first_time_ms, a.last_time_ms) {
         (Some(f), Some(l)) => (Some(f), Some(l), "message_time"),
-        _ if !run.mtimes_ms.is_empty() => (run.mtimes_ms.iter().min().copied(), run.mtimes_ms.iter().max().copied(), "file_mtime"),
+        _ if !run.mtimes_ms.is_empty() => (
+            run.mtimes_ms.iter().min().copied(),
+            run.mtimes_ms.iter().max().copied(),
+            "file_mtime",
+        ),
         _ => (None, None, "none"),
     };
     let basis = if first.is_none() { "none" } else { basis };
     // One file's modification time is where its span ends, not a span.
-    let seconds = first.zip(last).filter(|(f, l)| basis == "message_time" || f != l).map(|(f, l)| (l - f) as f64 / 1000.0);
-    TimeSpan { basis, first: first.map(rfc3339), last: last.map(rfc3339), seconds }
+    let seconds = first
+        .zip(last)
+        .filter(|(f, l)| basis == "message_time" || f != l)
+        .map(|(f, l)| (l - f) as f64 / 1000.0);
+    TimeSpan {
+        basis,
+        first: first.map(rfc3339),
+        last: last.map(rfc3339),
+        seconds,
+    }
 }
 
 /// The target order of the outputs: main, then the compared targets, then the baseline.
@@ -246,15 +263,33 @@ fn class_out(c: &ClassStats, a: &Analyzer, order: &[usize]) -> Class {
             dropped: t.dropped,
             absent: c.count - t.answered - t.dropped,
             conflicts: t.conflicts,
-            kinds: DiffKind::CONFLICT_KINDS.iter().filter(|k| t.kinds[k.index()] > 0).map(|k| (k.name(), t.kinds[k.index()])).collect(),
+            kinds: DiffKind::CONFLICT_KINDS
+                .iter()
+                .filter(|k| t.kinds[k.index()] > 0)
+                .map(|k| (k.name(), t.kinds[k.index()]))
+                .collect(),
             with_report_diff: t.with_diff,
             latency: t.latency.summary(),
-            ratio_to_main: if is_main { None } else { ratios(&t.latency, &main_stats.latency, t.paired_ms, t.paired_main_ms) },
+            ratio_to_main: if is_main {
+                None
+            } else {
+                ratios(
+                    &t.latency,
+                    &main_stats.latency,
+                    t.paired_ms,
+                    t.paired_main_ms,
+                )
+            },
             extra_ms: t.paired_ms as i64 - t.paired_main_ms as i64,
         });
     }
     let mut hints = hints::from_sql(&c.fingerprint);
-    hints.extend(hints::from_conflicts(&c.fingerprint, c.max_rows, data_only, ok_data_only));
+    hints.extend(hints::from_conflicts(
+        &c.fingerprint,
+        c.max_rows,
+        data_only,
+        ok_data_only,
+    ));
     Class {
         id: class_id(&c.command, &c.fingerprint),
         command: c.command.to_string(),
@@ -262,7 +297,11 @@ fn class_out(c: &ClassStats, a: &Analyzer, order: &[usize]) -> Class {
         example: c.example.clone(),
         count: c.count,
         conflicts: c.conflicts,
-        conflict_rate: if c.count > 0 { c.conflicts as f64 / c.count as f64 } else { 0.0 },
+        conflict_rate: if c.count > 0 {
+            c.conflicts as f64 / c.count as f64
+        } else {
+            0.0
+        },
         non_deterministic,
         baseline_differences: c.baseline_differs,
         hints,
@@ -287,7 +326,11 @@ impl Class {
         self.targets
             .iter()
             .filter(|t| t.role == "compared" && t.extra_ms > 0)
-            .filter(|t| t.ratio_to_main.and_then(|r| r.total).is_none_or(|r| r >= SLOWER_RATIO))
+            .filter(|t| {
+                t.ratio_to_main
+                    .and_then(|r| r.total)
+                    .is_none_or(|r| r >= SLOWER_RATIO)
+            })
             .map(|t| (t, t.extra_ms))
             .max_by_key(|(_, e)| *e)
     }
@@ -298,17 +341,29 @@ fn cdf(l: &Latency) -> Vec<(f64, f64)> {
     let mut qs: Vec<f64> = (0..=100).map(|i| i as f64 / 100.0).collect();
     qs.extend([0.995, 0.999]);
     qs.sort_by(f64::total_cmp);
-    qs.iter().filter_map(|&q| l.quantile(q).map(|v| (v, q * 100.0))).collect()
+    qs.iter()
+        .filter_map(|&q| l.quantile(q).map(|v| (v, q * 100.0)))
+        .collect()
 }
 
 pub fn build(a: &Analyzer, run: RunInfo) -> Verdict {
     let order = target_order(a);
     let mut classes: Vec<Class> = a.classes.iter().map(|c| class_out(c, a, &order)).collect();
-    classes.sort_by(|x, y| y.upgrade_conflicts().cmp(&x.upgrade_conflicts()).then(y.conflicts.cmp(&x.conflicts)).then(y.count.cmp(&x.count)).then(x.id.cmp(&y.id)));
+    classes.sort_by(|x, y| {
+        y.upgrade_conflicts()
+            .cmp(&x.upgrade_conflicts())
+            .then(y.conflicts.cmp(&x.conflicts))
+            .then(y.count.cmp(&x.count))
+            .then(x.id.cmp(&y.id))
+    });
 
     let upgrade: u64 = classes.iter().map(Class::upgrade_conflicts).sum();
     let compared: u64 = classes.iter().map(|c| c.count - c.without_main).sum();
-    let rate = if compared > 0 { upgrade as f64 / compared as f64 } else { 0.0 };
+    let rate = if compared > 0 {
+        upgrade as f64 / compared as f64
+    } else {
+        0.0
+    };
     let conflicts = ConflictSummary {
         compared,
         statements: a.conflict_statements,
@@ -316,25 +371,48 @@ pub fn build(a: &Analyzer, run: RunInfo) -> Verdict {
         non_deterministic: a.conflict_statements - upgrade,
         rate,
         baseline_differences: a.baseline_statements,
-        classes_with_upgrade_conflicts: classes.iter().filter(|c| c.upgrade_conflicts() > 0).count(),
+        classes_with_upgrade_conflicts: classes
+            .iter()
+            .filter(|c| c.upgrade_conflicts() > 0)
+            .count(),
         non_deterministic_classes: classes.iter().filter(|c| c.non_deterministic).count(),
     };
-    let rank_by_conflicts = classes.iter().filter(|c| c.upgrade_conflicts() > 0).take(RANKED).map(|c| c.id.clone()).collect();
-    let mut slow: Vec<(&Class, i64)> = classes.iter().filter_map(|c| c.slowdown().map(|(_, e)| (c, e))).collect();
+    let rank_by_conflicts = classes
+        .iter()
+        .filter(|c| c.upgrade_conflicts() > 0)
+        .take(RANKED)
+        .map(|c| c.id.clone())
+        .collect();
+    let mut slow: Vec<(&Class, i64)> = classes
+        .iter()
+        .filter_map(|c| c.slowdown().map(|(_, e)| (c, e)))
+        .collect();
     slow.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.id.cmp(&y.0.id)));
-    let rank_by_slowdown = slow.iter().take(RANKED).map(|(c, _)| c.id.clone()).collect();
+    let rank_by_slowdown = slow
+        .iter()
+        .take(RANKED)
+        .map(|(c, _)| c.id.clone())
+        .collect();
 
     let main_latency = a.main.map(|m| &a.latency[m]);
     let latency = order
         .iter()
         .map(|&i| {
             let l = &a.latency[i];
-            let (paired, paired_main) = a.classes.iter().filter_map(|c| c.targets.get(i)).fold((0, 0), |s, t| (s.0 + t.paired_ms, s.1 + t.paired_main_ms));
+            let (paired, paired_main) = a
+                .classes
+                .iter()
+                .filter_map(|c| c.targets.get(i))
+                .fold((0, 0), |s, t| (s.0 + t.paired_ms, s.1 + t.paired_main_ms));
             TargetLatency {
                 target: a.targets[i].clone(),
                 role: role(i, a),
                 quantiles: l.summary(),
-                ratio_to_main: if Some(i) == a.main { None } else { main_latency.and_then(|m| ratios(l, m, paired, paired_main)) },
+                ratio_to_main: if Some(i) == a.main {
+                    None
+                } else {
+                    main_latency.and_then(|m| ratios(l, m, paired, paired_main))
+                },
                 cdf: cdf(l),
             }
         })
@@ -344,21 +422,41 @@ pub fn build(a: &Analyzer, run: RunInfo) -> Verdict {
     if a.main_inferred {
         notes.push(format!("main is taken to be '{}', the first target of the first report; give --main if it is not", a.targets[a.main.unwrap_or(0)]));
     }
-    for (role, idx, name) in [("main", a.main, &a.opts.main), ("baseline", a.baseline, &a.opts.baseline)] {
+    for (role, idx, name) in [
+        ("main", a.main, &a.opts.main),
+        ("baseline", a.baseline, &a.opts.baseline),
+    ] {
         if let (Some(i), Some(n)) = (idx, name) {
             if a.latency[i].count() == 0 && a.statements > 0 {
-                notes.push(format!("{role} target '{n}' never answered in this export (targets seen: {})", a.targets.iter().filter(|t| *t != n).cloned().collect::<Vec<_>>().join(", ")));
+                notes.push(format!(
+                    "{role} target '{n}' never answered in this export (targets seen: {})",
+                    a.targets
+                        .iter()
+                        .filter(|t| *t != n)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
         }
     }
     if a.statements > 0 && a.conflict_statements == a.statements {
         notes.push("every statement conflicts: an export written with report=on_conflict holds only conflicts, so its rates are not the traffic's".into());
     }
-    if classes.iter().any(|c| c.fingerprint == crate::analysis::OVERFLOW_CLASS) {
-        notes.push(format!("more classes than --max-classes ({}): the rest are counted together", a.opts.max_classes));
+    if classes
+        .iter()
+        .any(|c| c.fingerprint == crate::analysis::OVERFLOW_CLASS)
+    {
+        notes.push(format!(
+            "more classes than --max-classes ({}): the rest are counted together",
+            a.opts.max_classes
+        ));
     }
 
-    let threshold = run.threshold.map(|t| ThresholdResult { limit: t.to_string(), exceeded: t.exceeded(upgrade, rate) });
+    let threshold = run.threshold.map(|t| ThresholdResult {
+        limit: t.to_string(),
+        exceeded: t.exceeded(upgrade, rate),
+    });
     Verdict {
         schema: SCHEMA,
         main: a.main.map(|m| a.targets[m].clone()),
@@ -381,7 +479,11 @@ pub fn build(a: &Analyzer, run: RunInfo) -> Verdict {
         classes,
         rank_by_conflicts,
         rank_by_slowdown,
-        timeline: TimelineOut { basis: "statements", statements_per_bin: a.timeline.width(), bins: a.timeline.bins().to_vec() },
+        timeline: TimelineOut {
+            basis: "statements",
+            statements_per_bin: a.timeline.width(),
+            bins: a.timeline.bins().to_vec(),
+        },
         notes,
     }
 }
@@ -398,8 +500,14 @@ mod tests {
 
     #[test]
     fn class_ids_are_stable() {
-        assert_eq!(class_id("COM_QUERY", "select ?"), class_id("COM_QUERY", "select ?"));
-        assert_ne!(class_id("COM_QUERY", "select ?"), class_id("COM_STMT_PREPARE", "select ?"));
+        assert_eq!(
+            class_id("COM_QUERY", "select ?"),
+            class_id("COM_QUERY", "select ?")
+        );
+        assert_ne!(
+            class_id("COM_QUERY", "select ?"),
+            class_id("COM_STMT_PREPARE", "select ?")
+        );
         // Pinned: the id must not change between versions.
         assert_eq!(class_id("COM_QUERY", "select ?"), "2cbc88e752b37b52");
     }

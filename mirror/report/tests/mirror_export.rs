@@ -54,15 +54,30 @@ impl Db {
         for (i, &p) in ports.iter().enumerate() {
             let mut c = env::mariadb(p);
             c.query_drop(format!("CREATE DATABASE {name}")).unwrap();
-            c.query_drop(format!("CREATE TABLE {name}.items (id INT PRIMARY KEY, name VARCHAR(20), qty INT)")).unwrap();
-            c.query_drop(format!("INSERT INTO {name}.items VALUES {}", (1..=10).map(|i| format!("({i}, 'item{i}', {i})")).collect::<Vec<_>>().join(","))).unwrap();
+            c.query_drop(format!(
+                "CREATE TABLE {name}.items (id INT PRIMARY KEY, name VARCHAR(20), qty INT)"
+            ))
+            .unwrap();
+            c.query_drop(format!(
+                "INSERT INTO {name}.items VALUES {}",
+                (1..=10)
+                    .map(|i| format!("({i}, 'item{i}', {i})"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ))
+            .unwrap();
             if i == 1 {
-                c.query_drop(format!("UPDATE {name}.items SET qty = 99 WHERE id = 7")).unwrap();
+                c.query_drop(format!("UPDATE {name}.items SET qty = 99 WHERE id = 7"))
+                    .unwrap();
             } else {
-                c.query_drop(format!("CREATE TABLE {name}.only_old (id INT)")).unwrap();
+                c.query_drop(format!("CREATE TABLE {name}.only_old (id INT)"))
+                    .unwrap();
             }
         }
-        Db { name, ports: ports.to_vec() }
+        Db {
+            name,
+            ports: ports.to_vec(),
+        }
     }
 }
 
@@ -92,13 +107,28 @@ fn workload(r: &SimRouter, servers: &[(&str, u16)], db: &str, extra: &[&str]) {
     let mut replies = 1;
     for round in 0..ROUNDS {
         for id in 1..=10 {
-            let sql = if id % 2 == 0 { format!("SELECT name, qty FROM {db}.items WHERE id = {id}") } else { format!("select name,qty from {db}.items\n where id={id} -- r{round}") };
+            let sql = if id % 2 == 0 {
+                format!("SELECT name, qty FROM {db}.items WHERE id = {id}")
+            } else {
+                format!("select name,qty from {db}.items\n where id={id} -- r{round}")
+            };
             h.query(&sql);
         }
-        h.query(&format!("SELECT name FROM {db}.items WHERE id IN ({})", (1..=round + 2).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")));
+        h.query(&format!(
+            "SELECT name FROM {db}.items WHERE id IN ({})",
+            (1..=round + 2)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         h.query(&format!("SELECT COUNT(*) FROM {db}.only_old"));
-        h.query(&format!("SELECT name || '-x' FROM {db}.items WHERE id = {}", round + 1));
-        h.query(&format!("UPDATE {db}.items SET name = 'n{round}' WHERE id = 1"));
+        h.query(&format!(
+            "SELECT name || '-x' FROM {db}.items WHERE id = {}",
+            round + 1
+        ));
+        h.query(&format!(
+            "UPDATE {db}.items SET name = 'n{round}' WHERE id = 1"
+        ));
         h.query(&format!("SELECT SLEEP(IF(@@port = {p2}, {SLOW_S}, 0))"));
         h.query(&format!("/* round {round} */ SELECT 1"));
         for e in extra {
@@ -107,7 +137,10 @@ fn workload(r: &SimRouter, servers: &[(&str, u16)], db: &str, extra: &[&str]) {
         replies += 10 + 6 + extra.len();
         assert!(h.send(packets::command(0x0E, b"")), "COM_PING");
         replies += 1;
-        assert!(h.wait_replies(replies, Duration::from_secs(10)), "COM_PING answered");
+        assert!(
+            h.wait_replies(replies, Duration::from_secs(10)),
+            "COM_PING answered"
+        );
     }
 }
 
@@ -118,14 +151,38 @@ fn statements(extra: usize) -> u64 {
 
 /// What every output must say about the planted differences.
 fn assert_planted(v: &Value, db: &str) {
-    assert_eq!(v["input"]["statements"].as_u64(), Some(statements(0)), "{}", v["input"]);
+    assert_eq!(
+        v["input"]["statements"].as_u64(),
+        Some(statements(0)),
+        "{}",
+        v["input"]
+    );
     assert_eq!(v["input"]["invalid_lines"], 0);
     assert_eq!(v["main"], "s1");
-    assert_eq!(conflicting(v), planted(db), "exactly the planted classes differ");
+    assert_eq!(
+        conflicting(v),
+        planted(db),
+        "exactly the planted classes differ"
+    );
     let point = class(v, &fp_point().replace("DB", db));
-    assert_eq!((point["count"].as_u64(), point["conflicts"].as_u64()), (Some(10 * ROUNDS), Some(ROUNDS)), "id 7 differs, once a round");
+    assert_eq!(
+        (point["count"].as_u64(), point["conflicts"].as_u64()),
+        (Some(10 * ROUNDS), Some(ROUNDS)),
+        "id 7 differs, once a round"
+    );
     assert_eq!(kinds(point, "s2"), ["data"]);
-    assert!(point["samples"][0]["query"].as_str().unwrap().contains("id = 7") || point["samples"][0]["query"].as_str().unwrap().contains("id=7"), "{}", point["samples"]);
+    assert!(
+        point["samples"][0]["query"]
+            .as_str()
+            .unwrap()
+            .contains("id = 7")
+            || point["samples"][0]["query"]
+                .as_str()
+                .unwrap()
+                .contains("id=7"),
+        "{}",
+        point["samples"]
+    );
     let missing = class(v, &format!("select count(*) from {db}.only_old"));
     assert_eq!(missing["conflicts"].as_u64(), Some(ROUNDS));
     assert_eq!(kinds(missing, "s2"), ["error_one_side", "rows"]);
@@ -133,24 +190,56 @@ fn assert_planted(v: &Value, db: &str) {
     let mode = class(v, &format!("select name || ? from {db}.items where id = ?"));
     assert_eq!(mode["conflicts"].as_u64(), Some(ROUNDS));
     assert_eq!(kinds(mode, "s2"), ["warnings"]);
-    assert!(mode["samples"][0]["main"]["warnings"].as_u64() > Some(0), "s1 warns about the OR: {}", mode["samples"]);
+    assert!(
+        mode["samples"][0]["main"]["warnings"].as_u64() > Some(0),
+        "s1 warns about the OR: {}",
+        mode["samples"]
+    );
     // Every planted class is a plain upgrade difference, not noise.
     for fp in planted(db) {
         assert_eq!(class(v, &fp)["hints"], serde_json::json!([]), "{fp}");
     }
     // The slow query: first by slow-down, s2 at least 250 ms a statement more than s1.
     let slow = class(v, "select sleep(if(@@port = ?, ?, ?))");
-    assert_eq!(v["rank_by_slowdown"][0], slow["id"], "{}", v["rank_by_slowdown"]);
+    assert_eq!(
+        v["rank_by_slowdown"][0], slow["id"],
+        "{}",
+        v["rank_by_slowdown"]
+    );
     assert_eq!(slow["conflicts"], 0, "SLEEP returns 0 on both");
-    let s2 = slow["targets"].as_array().unwrap().iter().find(|t| t["target"] == "s2").unwrap();
-    let s1 = slow["targets"].as_array().unwrap().iter().find(|t| t["target"] == "s1").unwrap();
-    assert!(s2["latency"]["p50"].as_f64().unwrap() >= SLOW_S * 1000.0 * 0.99, "{s2}");
+    let s2 = slow["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "s2")
+        .unwrap();
+    let s1 = slow["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "s1")
+        .unwrap();
+    assert!(
+        s2["latency"]["p50"].as_f64().unwrap() >= SLOW_S * 1000.0 * 0.99,
+        "{s2}"
+    );
     assert!(s1["latency"]["p95"].as_f64().unwrap() < 100.0, "{s1}");
-    assert!(s2["extra_ms"].as_i64().unwrap() >= (ROUNDS as f64 * SLOW_S * 1000.0 * 0.9) as i64, "{s2}");
+    assert!(
+        s2["extra_ms"].as_i64().unwrap() >= (ROUNDS as f64 * SLOW_S * 1000.0 * 0.9) as i64,
+        "{s2}"
+    );
     // Grouping: the IN lists of every length are one class, the commented SELECT 1 another.
-    assert_eq!(class(v, &format!("select name from {db}.items where id in(?+)"))["count"].as_u64(), Some(ROUNDS));
+    assert_eq!(
+        class(v, &format!("select name from {db}.items where id in(?+)"))["count"].as_u64(),
+        Some(ROUNDS)
+    );
     assert_eq!(class(v, "select ?")["count"].as_u64(), Some(ROUNDS));
-    let ping = v["classes"].as_array().unwrap().iter().find(|c| c["command"] == "COM_PING").expect("COM_PING class");
+    let ping = v["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["command"] == "COM_PING")
+        .expect("COM_PING class");
     assert_eq!(ping["count"].as_u64(), Some(ROUNDS));
 }
 
@@ -159,7 +248,13 @@ fn file_export(servers: &[(&str, u16)], extra: &[&str], dir: &Path) -> (PathBuf,
     let db = Db::create(&ports);
     let file = dir.join("mirror.jsonl");
     let names: Vec<&str> = servers.iter().map(|s| s.0).collect();
-    let r = router(&names, &[("exporter", "file".into()), ("file", file.display().to_string())]);
+    let r = router(
+        &names,
+        &[
+            ("exporter", "file".into()),
+            ("file", file.display().to_string()),
+        ],
+    );
     workload(&r, servers, &db.name, extra);
     (file, db)
 }
@@ -182,28 +277,67 @@ fn finds_the_planted_differences_in_a_file_export() {
     assert_eq!(v["conflicts"]["upgrade"].as_u64(), Some(3 * ROUNDS));
 
     // The terminal says the same.
-    let o = run(&["--quiet", "--main", "s1", "--fail-on-conflicts", "0", f], None);
-    assert_eq!(o.status.code(), Some(1), "conflicts exceed 0: {}", stderr(&o));
+    let o = run(
+        &["--quiet", "--main", "s1", "--fail-on-conflicts", "0", f],
+        None,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "conflicts exceed 0: {}",
+        stderr(&o)
+    );
     let t = stdout(&o);
     let classes = v["classes"].as_array().unwrap().len();
     assert!(t.contains(&format!("VERDICT: 3 of {classes} classes differ on the compared server: {} of {} compared statements conflict", 3 * ROUNDS, statements(0))), "{t}");
-    let table = t.split("Classes by conflicts").nth(1).unwrap().split("\n\n").next().unwrap();
+    let table = t
+        .split("Classes by conflicts")
+        .nth(1)
+        .unwrap()
+        .split("\n\n")
+        .next()
+        .unwrap();
     for fp in planted(&db.name) {
-        assert!(table.contains(&fp), "the conflicts table lacks {fp}:\n{table}");
+        assert!(
+            table.contains(&fp),
+            "the conflicts table lacks {fp}:\n{table}"
+        );
     }
-    assert_eq!(table.lines().filter(|l| l.contains(&db.name)).count(), 3, "only the planted classes:\n{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains(&db.name)).count(),
+        3,
+        "only the planted classes:\n{table}"
+    );
     let slow = t.split("Classes by slow-down").nth(1).unwrap();
     let first = slow.lines().find(|l| l.contains("│ 1 ")).unwrap_or("");
-    assert!(first.contains("select sleep(if(@@port = ?, ?, ?))"), "{slow}");
+    assert!(
+        first.contains("select sleep(if(@@port = ?, ?, ?))"),
+        "{slow}"
+    );
 
     // The HTML page lists every class, marks the planted ones, and its charts draw.
     let page = std::fs::read_to_string(&html).unwrap();
     for fp in planted(&db.name) {
         let id = &class(&v, &fp)["id"];
-        assert!(page.contains(&format!("<tr class=\"conflict\" data-class=\"{}\">", id.as_str().unwrap())), "{fp} is not marked in the page");
+        assert!(
+            page.contains(&format!(
+                "<tr class=\"conflict\" data-class=\"{}\">",
+                id.as_str().unwrap()
+            )),
+            "{fp} is not marked in the page"
+        );
     }
     assert_eq!(page.matches("<tr class=\"conflict\"").count(), 3);
     browser_check(&html, &v);
+    // For the README: MIRROR_REPORT_ARTIFACTS=DIR keeps the export, the page and its screenshot.
+    if let Some(keep) = std::env::var_os("MIRROR_REPORT_ARTIFACTS").map(PathBuf::from) {
+        std::fs::create_dir_all(&keep).unwrap();
+        for f in [file.clone(), html.clone(), html.with_extension("png")] {
+            if f.exists() {
+                std::fs::copy(&f, keep.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
 }
 
 /// The page in a real headless Chromium: no console errors, no fetches, the class table has
@@ -232,29 +366,62 @@ fn browser_check(html: &Path, v: &Value) {
         return JSON.stringify({ rows: rows, latency: chart('latency-chart'), timeline: chart('timeline-chart'),
             asc: asc, desc: desc, fetches: performance.getEntriesByType('resource').length });
     })()"#;
-    let shot = std::env::var_os("MIRROR_REPORT_SCREENSHOT").map(PathBuf::from).unwrap_or_else(|| html.with_extension("png"));
+    let shot = html.with_extension("png");
     let page = common::browser::open(html, probe, &shot, (1280, 1100));
     assert!(page.errors.is_empty(), "console errors: {:?}", page.errors);
     let p = &page.probe;
-    let ids: Vec<&Value> = v["classes"].as_array().unwrap().iter().map(|c| &c["id"]).collect();
-    assert_eq!(p["rows"].as_array().unwrap().iter().collect::<Vec<_>>(), ids, "one row per class, in the verdict's order");
+    let ids: Vec<&Value> = v["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["id"])
+        .collect();
+    assert_eq!(
+        p["rows"].as_array().unwrap().iter().collect::<Vec<_>>(),
+        ids,
+        "one row per class, in the verdict's order"
+    );
     for chart in ["latency", "timeline"] {
         let c = &p[chart];
-        assert!(c["w"].as_f64() > Some(100.0) && c["h"].as_f64() > Some(100.0), "{chart} chart size: {c}");
-        assert!(c["shapes"].as_u64() > Some(5) && c["texts"].as_u64() > Some(3), "{chart} chart is empty: {c}");
+        assert!(
+            c["w"].as_f64() > Some(100.0) && c["h"].as_f64() > Some(100.0),
+            "{chart} chart size: {c}"
+        );
+        assert!(
+            c["shapes"].as_u64() > Some(5) && c["texts"].as_u64() > Some(3),
+            "{chart} chart is empty: {c}"
+        );
     }
     // A click on "statements" sorts by it, a second click the other way.
-    let col = |k: &str| p[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<f64>>();
+    let col = |k: &str| {
+        p[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect::<Vec<f64>>()
+    };
     let (asc, desc) = (col("asc"), col("desc"));
-    let mut want: Vec<f64> = v["classes"].as_array().unwrap().iter().map(|c| c["count"].as_f64().unwrap()).collect();
-    assert_ne!(asc, want, "the verdict's order is by conflicts, not statements");
+    let mut want: Vec<f64> = v["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["count"].as_f64().unwrap())
+        .collect();
+    assert_ne!(
+        asc, want,
+        "the verdict's order is by conflicts, not statements"
+    );
     want.sort_by(f64::total_cmp);
     assert_eq!(asc, want, "ascending");
     want.reverse();
     assert_eq!(desc, want, "descending");
     assert_eq!(p["fetches"], 0, "the page fetched something");
     let png = std::fs::read(&shot).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "screenshot {}", shot.display());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "screenshot {}",
+        shot.display()
+    );
 }
 
 #[test]
@@ -264,29 +431,72 @@ fn finds_the_planted_differences_from_the_kafka_exporter() {
     let db = Db::create(&ports);
     let topic = unique("mreport");
     router_tests::kafka::create_topic(&topic);
-    let r = router(&["s1", "s2"], &[("exporter", "kafka".into()), ("kafka_broker", env::kafka_broker()), ("kafka_topic", topic.clone())]);
+    let r = router(
+        &["s1", "s2"],
+        &[
+            ("exporter", "kafka".into()),
+            ("kafka_broker", env::kafka_broker()),
+            ("kafka_topic", topic.clone()),
+        ],
+    );
     workload(&r, &servers, &db.name, &[]);
     drop(r); // flushes the producer
     let broker = env::kafka_broker();
     let v = common::verdict(&["--main", "s1", "--kafka", &broker, "--topic", &topic]);
     assert_planted(&v, &db.name);
-    assert_eq!(v["time"]["basis"], "message_time", "Kafka messages carry their time");
-    assert!(v["time"]["seconds"].as_f64().unwrap() >= ROUNDS as f64 * SLOW_S * 0.9, "{}", v["time"]);
+    assert_eq!(
+        v["time"]["basis"], "message_time",
+        "Kafka messages carry their time"
+    );
+    assert!(
+        v["time"]["seconds"].as_f64().unwrap() >= ROUNDS as f64 * SLOW_S * 0.9,
+        "{}",
+        v["time"]
+    );
     assert!(v["timeline"]["bins"][0]["first_time_ms"].as_i64().is_some());
     // The terminal from Kafka too.
-    let t = stdout(&run(&["--quiet", "--main", "s1", "--kafka", &broker, "--topic", &topic], None));
-    assert!(t.contains(&format!("VERDICT: 3 of {} classes differ", v["classes"].as_array().unwrap().len())), "{t}");
+    let t = stdout(&run(
+        &[
+            "--quiet", "--main", "s1", "--kafka", &broker, "--topic", &topic,
+        ],
+        None,
+    ));
+    assert!(
+        t.contains(&format!(
+            "VERDICT: 3 of {} classes differ",
+            v["classes"].as_array().unwrap().len()
+        )),
+        "{t}"
+    );
     assert!(t.contains("Kafka message times"), "{t}");
     // A consumer group continues where its last run stopped.
     let group = unique("mreport_group");
     let first = common::verdict(&["--kafka", &broker, "--topic", &topic, "--group", &group]);
     assert_eq!(first["input"]["statements"].as_u64(), Some(statements(0)));
     let again = common::verdict(&["--kafka", &broker, "--topic", &topic, "--group", &group]);
-    assert_eq!(again["input"]["statements"], 0, "the group's offsets were committed");
+    assert_eq!(
+        again["input"]["statements"], 0,
+        "the group's offsets were committed"
+    );
     // A topic that does not exist is a clear error.
-    let o = run(&["--quiet", "--kafka", &broker, "--topic", "no_such_topic_for_mirror_report", "--kafka-timeout", "5"], None);
+    let o = run(
+        &[
+            "--quiet",
+            "--kafka",
+            &broker,
+            "--topic",
+            "no_such_topic_for_mirror_report",
+            "--kafka-timeout",
+            "5",
+        ],
+        None,
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("no_such_topic_for_mirror_report"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no_such_topic_for_mirror_report"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -297,22 +507,45 @@ fn a_baseline_server_sets_non_deterministic_classes_apart() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::create(&[p[0], p[1], p[2]]);
     let file = dir.path().join("mirror.jsonl");
-    let r = router(&["s1", "s2", "s3"], &[("exporter", "file".into()), ("file", file.display().to_string())]);
+    let r = router(
+        &["s1", "s2", "s3"],
+        &[
+            ("exporter", "file".into()),
+            ("file", file.display().to_string()),
+        ],
+    );
     workload(&r, &servers, &db.name, &["SELECT UUID()", "SELECT RAND()"]);
     let v = common::verdict(&["--main", "s1", "--baseline", "s3", file.to_str().unwrap()]);
     assert_eq!(v["baseline"], "s3");
-    assert_eq!(conflicting(&v), planted(&db.name), "UUID() and RAND() are not upgrade differences");
+    assert_eq!(
+        conflicting(&v),
+        planted(&db.name),
+        "UUID() and RAND() are not upgrade differences"
+    );
     for fp in ["select uuid()", "select rand()"] {
         let c = class(&v, fp);
         assert_eq!(c["non_deterministic"], true, "{fp}");
-        assert_eq!((c["baseline_differences"].as_u64(), c["conflicts"].as_u64()), (Some(ROUNDS), Some(ROUNDS)), "{fp}");
+        assert_eq!(
+            (c["baseline_differences"].as_u64(), c["conflicts"].as_u64()),
+            (Some(ROUNDS), Some(ROUNDS)),
+            "{fp}"
+        );
     }
     assert_eq!(v["conflicts"]["upgrade"].as_u64(), Some(3 * ROUNDS));
-    assert_eq!(v["conflicts"]["non_deterministic"].as_u64(), Some(2 * ROUNDS));
+    assert_eq!(
+        v["conflicts"]["non_deterministic"].as_u64(),
+        Some(2 * ROUNDS)
+    );
     assert_eq!(v["conflicts"]["non_deterministic_classes"], 2);
     // Without --baseline the same export counts them, and their SQL says why they may differ.
     let v = common::verdict(&["--main", "s1", file.to_str().unwrap()]);
-    assert_eq!(class(&v, "select uuid()")["hints"], serde_json::json!(["uuid()"]));
-    assert_eq!(class(&v, "select rand()")["hints"], serde_json::json!(["rand()"]));
+    assert_eq!(
+        class(&v, "select uuid()")["hints"],
+        serde_json::json!(["uuid()"])
+    );
+    assert_eq!(
+        class(&v, "select rand()")["hints"],
+        serde_json::json!(["rand()"])
+    );
     assert_eq!(v["conflicts"]["classes_with_upgrade_conflicts"], 5);
 }

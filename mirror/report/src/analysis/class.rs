@@ -46,7 +46,14 @@ pub struct Brief {
 
 impl Brief {
     pub fn new(target: &str, a: &Answer<'_>) -> Self {
-        Brief { target: target.into(), checksum: a.checksum.into(), rows: a.rows, warnings: a.warnings, duration: a.duration, kind: a.kind.name() }
+        Brief {
+            target: target.into(),
+            checksum: a.checksum.into(),
+            rows: a.rows,
+            warnings: a.warnings,
+            duration: a.duration,
+            kind: a.kind.name(),
+        }
     }
 }
 
@@ -149,7 +156,9 @@ mod tests {
         assert_eq!(diff_value(&small), serde_json::json!({"row": 3}));
         let big = format!("\"{}\"", "x".repeat(SAMPLE_DIFF_BYTES * 2));
         let big: Box<RawValue> = serde_json::from_str(&big).unwrap();
-        let Value::String(s) = diff_value(&big) else { panic!() };
+        let Value::String(s) = diff_value(&big) else {
+            panic!()
+        };
         assert!(s.len() <= SAMPLE_DIFF_BYTES + 3 && s.ends_with('…'));
     }
 }

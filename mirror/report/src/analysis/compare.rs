@@ -19,7 +19,14 @@ pub enum DiffKind {
 
 impl DiffKind {
     /// The kinds a comparison with main can yield, in the order the report lists them.
-    pub const CONFLICT_KINDS: [DiffKind; 6] = [DiffKind::ErrorOneSide, DiffKind::ErrorDiffers, DiffKind::Type, DiffKind::Rows, DiffKind::Warnings, DiffKind::Data];
+    pub const CONFLICT_KINDS: [DiffKind; 6] = [
+        DiffKind::ErrorOneSide,
+        DiffKind::ErrorDiffers,
+        DiffKind::Type,
+        DiffKind::Rows,
+        DiffKind::Warnings,
+        DiffKind::Data,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -56,7 +63,9 @@ impl Diffs {
     }
 
     pub fn iter(self) -> impl Iterator<Item = DiffKind> {
-        DiffKind::CONFLICT_KINDS.into_iter().filter(move |k| self.contains(*k))
+        DiffKind::CONFLICT_KINDS
+            .into_iter()
+            .filter(move |k| self.contains(*k))
     }
 
     fn add(&mut self, k: DiffKind) {
@@ -94,7 +103,13 @@ mod tests {
     use super::*;
 
     fn a(checksum: &str, rows: u64, warnings: u64, kind: Kind) -> Answer<'_> {
-        Answer { checksum, rows, warnings, duration: 0, kind }
+        Answer {
+            checksum,
+            rows,
+            warnings,
+            duration: 0,
+            kind,
+        }
     }
 
     fn kinds(d: Diffs) -> Vec<&'static str> {
@@ -105,12 +120,39 @@ mod tests {
     fn kinds_of_difference() {
         let main = a("1", 3, 0, Kind::Resultset);
         assert!(compare(&main, &a("1", 3, 0, Kind::Resultset)).is_empty());
-        assert!(compare(&main, &a("1", 4, 1, Kind::Ok)).is_empty(), "only the checksum decides a conflict");
-        assert_eq!(kinds(compare(&main, &a("2", 3, 0, Kind::Resultset))), ["data"]);
-        assert_eq!(kinds(compare(&main, &a("2", 2, 0, Kind::Resultset))), ["rows"]);
-        assert_eq!(kinds(compare(&main, &a("2", 3, 2, Kind::Resultset))), ["warnings"]);
-        assert_eq!(kinds(compare(&main, &a("2", 0, 0, Kind::Error))), ["error_one_side", "rows"]);
-        assert_eq!(kinds(compare(&a("1", 0, 0, Kind::Error), &a("2", 0, 0, Kind::Error))), ["error_differs"]);
-        assert_eq!(kinds(compare(&a("1", 0, 0, Kind::Ok), &a("2", 0, 0, Kind::Resultset))), ["type"]);
+        assert!(
+            compare(&main, &a("1", 4, 1, Kind::Ok)).is_empty(),
+            "only the checksum decides a conflict"
+        );
+        assert_eq!(
+            kinds(compare(&main, &a("2", 3, 0, Kind::Resultset))),
+            ["data"]
+        );
+        assert_eq!(
+            kinds(compare(&main, &a("2", 2, 0, Kind::Resultset))),
+            ["rows"]
+        );
+        assert_eq!(
+            kinds(compare(&main, &a("2", 3, 2, Kind::Resultset))),
+            ["warnings"]
+        );
+        assert_eq!(
+            kinds(compare(&main, &a("2", 0, 0, Kind::Error))),
+            ["error_one_side", "rows"]
+        );
+        assert_eq!(
+            kinds(compare(
+                &a("1", 0, 0, Kind::Error),
+                &a("2", 0, 0, Kind::Error)
+            )),
+            ["error_differs"]
+        );
+        assert_eq!(
+            kinds(compare(
+                &a("1", 0, 0, Kind::Ok),
+                &a("2", 0, 0, Kind::Resultset)
+            )),
+            ["type"]
+        );
     }
 }

@@ -165,8 +165,10 @@ impl Analyzer {
                 self.classes.len() - 1
             });
         }
-        self.classes.push(ClassStats::new(&d.command, &self.fp, query));
-        self.index.insert(self.key.as_str().into(), self.classes.len() - 1);
+        self.classes
+            .push(ClassStats::new(&d.command, &self.fp, query));
+        self.index
+            .insert(self.key.as_str().into(), self.classes.len() - 1);
         self.classes.len() - 1
     }
 
@@ -184,7 +186,11 @@ impl Analyzer {
             }
         }
         let c = self.class_of(d);
-        let entries: Vec<(usize, Option<Answer<'_>>)> = d.results.iter().map(|e| (self.target_index(&e.target), e.answer())).collect();
+        let entries: Vec<(usize, Option<Answer<'_>>)> = d
+            .results
+            .iter()
+            .map(|e| (self.target_index(&e.target), e.answer()))
+            .collect();
         let class = &mut self.classes[c];
         class.count += 1;
         for (t, a) in &entries {
@@ -200,13 +206,20 @@ impl Analyzer {
             }
         }
         let main = self.main;
-        let Some((main, main_answer)) = entries.iter().find(|(t, _)| Some(*t) == main).and_then(|(t, a)| Some((*t, a.as_ref()?))) else {
+        let Some((main, main_answer)) = entries
+            .iter()
+            .find(|(t, _)| Some(*t) == main)
+            .and_then(|(t, a)| Some((*t, a.as_ref()?)))
+        else {
             class.without_main += 1;
             self.timeline.push(false, false, time_ms);
             return;
         };
         let query = d.query.as_deref().unwrap_or("");
-        let sample = |kinds: Vec<&'static str>, t: usize, a: &Answer<'_>, diff: Option<&serde_json::value::RawValue>| Sample {
+        let sample = |kinds: Vec<&'static str>,
+                      t: usize,
+                      a: &Answer<'_>,
+                      diff: Option<&serde_json::value::RawValue>| Sample {
             kinds,
             query: truncate(query, class::SAMPLE_SQL_BYTES).into_owned(),
             session: d.session,
@@ -229,7 +242,9 @@ impl Analyzer {
                     baseline_differs = true;
                     class.baseline_differs += 1;
                     if !class.has_sample(DiffKind::Baseline) {
-                        class.samples.push(sample(vec![DiffKind::Baseline.name()], t, a, diff));
+                        class
+                            .samples
+                            .push(sample(vec![DiffKind::Baseline.name()], t, a, diff));
                     }
                 }
             } else if !diffs.is_empty() {
@@ -243,7 +258,11 @@ impl Analyzer {
                 if diffs.iter().eq([DiffKind::Data]) && main_answer.kind == doc::Kind::Ok {
                     ts.ok_data_only += 1;
                 }
-                let unsampled: Vec<&'static str> = diffs.iter().filter(|k| !class.has_sample(*k)).map(DiffKind::name).collect();
+                let unsampled: Vec<&'static str> = diffs
+                    .iter()
+                    .filter(|k| !class.has_sample(*k))
+                    .map(DiffKind::name)
+                    .collect();
                 if !unsampled.is_empty() {
                     class.samples.push(sample(unsampled, t, a, diff));
                 }
@@ -277,9 +296,20 @@ mod tests {
     }
 
     fn run(lines: &[String], baseline: Option<&str>) -> Analyzer {
-        let mut a = Analyzer::new(Options { main: None, baseline: baseline.map(String::from), max_classes: 100 });
+        let mut a = Analyzer::new(Options {
+            main: None,
+            baseline: baseline.map(String::from),
+            max_classes: 100,
+        });
         for (i, l) in lines.iter().enumerate() {
-            a.feed(l.as_bytes(), &Origin { source: "t", line: i as u64 + 1, time_ms: None });
+            a.feed(
+                l.as_bytes(),
+                &Origin {
+                    source: "t",
+                    line: i as u64 + 1,
+                    time_ms: None,
+                },
+            );
         }
         a
     }
@@ -287,15 +317,46 @@ mod tests {
     #[test]
     fn classes_conflicts_and_kinds() {
         let lines = vec![
-            line("SELECT v FROM t WHERE id = 1", 1, &[("a", "1", 1, 0, 1, "resultset"), ("b", "1", 1, 0, 2, "resultset")]),
-            line("SELECT v FROM t WHERE id = 2", 1, &[("a", "1", 1, 0, 1, "resultset"), ("b", "2", 1, 0, 2, "resultset")]),
-            line("SELECT v FROM t WHERE id = 3", 2, &[("a", "1", 1, 0, 1, "resultset"), ("b", "3", 0, 0, 2, "error")]),
-            line("SELECT 1", 2, &[("a", "1", 1, 0, 0, "resultset"), ("b", "1", 1, 0, 0, "resultset")]),
+            line(
+                "SELECT v FROM t WHERE id = 1",
+                1,
+                &[
+                    ("a", "1", 1, 0, 1, "resultset"),
+                    ("b", "1", 1, 0, 2, "resultset"),
+                ],
+            ),
+            line(
+                "SELECT v FROM t WHERE id = 2",
+                1,
+                &[
+                    ("a", "1", 1, 0, 1, "resultset"),
+                    ("b", "2", 1, 0, 2, "resultset"),
+                ],
+            ),
+            line(
+                "SELECT v FROM t WHERE id = 3",
+                2,
+                &[
+                    ("a", "1", 1, 0, 1, "resultset"),
+                    ("b", "3", 0, 0, 2, "error"),
+                ],
+            ),
+            line(
+                "SELECT 1",
+                2,
+                &[
+                    ("a", "1", 1, 0, 0, "resultset"),
+                    ("b", "1", 1, 0, 0, "resultset"),
+                ],
+            ),
             "garbage".into(),
             String::new(),
         ];
         let a = run(&lines, None);
-        assert_eq!((a.lines, a.statements, a.invalid, a.sessions.len()), (5, 4, 1, 2));
+        assert_eq!(
+            (a.lines, a.statements, a.invalid, a.sessions.len()),
+            (5, 4, 1, 2)
+        );
         assert_eq!(a.targets, ["a", "b"]);
         assert!(a.main_inferred);
         assert_eq!(a.classes.len(), 2);
@@ -308,7 +369,11 @@ mod tests {
         assert_eq!(b.kinds[DiffKind::Rows.index()], 1);
         assert_eq!((b.paired_ms, b.paired_main_ms), (6, 3));
         let kinds: Vec<&[&str]> = c.samples.iter().map(|s| s.kinds.as_slice()).collect();
-        assert_eq!(kinds, [&["data"][..], &["error_one_side", "rows"]], "one sample per kind, a statement showing two stands for both");
+        assert_eq!(
+            kinds,
+            [&["data"][..], &["error_one_side", "rows"]],
+            "one sample per kind, a statement showing two stands for both"
+        );
         assert_eq!(c.samples[1].query, "SELECT v FROM t WHERE id = 3");
         assert_eq!(a.invalid_examples[0].line, 5);
     }
@@ -316,16 +381,46 @@ mod tests {
     #[test]
     fn baseline_differences_are_kept_apart() {
         let lines = vec![
-            line("SELECT UUID()", 1, &[("old", "1", 1, 0, 0, "resultset"), ("new", "2", 1, 0, 0, "resultset"), ("old2", "3", 1, 0, 0, "resultset")]),
-            line("SELECT v FROM t", 1, &[("old", "1", 1, 0, 0, "resultset"), ("new", "2", 1, 0, 0, "resultset"), ("old2", "1", 1, 0, 0, "resultset")]),
+            line(
+                "SELECT UUID()",
+                1,
+                &[
+                    ("old", "1", 1, 0, 0, "resultset"),
+                    ("new", "2", 1, 0, 0, "resultset"),
+                    ("old2", "3", 1, 0, 0, "resultset"),
+                ],
+            ),
+            line(
+                "SELECT v FROM t",
+                1,
+                &[
+                    ("old", "1", 1, 0, 0, "resultset"),
+                    ("new", "2", 1, 0, 0, "resultset"),
+                    ("old2", "1", 1, 0, 0, "resultset"),
+                ],
+            ),
         ];
         let a = run(&lines, Some("old2"));
-        assert_eq!(a.targets, ["old2", "old", "new"], "the baseline is known from the start");
+        assert_eq!(
+            a.targets,
+            ["old2", "old", "new"],
+            "the baseline is known from the start"
+        );
         assert_eq!(a.main, Some(1));
-        assert_eq!((a.classes[0].conflicts, a.classes[0].baseline_differs), (1, 1));
-        assert_eq!((a.classes[1].conflicts, a.classes[1].baseline_differs), (1, 0));
+        assert_eq!(
+            (a.classes[0].conflicts, a.classes[0].baseline_differs),
+            (1, 1)
+        );
+        assert_eq!(
+            (a.classes[1].conflicts, a.classes[1].baseline_differs),
+            (1, 0)
+        );
         assert_eq!(a.baseline_statements, 1);
-        let kinds: Vec<&[&str]> = a.classes[0].samples.iter().map(|s| s.kinds.as_slice()).collect();
+        let kinds: Vec<&[&str]> = a.classes[0]
+            .samples
+            .iter()
+            .map(|s| s.kinds.as_slice())
+            .collect();
         assert_eq!(kinds, [&["data"][..], &["baseline"]]);
     }
 
@@ -334,15 +429,38 @@ mod tests {
         let l = r#"{"query":"SELECT 1","command":"COM_QUERY","session":1,"query_id":1,"results":[{"target":"a","dropped":true},{"target":"b","checksum":"1","rows":1,"warnings":0,"duration":0,"type":"ok"}]}"#;
         let a = run(&[l.to_string()], None);
         let c = &a.classes[0];
-        assert_eq!((c.without_main, c.conflicts, c.targets[0].dropped, c.targets[1].answered), (1, 0, 1, 1));
+        assert_eq!(
+            (
+                c.without_main,
+                c.conflicts,
+                c.targets[0].dropped,
+                c.targets[1].answered
+            ),
+            (1, 0, 1, 1)
+        );
     }
 
     #[test]
     fn classes_beyond_the_limit_share_one() {
-        let mut a = Analyzer::new(Options { main: None, baseline: None, max_classes: 2 });
+        let mut a = Analyzer::new(Options {
+            main: None,
+            baseline: None,
+            max_classes: 2,
+        });
         for t in ["a", "b", "c", "d"] {
-            let l = line(&format!("SELECT x FROM {t}"), 1, &[("m", "1", 1, 0, 0, "ok")]);
-            a.feed(l.as_bytes(), &Origin { source: "t", line: 1, time_ms: None });
+            let l = line(
+                &format!("SELECT x FROM {t}"),
+                1,
+                &[("m", "1", 1, 0, 0, "ok")],
+            );
+            a.feed(
+                l.as_bytes(),
+                &Origin {
+                    source: "t",
+                    line: 1,
+                    time_ms: None,
+                },
+            );
         }
         assert_eq!(a.classes.len(), 3);
         assert_eq!(&*a.classes[2].fingerprint, OVERFLOW_CLASS);
@@ -353,10 +471,26 @@ mod tests {
     fn other_commands_are_their_own_classes() {
         let ping = r#"{"query":"","command":"COM_PING","session":1,"query_id":1,"results":[]}"#;
         let prep = r#"{"query":"SELECT 1","command":"COM_STMT_PREPARE","session":1,"query_id":2,"results":[]}"#;
-        let q = r#"{"query":"SELECT 1","command":"COM_QUERY","session":1,"query_id":3,"results":[]}"#;
+        let q =
+            r#"{"query":"SELECT 1","command":"COM_QUERY","session":1,"query_id":3,"results":[]}"#;
         let a = run(&[ping.into(), prep.into(), q.into()], None);
-        assert_eq!(a.classes.iter().map(|c| c.without_main).sum::<u64>(), 3, "no results, nothing compared");
-        let names: Vec<(&str, &str)> = a.classes.iter().map(|c| (&*c.command, &*c.fingerprint)).collect();
-        assert_eq!(names, [("COM_PING", ""), ("COM_STMT_PREPARE", "select ?"), ("COM_QUERY", "select ?")]);
+        assert_eq!(
+            a.classes.iter().map(|c| c.without_main).sum::<u64>(),
+            3,
+            "no results, nothing compared"
+        );
+        let names: Vec<(&str, &str)> = a
+            .classes
+            .iter()
+            .map(|c| (&*c.command, &*c.fingerprint))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("COM_PING", ""),
+                ("COM_STMT_PREPARE", "select ?"),
+                ("COM_QUERY", "select ?")
+            ]
+        );
     }
 }

@@ -29,7 +29,11 @@ pub struct Timeline {
 
 impl Default for Timeline {
     fn default() -> Self {
-        Timeline { width: 1, bins: Vec::with_capacity(MAX_BINS), next: 0 }
+        Timeline {
+            width: 1,
+            bins: Vec::with_capacity(MAX_BINS),
+            next: 0,
+        }
     }
 }
 
@@ -37,12 +41,15 @@ impl Timeline {
     pub fn push(&mut self, conflict: bool, baseline_differs: bool, time_ms: Option<i64>) {
         let n = self.next;
         self.next += 1;
-        if n % self.width == 0 {
+        if n.is_multiple_of(self.width) {
             if self.bins.len() == MAX_BINS {
                 self.merge_pairs();
             }
-            if n % self.width == 0 {
-                self.bins.push(Bin { first_statement: n, ..Bin::default() });
+            if n.is_multiple_of(self.width) {
+                self.bins.push(Bin {
+                    first_statement: n,
+                    ..Bin::default()
+                });
             }
         }
         let b = self.bins.last_mut().expect("a bin was opened");
@@ -100,7 +107,10 @@ mod tests {
         assert!(t.bins().len() <= MAX_BINS);
         assert_eq!(t.bins().iter().map(|b| b.statements).sum::<u64>(), 10_000);
         assert_eq!(t.bins().iter().map(|b| b.conflicts).sum::<u64>(), 1_000);
-        assert_eq!(t.bins().iter().map(|b| b.baseline_differs).sum::<u64>(), 500);
+        assert_eq!(
+            t.bins().iter().map(|b| b.baseline_differs).sum::<u64>(),
+            500
+        );
         for w in t.bins().windows(2) {
             assert_eq!(w[0].first_statement + w[0].statements, w[1].first_statement);
             assert_eq!(w[0].statements, t.width());

@@ -35,24 +35,44 @@ struct Input {
 }
 
 fn stat(path: &Path) -> Result<Input, String> {
-    let md = std::fs::metadata(path).map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
+    let md =
+        std::fs::metadata(path).map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
     if md.is_dir() {
-        return Err(format!("'{}' is a directory, not an export file", path.display()));
+        return Err(format!(
+            "'{}' is a directory, not an export file",
+            path.display()
+        ));
     }
-    let mtime_ms = md.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_millis() as i64);
-    Ok(Input { path: Some(path.to_path_buf()), size: md.len(), mtime_ms })
+    let mtime_ms = md
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64);
+    Ok(Input {
+        path: Some(path.to_path_buf()),
+        size: md.len(),
+        mtime_ms,
+    })
 }
 
 /// The inputs in reading order: standard input where `-` is given (or nothing), files oldest
 /// first. Every file is checked before any is read, so a typo fails at once.
 fn plan(paths: &[PathBuf]) -> Result<Vec<Input>, String> {
     if paths.is_empty() {
-        return Ok(vec![Input { path: None, size: 0, mtime_ms: None }]);
+        return Ok(vec![Input {
+            path: None,
+            size: 0,
+            mtime_ms: None,
+        }]);
     }
     let mut inputs = Vec::new();
     for p in paths {
         if p.as_os_str() == "-" {
-            inputs.push(Input { path: None, size: 0, mtime_ms: None });
+            inputs.push(Input {
+                path: None,
+                size: 0,
+                mtime_ms: None,
+            });
         } else {
             inputs.push(stat(p)?);
         }
@@ -71,15 +91,33 @@ pub fn read(paths: &[PathBuf], quiet: bool, on_line: &mut LineFn<'_>) -> Result<
     let consumed = Rc::new(Cell::new(0u64));
     let mut done_before = 0u64;
     for input in &inputs {
-        let name = input.path.as_ref().map_or_else(|| "<stdin>".to_string(), |p| p.display().to_string());
+        let name = input
+            .path
+            .as_ref()
+            .map_or_else(|| "<stdin>".to_string(), |p| p.display().to_string());
         let raw: Box<dyn Read> = match &input.path {
-            Some(p) => Box::new(File::open(p).map_err(|e| format!("cannot open '{}': {e}", p.display()))?),
+            Some(p) => {
+                Box::new(File::open(p).map_err(|e| format!("cannot open '{}': {e}", p.display()))?)
+            }
             None => Box::new(io::stdin().lock()),
         };
         consumed.set(0);
-        let mut head = BufReader::with_capacity(BUFFER, Counting { inner: raw, read: consumed.clone() });
-        let gzip = head.fill_buf().map_err(|e| format!("cannot read {name}: {e}"))?.starts_with(&[0x1f, 0x8b]);
-        let mut reader: Box<dyn BufRead> = if gzip { Box::new(BufReader::with_capacity(BUFFER, MultiGzDecoder::new(head))) } else { Box::new(head) };
+        let mut head = BufReader::with_capacity(
+            BUFFER,
+            Counting {
+                inner: raw,
+                read: consumed.clone(),
+            },
+        );
+        let gzip = head
+            .fill_buf()
+            .map_err(|e| format!("cannot read {name}: {e}"))?
+            .starts_with(&[0x1f, 0x8b]);
+        let mut reader: Box<dyn BufRead> = if gzip {
+            Box::new(BufReader::with_capacity(BUFFER, MultiGzDecoder::new(head)))
+        } else {
+            Box::new(head)
+        };
         let mut line = Vec::with_capacity(4096);
         let mut n = 0u64;
         loop {
@@ -88,18 +126,27 @@ pub fn read(paths: &[PathBuf], quiet: bool, on_line: &mut LineFn<'_>) -> Result<
                 Ok(0) => break,
                 Ok(_) => {
                     n += 1;
-                    on_line(&line, &Origin { source: &name, line: n, time_ms: None });
+                    on_line(
+                        &line,
+                        &Origin {
+                            source: &name,
+                            line: n,
+                            time_ms: None,
+                        },
+                    );
                     progress.line(|| done_before + consumed.get());
                 }
                 Err(e) => {
                     // A file cut short (still being written, or rotated mid-way): keep what was read.
-                    info.notes.push(format!("{name}: reading stopped after line {n}: {e}"));
+                    info.notes
+                        .push(format!("{name}: reading stopped after line {n}: {e}"));
                     break;
                 }
             }
         }
         done_before += input.size;
-        info.sources.push(if gzip { format!("{name} (gzip)") } else { name });
+        info.sources
+            .push(if gzip { format!("{name} (gzip)") } else { name });
         info.mtimes_ms.extend(input.mtime_ms);
     }
     progress.finish();
@@ -114,13 +161,22 @@ mod tests {
 
     fn collect(paths: &[PathBuf]) -> (Vec<String>, ReadInfo) {
         let mut lines = Vec::new();
-        let info = read(paths, true, &mut |l: &[u8], o: &Origin<'_>| lines.push(format!("{}:{}:{}", o.source.rsplit('/').next().unwrap(), o.line, String::from_utf8_lossy(l).trim_end()))).unwrap();
+        let info = read(paths, true, &mut |l: &[u8], o: &Origin<'_>| {
+            lines.push(format!(
+                "{}:{}:{}",
+                o.source.rsplit('/').next().unwrap(),
+                o.line,
+                String::from_utf8_lossy(l).trim_end()
+            ))
+        })
+        .unwrap();
         (lines, info)
     }
 
     fn set_mtime(p: &Path, secs: u64) {
         let f = File::options().write(true).open(p).unwrap();
-        f.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(secs)).unwrap();
+        f.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(secs))
+            .unwrap();
     }
 
     #[test]
@@ -142,7 +198,16 @@ mod tests {
         set_mtime(&one, 2000);
         set_mtime(&cur, 3000);
         let (lines, info) = collect(&[cur, one, two]);
-        assert_eq!(lines, ["m.jsonl.2.gz:1:a1", "m.jsonl.2.gz:2:a2", "m.jsonl.1:1:b1", "m.jsonl:1:c1", "m.jsonl:2:c2"]);
+        assert_eq!(
+            lines,
+            [
+                "m.jsonl.2.gz:1:a1",
+                "m.jsonl.2.gz:2:a2",
+                "m.jsonl.1:1:b1",
+                "m.jsonl:1:c1",
+                "m.jsonl:2:c2"
+            ]
+        );
         assert!(info.sources[0].ends_with("(gzip)"));
         assert_eq!(info.mtimes_ms, [1_000_000, 2_000_000, 3_000_000]);
     }
@@ -160,7 +225,11 @@ mod tests {
         let (lines, info) = collect(&[p]);
         assert!(!lines.is_empty() && lines.len() < 10_000, "{}", lines.len());
         assert_eq!(info.notes.len(), 1, "{:?}", info.notes);
-        assert!(info.notes[0].contains("reading stopped"), "{:?}", info.notes);
+        assert!(
+            info.notes[0].contains("reading stopped"),
+            "{:?}",
+            info.notes
+        );
     }
 
     #[test]
@@ -169,10 +238,22 @@ mod tests {
         let ok = d.path().join("ok");
         std::fs::write(&ok, "x\n").unwrap();
         let mut seen = 0;
-        let err = read(&[ok, d.path().join("nope")], true, &mut |_: &[u8], _: &Origin<'_>| seen += 1).err().unwrap();
+        let err = read(
+            &[ok, d.path().join("nope")],
+            true,
+            &mut |_: &[u8], _: &Origin<'_>| seen += 1,
+        )
+        .err()
+        .unwrap();
         assert!(err.contains("cannot read") && err.contains("nope"), "{err}");
         assert_eq!(seen, 0);
-        let err = read(&[d.path().to_path_buf()], true, &mut |_: &[u8], _: &Origin<'_>| ()).err().unwrap();
+        let err = read(
+            &[d.path().to_path_buf()],
+            true,
+            &mut |_: &[u8], _: &Origin<'_>| (),
+        )
+        .err()
+        .unwrap();
         assert!(err.contains("is a directory"), "{err}");
     }
 }

@@ -9,7 +9,12 @@ const LOWEST_MS: f64 = 0.5;
 
 /// Main dark blue, compared targets in warm colours, the baseline grey.
 fn color(role: &str, i: usize) -> RGBColor {
-    const COMPARED: [RGBColor; 4] = [RGBColor(0xe6, 0x55, 0x0d), RGBColor(0xc6, 0x28, 0x28), RGBColor(0x8e, 0x24, 0xaa), RGBColor(0x2e, 0x7d, 0x32)];
+    const COMPARED: [RGBColor; 4] = [
+        RGBColor(0xe6, 0x55, 0x0d),
+        RGBColor(0xc6, 0x28, 0x28),
+        RGBColor(0x8e, 0x24, 0xaa),
+        RGBColor(0x2e, 0x7d, 0x32),
+    ];
     match role {
         "main" => RGBColor(0x15, 0x65, 0xc0),
         "baseline" => RGBColor(0x75, 0x75, 0x75),
@@ -27,7 +32,13 @@ pub fn latency_cdf(v: &Verdict) -> Result<String, String> {
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(failed)?;
-        let max = v.latency.iter().flat_map(|l| l.cdf.iter().map(|p| p.0)).fold(1.0, f64::max).max(2.0) * 1.2;
+        let max = v
+            .latency
+            .iter()
+            .flat_map(|l| l.cdf.iter().map(|p| p.0))
+            .fold(1.0, f64::max)
+            .max(2.0)
+            * 1.2;
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
             .x_label_area_size(40)
@@ -44,14 +55,23 @@ pub fn latency_cdf(v: &Verdict) -> Result<String, String> {
             .map_err(failed)?;
         for (i, l) in v.latency.iter().enumerate() {
             let color = color(l.role, i);
-            let points: Vec<(f64, f64)> = l.cdf.iter().map(|&(x, y)| (x.max(LOWEST_MS), y)).collect();
+            let points: Vec<(f64, f64)> =
+                l.cdf.iter().map(|&(x, y)| (x.max(LOWEST_MS), y)).collect();
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(failed)?
                 .label(format!("{} ({})", l.target, l.role))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).border_style(BLACK).background_style(WHITE.mix(0.9)).draw().map_err(failed)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.9))
+            .draw()
+            .map_err(failed)?;
         root.present().map_err(failed)?;
     }
     Ok(svg)
@@ -64,7 +84,10 @@ pub fn conflicts_over_input(v: &Verdict) -> Result<String, String> {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(failed)?;
         let bins = &v.timeline.bins;
-        let end = bins.last().map_or(1, |b| b.first_statement + b.statements).max(1);
+        let end = bins
+            .last()
+            .map_or(1, |b| b.first_statement + b.statements)
+            .max(1);
         let top = bins.iter().map(|b| b.conflicts).max().unwrap_or(0).max(1);
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
@@ -74,7 +97,10 @@ pub fn conflicts_over_input(v: &Verdict) -> Result<String, String> {
             .map_err(failed)?;
         chart
             .configure_mesh()
-            .x_desc(format!("statement, in input order ({} per bar)", v.timeline.statements_per_bin))
+            .x_desc(format!(
+                "statement, in input order ({} per bar)",
+                v.timeline.statements_per_bin
+            ))
             .y_desc("conflicting statements")
             .light_line_style(WHITE.mix(0.0))
             .draw()
@@ -82,18 +108,40 @@ pub fn conflicts_over_input(v: &Verdict) -> Result<String, String> {
         let red = RGBColor(0xc6, 0x28, 0x28);
         let grey = RGBColor(0x9e, 0x9e, 0x9e);
         chart
-            .draw_series(bins.iter().map(|b| Rectangle::new([(b.first_statement, 0), (b.first_statement + b.statements, b.conflicts)], red.filled())))
+            .draw_series(bins.iter().map(|b| {
+                Rectangle::new(
+                    [
+                        (b.first_statement, 0),
+                        (b.first_statement + b.statements, b.conflicts),
+                    ],
+                    red.filled(),
+                )
+            }))
             .map_err(failed)?
             .label("conflicts")
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], red.filled()));
         if v.baseline.is_some() {
             chart
-                .draw_series(bins.iter().map(|b| Rectangle::new([(b.first_statement, 0), (b.first_statement + b.statements, b.baseline_differs)], grey.filled())))
+                .draw_series(bins.iter().map(|b| {
+                    Rectangle::new(
+                        [
+                            (b.first_statement, 0),
+                            (b.first_statement + b.statements, b.baseline_differs),
+                        ],
+                        grey.filled(),
+                    )
+                }))
                 .map_err(failed)?
                 .label("of which the baseline differs too")
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], grey.filled()));
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).border_style(BLACK).background_style(WHITE.mix(0.9)).draw().map_err(failed)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.9))
+            .draw()
+            .map_err(failed)?;
         root.present().map_err(failed)?;
     }
     Ok(svg)

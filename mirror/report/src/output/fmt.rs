@@ -8,7 +8,7 @@ pub fn count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -44,7 +44,12 @@ pub fn times(r: Option<f64>) -> String {
 pub fn kinds(c: &Class) -> String {
     let mut parts = Vec::new();
     for k in DiffKind::CONFLICT_KINDS {
-        let n: u64 = c.targets.iter().filter(|t| t.role == "compared").filter_map(|t| t.kinds.get(k.name())).sum();
+        let n: u64 = c
+            .targets
+            .iter()
+            .filter(|t| t.role == "compared")
+            .filter_map(|t| t.kinds.get(k.name()))
+            .sum();
         if n > 0 {
             parts.push(format!("{} {}", k.name(), count(n)));
         }

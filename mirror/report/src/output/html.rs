@@ -35,7 +35,9 @@ fn summary(v: &Verdict, o: &mut String) {
     let c = &v.conflicts;
     let time = match (&v.time.first, &v.time.last, v.time.basis) {
         (Some(f), Some(l), "message_time") => format!("{f} – {l}"),
-        (Some(_), Some(l), "file_mtime") => format!("files last written up to {l} (no time per line)"),
+        (Some(_), Some(l), "file_mtime") => {
+            format!("files last written up to {l} (no time per line)")
+        }
         _ => "unknown (no time per line)".into(),
     };
     let cards = [
@@ -66,7 +68,16 @@ fn summary(v: &Verdict, o: &mut String) {
         let _ = write!(o, " {} more in {} non-deterministic classes (the baseline differs from main too) are set apart.", count(c.non_deterministic), c.non_deterministic_classes);
     }
     if let Some(t) = &v.threshold {
-        let _ = write!(o, " Threshold {}: {}.", escape(&t.limit), if t.exceeded { "exceeded" } else { "not exceeded" });
+        let _ = write!(
+            o,
+            " Threshold {}: {}.",
+            escape(&t.limit),
+            if t.exceeded {
+                "exceeded"
+            } else {
+                "not exceeded"
+            }
+        );
     }
     let _ = write!(
         o,
@@ -93,12 +104,25 @@ fn latency(v: &Verdict, o: &mut String) -> Result<(), String> {
         let _ = write!(o, "<tr><td>{}</td><td>{}</td>", escape(&l.target), l.role);
         match l.quantiles {
             Some(q) => {
-                let _ = write!(o, "{}{}{}{}{}", num(q.count as f64, &count(q.count)), num(q.p50, &ms(q.p50)), num(q.p95, &ms(q.p95)), num(q.p99, &ms(q.p99)), num(q.max as f64, &q.max.to_string()));
+                let _ = write!(
+                    o,
+                    "{}{}{}{}{}",
+                    num(q.count as f64, &count(q.count)),
+                    num(q.p50, &ms(q.p50)),
+                    num(q.p95, &ms(q.p95)),
+                    num(q.p99, &ms(q.p99)),
+                    num(q.max as f64, &q.max.to_string())
+                );
             }
             None => o.push_str("<td class=\"n\">0</td><td></td><td></td><td></td><td></td>"),
         }
         let r = l.ratio_to_main;
-        let _ = write!(o, "{}{}</tr>", num(0.0, &r.map_or(String::new(), |r| times(r.p95))), num(0.0, &r.map_or(String::new(), |r| times(r.total))));
+        let _ = write!(
+            o,
+            "{}{}</tr>",
+            num(0.0, &r.map_or(String::new(), |r| times(r.p95))),
+            num(0.0, &r.map_or(String::new(), |r| times(r.total)))
+        );
     }
     let _ = write!(
         o,
@@ -137,14 +161,24 @@ fn class_row(c: &Class, compared: &[&str], o: &mut String) {
         if c.non_deterministic { "yes" } else { "" },
         escape(&c.hints.join(", "))
     );
-    let main = c.targets.iter().find(|t| t.role == "main").and_then(|t| t.latency);
+    let main = c
+        .targets
+        .iter()
+        .find(|t| t.role == "main")
+        .and_then(|t| t.latency);
     o.push_str(&main.map_or("<td></td>".into(), |q| num(q.p95, &ms(q.p95))));
     for name in compared {
         match c.targets.iter().find(|t| t.target == *name) {
             Some(t) => {
                 let p95 = t.latency.map_or(0.0, |q| q.p95);
                 let r = t.ratio_to_main.and_then(|r| r.p95);
-                let _ = write!(o, "{}{}{}", num(p95, &ms(p95)), num(r.unwrap_or(0.0), &times(r)), num(t.extra_ms as f64, &count(t.extra_ms.max(0) as u64)));
+                let _ = write!(
+                    o,
+                    "{}{}{}",
+                    num(p95, &ms(p95)),
+                    num(r.unwrap_or(0.0), &times(r)),
+                    num(t.extra_ms as f64, &count(t.extra_ms.max(0) as u64))
+                );
             }
             None => o.push_str("<td></td><td></td><td></td>"),
         }
@@ -153,7 +187,12 @@ fn class_row(c: &Class, compared: &[&str], o: &mut String) {
 }
 
 fn classes(v: &Verdict, o: &mut String) {
-    let compared: Vec<&str> = v.latency.iter().filter(|l| l.role == "compared").map(|l| l.target.as_str()).collect();
+    let compared: Vec<&str> = v
+        .latency
+        .iter()
+        .filter(|l| l.role == "compared")
+        .map(|l| l.target.as_str())
+        .collect();
     let _ = write!(
         o,
         "<section><h2>Classes</h2><p class=\"sub\">Click a column to sort. Red: differs on the compared server; grey: non-deterministic (the baseline differs too).</p><table id=\"classes\" class=\"sortable\"><thead><tr><th>id</th><th>class</th><th data-type=\"number\">statements</th><th data-type=\"number\">conflicts</th><th data-type=\"number\">rate</th><th>how</th><th>non-deterministic</th><th>hints</th><th data-type=\"number\">main p95 ms</th>"
@@ -176,7 +215,12 @@ fn samples(v: &Verdict, o: &mut String) {
     }
     o.push_str("<section id=\"samples\"><h2>Samples</h2>");
     for c in with {
-        let _ = write!(o, "<details open><summary><code>{}</code> {}</summary>", &c.id[..8], escape(&label(c)));
+        let _ = write!(
+            o,
+            "<details open><summary><code>{}</code> {}</summary>",
+            &c.id[..8],
+            escape(&label(c))
+        );
         for s in &c.samples {
             let _ = write!(o, "<p><b>{}</b> · session {} · query_id {}</p><pre>{}</pre><table><tr><th>target</th><th>type</th><th>rows</th><th>warnings</th><th>ms</th><th>checksum</th></tr>", s.kinds.join(", "), s.session, s.query_id, escape(&s.query));
             for b in [&s.main, &s.other] {
@@ -199,7 +243,14 @@ fn invalid(v: &Verdict, o: &mut String) {
     }
     let _ = write!(o, "<section id=\"invalid\"><h2>Invalid lines: {} (first {} shown)</h2><table><tr><th>source</th><th>line</th><th>error</th><th>text</th></tr>", count(v.input.invalid_lines), v.input.invalid_examples.len());
     for e in &v.input.invalid_examples {
-        let _ = write!(o, "<tr><td>{}</td><td class=\"n\">{}</td><td>{}</td><td><code>{}</code></td></tr>", escape(&e.source), e.line, escape(&e.error), escape(&e.text));
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            escape(&e.source),
+            e.line,
+            escape(&e.error),
+            escape(&e.text)
+        );
     }
     o.push_str("</table></section>");
 }
@@ -212,7 +263,7 @@ pub fn render(v: &Verdict) -> Result<String, String> {
     classes(v, &mut o);
     samples(v, &mut o);
     invalid(v, &mut o);
-    let _ = write!(o, "<script>{JS}</script></body></html>\n");
+    let _ = writeln!(o, "<script>{JS}</script></body></html>");
     Ok(o)
 }
 
@@ -222,6 +273,9 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 pub fn chromium() -> Option<PathBuf> {
     let env = std::env::var_os("CHROMIUM").map(PathBuf::from);
-    env.into_iter().chain(["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from)).find(|p| p.exists())
+    env.into_iter()
+        .chain(["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from))
+        .find(|p| p.exists())
 }
 
 pub struct Page {
@@ -40,9 +42,22 @@ pub fn open(html: &Path, probe: &str, screenshot: &Path, size: (u32, u32)) -> Pa
     tab.enable_runtime().unwrap();
     tab.add_event_listener(Arc::new(move |e: &Event| {
         let msg = match e {
-            Event::RuntimeConsoleAPICalled(c) if format!("{:?}", c.params.Type) == "Error" => Some(format!("console.error: {:?}", c.params.args.iter().map(|a| a.value.clone()).collect::<Vec<_>>())),
-            Event::RuntimeExceptionThrown(x) => Some(format!("exception: {}", x.params.exception_details.text)),
-            Event::LogEntryAdded(l) if format!("{:?}", l.params.entry.level) == "Error" => Some(format!("log: {}", l.params.entry.text)),
+            Event::RuntimeConsoleAPICalled(c) if format!("{:?}", c.params.Type) == "Error" => {
+                Some(format!(
+                    "console.error: {:?}",
+                    c.params
+                        .args
+                        .iter()
+                        .map(|a| a.value.clone())
+                        .collect::<Vec<_>>()
+                ))
+            }
+            Event::RuntimeExceptionThrown(x) => {
+                Some(format!("exception: {}", x.params.exception_details.text))
+            }
+            Event::LogEntryAdded(l) if format!("{:?}", l.params.entry.level) == "Error" => {
+                Some(format!("log: {}", l.params.entry.text))
+            }
             _ => None,
         };
         if let Some(m) = msg {
@@ -50,14 +65,26 @@ pub fn open(html: &Path, probe: &str, screenshot: &Path, size: (u32, u32)) -> Pa
         }
     }))
     .unwrap();
-    tab.navigate_to(&format!("file://{}", html.canonicalize().unwrap().display())).unwrap();
+    tab.navigate_to(&format!(
+        "file://{}",
+        html.canonicalize().unwrap().display()
+    ))
+    .unwrap();
     tab.wait_until_navigated().unwrap();
     let out = tab.evaluate(probe, false).unwrap();
-    let text = out.value.and_then(|v| v.as_str().map(String::from)).unwrap_or_else(|| panic!("probe gave no string: {:?}", out.description));
-    let png = tab.capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true).unwrap();
+    let text = out
+        .value
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| panic!("probe gave no string: {:?}", out.description));
+    let png = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+        .unwrap();
     std::fs::write(screenshot, png).unwrap();
     // Let late events (errors after load) arrive.
     std::thread::sleep(Duration::from_millis(300));
     let errors = errors.lock().unwrap().clone();
-    Page { errors, probe: serde_json::from_str(&text).unwrap() }
+    Page {
+        errors,
+        probe: serde_json::from_str(&text).unwrap(),
+    }
 }

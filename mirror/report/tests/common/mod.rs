@@ -17,7 +17,11 @@ pub fn bin() -> &'static str {
 pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(bin())
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -52,16 +56,32 @@ pub fn verdict(args: &[&str]) -> Value {
     let mut all = vec!["--json", "--quiet"];
     all.extend_from_slice(args);
     let o = run(&all, None);
-    assert_eq!(o.status.code(), Some(0), "mirror-report {all:?}: {}", stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("--json output is not JSON ({e}): {}", stdout(&o)))
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "mirror-report {all:?}: {}",
+        stderr(&o)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}): {}", stdout(&o)))
 }
 
 /// The class of a verdict with this fingerprint.
 pub fn class<'v>(v: &'v Value, fingerprint: &str) -> &'v Value {
-    v["classes"].as_array().unwrap().iter().find(|c| c["fingerprint"] == fingerprint).unwrap_or_else(|| {
-        let all: Vec<&Value> = v["classes"].as_array().unwrap().iter().map(|c| &c["fingerprint"]).collect();
-        panic!("no class {fingerprint:?} among {all:?}")
-    })
+    v["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["fingerprint"] == fingerprint)
+        .unwrap_or_else(|| {
+            let all: Vec<&Value> = v["classes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| &c["fingerprint"])
+                .collect();
+            panic!("no class {fingerprint:?} among {all:?}")
+        })
 }
 
 /// Fingerprints of the classes with upgrade conflicts.
@@ -79,7 +99,12 @@ pub fn conflicting(v: &Value) -> Vec<String> {
 
 /// The conflict kinds of a class on one target.
 pub fn kinds(class: &Value, target: &str) -> Vec<String> {
-    let t = class["targets"].as_array().unwrap().iter().find(|t| t["target"] == target).expect("target in class");
+    let t = class["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == target)
+        .expect("target in class");
     t["kinds"].as_object().unwrap().keys().cloned().collect()
 }
 
