@@ -182,6 +182,11 @@ fn a_failing_shard_costs_at_most_the_statements_that_need_it() {
     assert!(e.code == 1927 && e.message.contains("Lost connection to 's3' while it ran the statement"), "{e}");
     assert!(h.alive);
     assert_eq!(one(&mut h, &format!("SELECT srv FROM {}.t3", d.c)), "s3", "s3 reconnected");
+    // A statement prepared on a shard that is lost meanwhile: prepared again by the replay.
+    ok(&mut h, &format!("PREPARE on_s3 FROM 'SELECT srv FROM {}.t3'", d.c));
+    h.break_connection(2);
+    h.settle(Duration::from_millis(200));
+    assert_eq!(one(&mut h, "EXECUTE on_s3"), "s3");
 
     // Inside a transaction: losing a shard that only got the BEGIN is harmless ...
     ok(&mut h, "BEGIN");

@@ -235,6 +235,16 @@ impl Session {
         None
     }
 
+    /// Backend `i` if it is in use or could be opened again (a statement prepared there is
+    /// prepared again by the history replay).
+    pub(super) fn reopened(&mut self, i: usize) -> Option<usize> {
+        if self.backends[i].in_use {
+            return Some(i);
+        }
+        let name = self.backends[i].name.clone();
+        self.reconnect(std::slice::from_ref(&name))
+    }
+
     pub(super) fn fail_request(&mut self, cmd: u8, why: &str) -> Result<(), String> {
         let _ = self.end(format!("Could not find valid server for {}: {why}", command_name(cmd)));
         Ok(())

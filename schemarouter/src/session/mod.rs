@@ -480,11 +480,11 @@ impl Session {
                     Some(id) => self.ps_bin.get(&id).copied(),
                     None => None,
                 };
-                let t = match known.filter(|&i| self.backends[i].in_use) {
-                    Some(i) => Some(i),
-                    None if known.is_some() => {
-                        return self.fail_request(cmd, &format!("the server that prepared the statement ('{}') is gone", self.backends[known.unwrap()].name))
-                    }
+                let t = match known {
+                    Some(i) => match self.reopened(i) {
+                        Some(i) => Some(i),
+                        None => return self.fail_request(cmd, &format!("the server that prepared the statement ('{}') is gone", self.backends[i].name)),
+                    },
                     None => {
                         let t = self.decide(|v| v.query_target(&no_names(), hint));
                         self.target_or_fail(t, cmd)?
@@ -554,9 +554,9 @@ impl Session {
                 } else {
                     self.ps_text.get(&name.to_lowercase()).copied()
                 };
-                let t = match known {
-                    Some(i) if self.backends[i].in_use => Some(i),
-                    Some(i) => return self.fail_request(cmd, &format!("the server that prepared '{name}' ('{}') is gone", self.backends[i].name)),
+                let t = match known.map(|i| (i, self.reopened(i))) {
+                    Some((_, Some(i))) => Some(i),
+                    Some((i, None)) => return self.fail_request(cmd, &format!("the server that prepared '{name}' ('{}') is gone", self.backends[i].name)),
                     None => {
                         let t = self.decide(|v| v.query_target(a, hint));
                         self.target_or_fail(t, cmd)?
