@@ -13,10 +13,11 @@ router=${1:?usage: $0 mirror|schemarouter}
 ROUNDS=${ROUNDS:-3} SECS=${SECONDS_PER_RUN:-20} THREADS=${THREADS:-8}
 TABLES=${TABLES:-4} TABLE_SIZE=${TABLE_SIZE:-10000}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-ours=$root/target/release/lib$router.so
+release=${CARGO_TARGET_DIR:-$root/target}/release
+ours=$release/lib$router.so
 nm -D "$ours" 2>/dev/null | grep mxs_get_module_object >/dev/null || { echo "$ours missing: run make with MAXSCALE_SRC"; exit 1; }
 nm "$ours" | grep mxsrs_shim_module_object >/dev/null || { echo "$ours was built without the MaxScale shim"; exit 1; }
-"$root/src/shim/check_install.sh" "$MAXSCALE_LIBDIR" "$(cat "$root/target/release/modules-maxscale-version")" "$MAXSCALE_BIN"
+"$root/src/shim/check_install.sh" "$MAXSCALE_LIBDIR" "$(cat "$release/modules-maxscale-version")" "$MAXSCALE_BIN"
 
 work=$(mktemp -d /tmp/bench-$router.XXXXXX)
 trap 'kill $(cat "$work/pid" 2>/dev/null) 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
