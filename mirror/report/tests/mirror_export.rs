@@ -367,7 +367,7 @@ fn browser_check(html: &Path, v: &Value) {
             asc: asc, desc: desc, fetches: performance.getEntriesByType('resource').length });
     })()"#;
     let shot = html.with_extension("png");
-    let page = common::browser::open(html, probe, &shot, (1280, 1100));
+    let page = common::browser::open(html, probe, &shot, (1280, 1400));
     assert!(page.errors.is_empty(), "console errors: {:?}", page.errors);
     let p = &page.probe;
     let ids: Vec<&Value> = v["classes"]

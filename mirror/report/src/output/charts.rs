@@ -3,7 +3,7 @@
 use crate::verdict::Verdict;
 use plotters::prelude::*;
 
-const SIZE: (u32, u32) = (600, 300);
+const SIZE: (u32, u32) = (580, 300);
 /// Where the log-scale latency axis starts: 0 ms durations are drawn here.
 const LOWEST_MS: f64 = 0.5;
 

@@ -21,9 +21,11 @@ fn right(s: impl ToString) -> Cell {
     Cell::new(s).set_alignment(CellAlignment::Right)
 }
 
+/// `s` on one line (runs of whitespace as one space), at most `n` characters.
 fn short(s: &str, n: usize) -> String {
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if s.chars().count() <= n {
-        return s.to_string();
+        return s;
     }
     format!("{}…", s.chars().take(n - 1).collect::<String>())
 }
@@ -49,9 +51,10 @@ fn header(v: &Verdict, o: &mut String) {
     let i = &v.input;
     let _ = writeln!(
         o,
-        "mirror-report: {} statements in {} sessions from {} ({} invalid line{})",
+        "mirror-report: {} statements in {} session{} from {} ({} invalid line{})",
         count(i.statements),
         count(v.sessions),
+        if v.sessions == 1 { "" } else { "s" },
         i.sources.join(", "),
         count(i.invalid_lines),
         if i.invalid_lines == 1 { "" } else { "s" }
@@ -133,7 +136,12 @@ fn latency(v: &Verdict, o: &mut String) {
             right(q.map_or("-".into(), |q| ms(q.p99))),
             right(q.map_or("-".into(), |q| q.max.to_string())),
             Cell::new(l.ratio_to_main.map_or(String::new(), |r| {
-                format!("p95 {}, total {}", times(r.p95), times(r.total))
+                let known = [("p95", r.p95), ("total", r.total)];
+                let parts: Vec<String> = known
+                    .iter()
+                    .filter_map(|(k, x)| x.map(|x| format!("{k} {}", times(Some(x)))))
+                    .collect();
+                parts.join(", ")
             })),
         ]);
     }
