@@ -128,8 +128,9 @@ fn answer(p: &Part, deprecate_eof: bool) -> Vec<u8> {
     resultset_from_payloads(&p.count, &p.defs, &p.rows, p.status & !MORE_RESULTS_EXIST, deprecate_eof)
 }
 
-/// Compares two values of a column: numbers as numbers, text case-insensitively (the
-/// collation of information_schema's columns), NULL first.
+/// Compares two values of a column: numbers as numbers, text case-insensitively by upper
+/// case (as utf8mb3_general_ci, information_schema's collation, does: `_` after letters),
+/// NULL first.
 fn compare(a: Option<&[u8]>, b: Option<&[u8]>, numeric: bool) -> Ordering {
     match (a, b) {
         (None, None) => Ordering::Equal,
@@ -142,7 +143,7 @@ fn compare(a: Option<&[u8]>, b: Option<&[u8]>, numeric: bool) -> Ordering {
                     return x.partial_cmp(&y).unwrap_or(Ordering::Equal);
                 }
             }
-            sa.to_lowercase().cmp(&sb.to_lowercase()).then_with(|| a.cmp(b))
+            sa.to_uppercase().cmp(&sb.to_uppercase()).then_with(|| a.cmp(b))
         }
     }
 }
@@ -231,7 +232,8 @@ pub fn merge(parts: &[Part], mode: &Mode, deprecate_eof: bool) -> Vec<u8> {
     };
     let with_rows: Vec<&Part> = parts.iter().filter(|p| !p.count.is_empty()).collect();
     let mut rows = dedup(&with_rows, how, &ident, visible);
-    let keys: Vec<(usize, bool, bool)> = if *how == Dedup::Names {
+    let by_names = *how == Dedup::Names;
+    let keys: Vec<(usize, bool, bool)> = if by_names {
         let by = if ident.is_empty() { vec![0] } else { ident.clone() };
         by.into_iter().filter(|&i| i < cols.len()).map(|i| (i, false, false)).collect()
     } else {
@@ -242,7 +244,9 @@ pub fn merge(parts: &[Part], mode: &Mode, deprecate_eof: bool) -> Vec<u8> {
         rows.sort_by(|(a, _), (b, _)| {
             keys.iter()
                 .map(|&(i, desc, numeric)| {
-                    let o = compare(a.get(i).copied().flatten(), b.get(i).copied().flatten(), numeric);
+                    let (x, y) = (a.get(i).copied().flatten(), b.get(i).copied().flatten());
+                    // SHOW lists names in byte order (`B` before `a`).
+                    let o = if by_names { x.cmp(&y) } else { compare(x, y, numeric) };
                     if desc {
                         o.reverse()
                     } else {
@@ -330,6 +334,10 @@ mod tests {
         let got = rows_of(&merge(&[a.clone(), b.clone()], &union(owner(), vec![(ColRef::Name("nope".into()), false)], Some((0, 1)), 0), false));
         assert_eq!(got.len(), 1);
         // DISTINCT: identical rows once, also within a shard's own rows.
+        let c = [("table_name", 0xfd)];
+        let (x, y) = (part("s1", &c, &[&[Some("_x")], &[Some("B")]]), part("s2", &c, &[&[Some("a")], &[Some("Zz")]]));
+        let got = rows_of(&merge(&[x, y], &union(Dedup::WholeRow, vec![(ColRef::At(0), false)], None, 0), false));
+        assert_eq!(got, vec![s(&["a"]), s(&["B"]), s(&["Zz"]), s(&["_x"])], "as the server orders them");
         let x = part("s1", &[("table_schema", 0xfd)], &[&[Some("d")], &[Some("e")]]);
         let y = part("s2", &[("table_schema", 0xfd)], &[&[Some("d")]]);
         assert_eq!(rows_of(&merge(&[x, y], &union(Dedup::WholeRow, vec![], None, 0), false)).len(), 2);
@@ -351,11 +359,11 @@ mod tests {
     #[test]
     fn show_listings_errors_and_other_modes() {
         let cols = [("Tables_in_shop", 0xfd), ("Table_type", 0xfd)];
-        let a = part("s1", &cols, &[&[Some("zeta"), Some("BASE TABLE")]]);
+        let a = part("s1", &cols, &[&[Some("zeta"), Some("BASE TABLE")], &[Some("B"), Some("BASE TABLE")]]);
         let b = part("s2", &cols, &[&[Some("ab"), Some("BASE TABLE")], &[Some("b"), Some("VIEW")]]);
         let got = rows_of(&merge(&[a.clone(), b.clone()], &Mode::listing(), false));
         let names: Vec<String> = got.iter().map(|r| r[0].clone().unwrap()).collect();
-        assert_eq!(names, vec!["ab", "b", "zeta"], "sorted by name, not by packet bytes");
+        assert_eq!(names, vec!["B", "ab", "b", "zeta"], "sorted by name in byte order (as SHOW TABLES), not by packet bytes");
         let mut e = b.clone();
         e.error = Some(b"\xff\x7a\x04#42S02no such table".to_vec());
         let reply = merge(&[a.clone(), e.clone()], &Mode::listing(), false);

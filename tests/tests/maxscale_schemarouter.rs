@@ -3,9 +3,14 @@
 //! MAXSCALE_LIBDIR are set (and libschemarouter.so was built in release mode against the same release);
 //! otherwise it says that it skipped.
 
+mod sr_common;
+
 use mysql::prelude::Queryable;
 use router_tests::env::{self, unique};
 use router_tests::maxscale::{self, MaxScale};
+use router_tests::private_server::PrivateServer;
+use std::process::Command;
+use std::time::Duration;
 
 /// Two services on the same servers: `Sharding` (MaxScale's default session-command history)
 /// and `NoHistory` (`disable_sescmd_history=true`), on `listener` and `listener2`.
@@ -213,4 +218,102 @@ fn drop_in_replacement_in_maxscale() {
     let e = maxscale::try_client(listener, None).and_then(|mut c4| c4.query_drop("SELECT 1")).unwrap_err().to_string();
     assert!(e.contains("ERROR 1927 (70100): Error: duplicate tables found on two different shards."), "{e}");
     assert!(mx.log_shows(&format!("'sr_shared_{u}.' found on servers 's1','s2'")), "log names the duplicate: {}", mx.log().lines().filter(|l| l.contains("found on servers")).collect::<Vec<_>>().join("\n"));
+}
+
+/// One service on s1, s2, s3 and a private server `p` (paused with SIGSTOP to slow its logins).
+fn tools_config(listener: u16, p: u16) -> String {
+    let ports = env::mariadb_ports();
+    let mut cnf = String::new();
+    for (name, port) in [("s1", ports[0]), ("s2", ports[1]), ("s3", ports[2]), ("p", p)] {
+        cnf.push_str(&format!("[{name}]\ntype=server\naddress=127.0.0.1\nport={port}\n\n"));
+    }
+    cnf.push_str(&format!(
+        "[Monitor]\ntype=monitor\nmodule=mariadbmon\nservers=s1,s2,s3,p\nuser=app\npassword=apppass\nmonitor_interval=1s\n\n\
+         [Tools]\ntype=service\nrouter=schemarouter\ntargets=s1,s2,s3,p\nuser=app\npassword=apppass\n\
+         ignore_tables_regex=/^([^s]|s[^r]|sr[^_])|^sr_shared_[^.]*\\.$/\n\n\
+         [Tools-Listener]\ntype=listener\nservice=Tools\nprotocol=mariadbprotocol\naddress=127.0.0.1\nport={listener}\n\n"
+    ));
+    cnf
+}
+
+fn dump_through(listener: u16, db: &str, extra: &[&str]) -> String {
+    let out = Command::new("mariadb-dump")
+        .args(["-h127.0.0.1", &format!("-P{listener}"), &format!("-u{}", env::USER), &format!("-p{}", env::PASSWORD), "--routines", "--triggers"])
+        .args(extra)
+        .arg(db)
+        .output()
+        .expect("mariadb-dump");
+    assert!(out.status.success(), "mariadb-dump through MaxScale: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8 dump")
+}
+
+/// Issue 17 inside MaxScale, with our module: mariadb-dump of a database split by table
+/// restores into one server with every table and row; PyMySQL, mysql-connector-python and
+/// SQLAlchemy see every table; information_schema and SHOW TABLE STATUS answer as one server;
+/// a shard slow to log in (paused) whose history replay fails does not end the session.
+#[test]
+fn client_tools_and_a_slow_shard_in_maxscale() {
+    let Some(inst) = maxscale::installation() else {
+        eprintln!("skipped: MAXSCALE_BIN/MAXSCALE_LIBDIR not set, so schemarouter was not run inside MaxScale");
+        return;
+    };
+    let ours = env::target_dir().parent().unwrap().join("release/libschemarouter.so");
+    assert!(ours.exists(), "{} missing: build with MAXSCALE_SRC/MAXSCALE_BUILD in release mode", ours.display());
+    let d = Dbs::create();
+    let u = d.0.clone();
+    let shared = format!("sr_shared_{u}");
+    sr_common::add_split_objects(&shared);
+    let ports = env::mariadb_ports();
+    let p = PrivateServer::start();
+    let pdb = format!("sr_p_{u}");
+    p.root_sql(&format!("CREATE DATABASE {pdb}; CREATE TABLE {pdb}.tp (id INT PRIMARY KEY, srv VARCHAR(8)); INSERT INTO {pdb}.tp VALUES (1, 'p')")).unwrap();
+
+    let (admin, listener) = maxscale::ports();
+    let mx = MaxScale::start(&inst, admin, &tools_config(listener, p.port), &[("schemarouter", &ours)]);
+    for s in ["s1", "s2", "s3", "p"] {
+        mx.wait_running(s);
+    }
+
+    // mariadb-dump (LOCK TABLES over both shards; then with a consistent snapshot).
+    for (n, extra) in [&[][..], &["--single-transaction"][..]].into_iter().enumerate() {
+        let dump = dump_through(listener, &shared, extra);
+        let restored = format!("sr_d_{u}_{n}");
+        let _drop = sr_common::DropLater(ports[2], restored.clone());
+        sr_common::check_restore(&dump, &shared, ports[2], &restored);
+    }
+
+    // Python connectors and the ORM.
+    let out = sr_common::schema_clients(listener, &shared).output().expect("python3");
+    sr_common::check_schema_clients(&out, &shared);
+
+    // The statements themselves, through the mysql crate.
+    let mut c = maxscale::client(listener, Some(&shared));
+    let status: Vec<mysql::Row> = c.query("SHOW TABLE STATUS LIKE 'tb'").unwrap();
+    assert_eq!(status.len(), 1, "SHOW TABLE STATUS finds tb on s2");
+    let names: Vec<String> = c.query(format!("SELECT table_name AS n FROM information_schema.tables WHERE table_schema = '{shared}' ORDER BY n DESC LIMIT 1, 2")).unwrap();
+    assert_eq!(names, vec!["tc", "tb"]);
+    let tables: Vec<String> = c.query("SHOW TABLES").unwrap();
+    assert_eq!(tables, vec!["ta", "tb", "tc", "v_ta"]);
+    c.query_drop("LOCK TABLES ta READ, tb READ").unwrap();
+    c.query_drop("UNLOCK TABLES").unwrap();
+
+    // p is slow to log in; meanwhile a text PREPARE names a table of s2, which MaxScale
+    // records in the history and replays on p when p's login completes: that fails on p.
+    p.pause();
+    let mut slow = maxscale::client(listener, None);
+    slow.query_drop(format!("PREPARE ps FROM 'SELECT srv FROM sr_b_{u}.t2'")).unwrap();
+    assert_eq!(slow.query_first::<String, _>("EXECUTE ps").unwrap().as_deref(), Some("s2"));
+    std::thread::sleep(Duration::from_millis(300));
+    p.resume();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(slow.query_first::<String, _>(format!("SELECT srv FROM sr_a_{u}.t1")).unwrap().as_deref(), Some("s1"), "the session goes on");
+    assert_eq!(slow.query_first::<String, _>("EXECUTE ps").unwrap().as_deref(), Some("s2"));
+    slow.query_drop("SET @still = 1").unwrap();
+    assert!(mx.log_shows("differs from the expected response"), "MaxScale failed p's replay");
+    // Needing p now ends the session with a message that says why.
+    let e = slow.query_drop(format!("SELECT srv FROM {pdb}.tp")).unwrap_err().to_string();
+    assert!(e.contains("'p'") && e.contains("history"), "{e}");
+    // A new session uses p normally.
+    let mut fresh = maxscale::client(listener, None);
+    assert_eq!(fresh.query_first::<String, _>(format!("SELECT srv FROM {pdb}.tp")).unwrap().as_deref(), Some("p"));
 }

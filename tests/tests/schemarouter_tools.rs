@@ -22,27 +22,7 @@ use std::time::Duration;
 /// The split database with more objects, and more rows.
 fn split_db() -> Dbs {
     let d = Dbs::create();
-    let p = env::mariadb_ports();
-    let s = &d.shared;
-    let run = |port: u16, sql: Vec<String>| {
-        let mut c = env::mariadb(port);
-        for q in sql {
-            c.query_drop(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
-        }
-    };
-    run(p[0], vec![
-        format!("INSERT INTO {s}.ta VALUES (2, 'two'), (3, NULL)"),
-        format!("USE {s}"),
-        "CREATE VIEW v_ta AS SELECT id, srv FROM ta WHERE id > 1".into(),
-    ]);
-    run(p[1], vec![
-        format!("INSERT INTO {s}.tb VALUES (2, 'b2')"),
-        format!("CREATE TABLE {s}.tc (id INT PRIMARY KEY, b INT, KEY (b), FOREIGN KEY (b) REFERENCES {s}.tb (id))"),
-        format!("INSERT INTO {s}.tc VALUES (1, 2)"),
-        format!("USE {s}"),
-        "CREATE TRIGGER trg_tb BEFORE INSERT ON tb FOR EACH ROW SET NEW.srv = LOWER(NEW.srv)".into(),
-        "CREATE PROCEDURE p_tb() SELECT COUNT(*) FROM tb".into(),
-    ]);
+    add_split_objects(&d.shared);
     d
 }
 
@@ -200,8 +180,6 @@ fn run_dump(r: &bridge::sim::SimRouter, db: &str, extra: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 dump")
 }
 
-type Rows = Vec<(i32, Option<String>)>;
-
 /// mariadb-dump through the router, restored into a fresh database on one server: every
 /// table, view, trigger, routine and row is there.
 #[test]
@@ -212,33 +190,9 @@ fn mariadb_dump_of_a_split_database_restores_every_table_and_row() {
     let r = router(params(&d));
     for (n, extra) in [&[][..], &["--single-transaction"][..]].into_iter().enumerate() {
         let dump = run_dump(&r, &s, extra);
-        for want in ["CREATE TABLE `ta`", "CREATE TABLE `tb`", "CREATE TABLE `tc`", "INSERT INTO `ta`", "INSERT INTO `tb`", "INSERT INTO `tc`", "trg_tb", "PROCEDURE `p_tb`", "VIEW `v_ta`"] {
-            assert!(dump.contains(want), "dump {n} lacks {want}");
-        }
         let restored = format!("{}_r{n}", d.c);
         let _drop = DropLater(p[2], restored.clone());
-        env::mariadb(p[2]).query_drop(format!("CREATE DATABASE {restored}")).unwrap();
-        let mut load = Command::new("mariadb")
-            .args(["-h127.0.0.1", &format!("-P{}", p[2]), &format!("-u{}", env::USER), &format!("-p{}", env::PASSWORD), &restored])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(load.stdin.as_mut().unwrap(), dump.as_bytes()).unwrap();
-        let out = load.wait_with_output().unwrap();
-        assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
-        let mut dst = env::mariadb(p[2]);
-        for (port, t) in [(p[0], "ta"), (p[1], "tb"), (p[1], "tc")] {
-            let q = |db: &str| format!("SELECT id, CAST({c} AS CHAR) FROM {db}.{t} ORDER BY id", c = if t == "tc" { "b" } else { "srv" });
-            let original: Rows = env::mariadb(port).query(q(&s)).unwrap();
-            let copy: Rows = dst.query(q(&restored)).unwrap();
-            assert_eq!(copy, original, "{t}");
-        }
-        let v: Rows = dst.query(format!("SELECT id, srv FROM {restored}.v_ta ORDER BY id")).unwrap();
-        assert_eq!(v, vec![(2, Some("two".into())), (3, None)]);
-        dst.query_drop(format!("INSERT INTO {restored}.tb VALUES (9, 'LOUD')")).unwrap();
-        assert_eq!(dst.query_first::<String, _>(format!("SELECT srv FROM {restored}.tb WHERE id = 9")).unwrap().as_deref(), Some("loud"), "trigger restored");
-        assert_eq!(dst.query_first::<u64, _>(format!("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{restored}'")).unwrap(), Some(1));
+        check_restore(&dump, &s, p[2], &restored);
     }
 }
 
@@ -250,29 +204,6 @@ fn python_connectors_and_sqlalchemy_see_every_table() {
     let d = split_db();
     let s = d.shared.clone();
     let r = router(params(&d));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/schema_clients.py");
-    let out = run_tool(&r, &servers(), Duration::from_secs(90), |port| {
-        let mut c = Command::new("python3");
-        c.args([script, "127.0.0.1", &port.to_string(), env::USER, env::PASSWORD, &s]);
-        c
-    });
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let tail = &stderr[stderr.len().saturating_sub(2000)..];
-    assert!(out.status.success(), "schema_clients.py failed (pip install PyMySQL mysql-connector-python SQLAlchemy?): ...{tail}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let list = |x: &serde_json::Value| -> Vec<String> { x.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect() };
-    for driver in ["pymysql", "mysql_connector"] {
-        let r = &v[driver];
-        assert_eq!(list(&r["tables"]), vec!["ta", "tb", "tc", "v_ta"], "{driver}");
-        assert_eq!(list(&r["last_two"]), vec!["v_ta", "tc"], "{driver}");
-        assert_eq!(list(&r["schemata"]), vec![s.clone()], "{driver}");
-        assert_eq!(list(&r["columns"]), vec!["id", "srv", "id", "srv", "id", "b", "id", "srv"], "{driver}");
-    }
-    for orm in ["sqlalchemy_pymysql", "sqlalchemy_mysqlconnector"] {
-        let r = &v[orm];
-        assert_eq!(list(&r["tables"]), vec!["ta", "tb", "tc"], "{orm}");
-        assert_eq!(list(&r["views"]), vec!["v_ta"], "{orm}");
-        assert_eq!(list(&r["columns"]["tb"]), vec!["id", "srv"], "{orm}");
-        assert_eq!(list(&r["columns"]["tc"]), vec!["id", "b"], "{orm}");
-    }
+    let out = run_tool(&r, &servers(), Duration::from_secs(90), |port| schema_clients(port, &s));
+    check_schema_clients(&out, &s);
 }

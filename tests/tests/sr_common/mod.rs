@@ -12,6 +12,7 @@ use bridge::sim::{Module, SimRouter};
 use mysql::prelude::Queryable;
 use router_tests::env::{self, unique};
 use router_tests::harness::{Harness, Targets};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 pub struct Dbs {
@@ -164,5 +165,96 @@ pub struct DropLater(pub u16, pub String);
 impl Drop for DropLater {
     fn drop(&mut self) {
         drop_database(self.0, &self.1);
+    }
+}
+
+/// More objects in a database split by table (`ta` on s1, `tb` on s2): on s1 more rows of
+/// `ta` and the view `v_ta`; on s2 a row of `tb`, the table `tc` (a foreign key to `tb`), a
+/// trigger on `tb` and a procedure.
+pub fn add_split_objects(s: &str) {
+    let p = env::mariadb_ports();
+    let run = |port: u16, sql: Vec<String>| {
+        let mut c = env::mariadb(port);
+        for q in sql {
+            c.query_drop(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        }
+    };
+    run(p[0], vec![
+        format!("INSERT INTO {s}.ta VALUES (2, 'two'), (3, NULL)"),
+        format!("USE {s}"),
+        "CREATE VIEW v_ta AS SELECT id, srv FROM ta WHERE id > 1".into(),
+    ]);
+    run(p[1], vec![
+        format!("INSERT INTO {s}.tb VALUES (2, 'b2')"),
+        format!("CREATE TABLE {s}.tc (id INT PRIMARY KEY, b INT, KEY (b), FOREIGN KEY (b) REFERENCES {s}.tb (id))"),
+        format!("INSERT INTO {s}.tc VALUES (1, 2)"),
+        format!("USE {s}"),
+        "CREATE TRIGGER trg_tb BEFORE INSERT ON tb FOR EACH ROW SET NEW.srv = LOWER(NEW.srv)".into(),
+        "CREATE PROCEDURE p_tb() SELECT COUNT(*) FROM tb".into(),
+    ]);
+}
+
+type Rows = Vec<(i32, Option<String>)>;
+
+/// Restores a dump of the split database `s` into a fresh database `restored` on `port`, and
+/// checks that every table, view, trigger, routine and row of the original is there.
+pub fn check_restore(dump: &str, s: &str, port: u16, restored: &str) {
+    for want in ["CREATE TABLE `ta`", "CREATE TABLE `tb`", "CREATE TABLE `tc`", "INSERT INTO `ta`", "INSERT INTO `tb`", "INSERT INTO `tc`", "trg_tb", "PROCEDURE `p_tb`", "VIEW `v_ta`"] {
+        assert!(dump.contains(want), "the dump lacks {want}");
+    }
+    let p = env::mariadb_ports();
+    env::mariadb(port).query_drop(format!("CREATE DATABASE {restored}")).unwrap();
+    let mut load = Command::new("mariadb")
+        .args(["-h127.0.0.1", &format!("-P{port}"), &format!("-u{}", env::USER), &format!("-p{}", env::PASSWORD), restored])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(load.stdin.as_mut().unwrap(), dump.as_bytes()).unwrap();
+    let out = load.wait_with_output().unwrap();
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    let mut dst = env::mariadb(port);
+    for (from, t) in [(p[0], "ta"), (p[1], "tb"), (p[1], "tc")] {
+        let q = |db: &str| format!("SELECT id, CAST({c} AS CHAR) FROM {db}.{t} ORDER BY id", c = if t == "tc" { "b" } else { "srv" });
+        let original: Rows = env::mariadb(from).query(q(s)).unwrap();
+        let copy: Rows = dst.query(q(restored)).unwrap();
+        assert_eq!(copy, original, "{t}");
+    }
+    let v: Rows = dst.query(format!("SELECT id, srv FROM {restored}.v_ta ORDER BY id")).unwrap();
+    assert_eq!(v, vec![(2, Some("two".into())), (3, None)]);
+    dst.query_drop(format!("INSERT INTO {restored}.tb VALUES (9, 'LOUD')")).unwrap();
+    assert_eq!(dst.query_first::<String, _>(format!("SELECT srv FROM {restored}.tb WHERE id = 9")).unwrap().as_deref(), Some("loud"), "trigger restored");
+    assert_eq!(dst.query_first::<u64, _>(format!("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{restored}'")).unwrap(), Some(1));
+}
+
+/// tests/tools/schema_clients.py against a MariaDB endpoint on `port`, for database `db`.
+pub fn schema_clients(port: u16, db: &str) -> Command {
+    let mut c = Command::new("python3");
+    c.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/schema_clients.py"));
+    c.args(["127.0.0.1", &port.to_string(), env::USER, env::PASSWORD, db]);
+    c
+}
+
+/// Checks what schema_clients.py saw of the split database `s` (with `add_split_objects`):
+/// every table, through each connector and SQLAlchemy's inspector.
+pub fn check_schema_clients(out: &Output, s: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail = &stderr[stderr.len().saturating_sub(2000)..];
+    assert!(out.status.success(), "schema_clients.py failed (pip install PyMySQL mysql-connector-python SQLAlchemy?): ...{tail}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let list = |x: &serde_json::Value| -> Vec<String> { x.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect() };
+    for driver in ["pymysql", "mysql_connector"] {
+        let r = &v[driver];
+        assert_eq!(list(&r["tables"]), vec!["ta", "tb", "tc", "v_ta"], "{driver}");
+        assert_eq!(list(&r["last_two"]), vec!["v_ta", "tc"], "{driver}");
+        assert_eq!(list(&r["schemata"]), vec![s.to_string()], "{driver}");
+        assert_eq!(list(&r["columns"]), vec!["id", "srv", "id", "srv", "id", "b", "id", "srv"], "{driver}");
+    }
+    for orm in ["sqlalchemy_pymysql", "sqlalchemy_mysqlconnector"] {
+        let r = &v[orm];
+        assert_eq!(list(&r["tables"]), vec!["ta", "tb", "tc"], "{orm}");
+        assert_eq!(list(&r["views"]), vec!["v_ta"], "{orm}");
+        assert_eq!(list(&r["columns"]["tb"]), vec!["id", "srv"], "{orm}");
+        assert_eq!(list(&r["columns"]["tc"]), vec!["id", "b"], "{orm}");
     }
 }
