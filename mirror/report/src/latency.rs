@@ -50,7 +50,14 @@ impl Latency {
     /// (so exact below 50 ms).
     pub fn quantile(&self, q: f64) -> Option<f64> {
         // The sketch's estimate can pass the largest value by its error; max is exact.
-        Some(self.sketch.quantile(q).ok().flatten()?.round().min(self.max as f64))
+        Some(
+            self.sketch
+                .quantile(q)
+                .ok()
+                .flatten()?
+                .round()
+                .min(self.max as f64),
+        )
     }
 
     pub fn summary(&self) -> Option<Quantiles> {
@@ -83,7 +90,10 @@ mod tests {
         for q in [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0] {
             let got = l.quantile(q).unwrap();
             let want = exact(&s, q);
-            assert!(got <= *s.last().unwrap() as f64, "q={q}: {got} above the max");
+            assert!(
+                got <= *s.last().unwrap() as f64,
+                "q={q}: {got} above the max"
+            );
             assert!(
                 (got - want).abs() <= want * 0.01 + 0.5,
                 "q={q}: got {got}, exact {want}, values {values:?}"

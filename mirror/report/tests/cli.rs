@@ -126,12 +126,7 @@ fn classes_conflicts_kinds_and_latency_from_a_file() {
     // The slow class is first by slow-down: 20 ms more per statement, ×3.
     let slow = class(&v, "select sum(x) from big where k > ?");
     assert_eq!(v["rank_by_slowdown"][0], slow["id"]);
-    let new = slow["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["target"] == "new")
-        .unwrap();
+    let new = common::target(slow, "new");
     assert_eq!(
         (
             new["extra_ms"].as_i64(),
@@ -507,12 +502,7 @@ fn report_diff_and_dropped_targets() {
         c["samples"][0]["report_diff"],
         json!({"row": 0, "main": ["7", "x"], "other": ["7", "y"]})
     );
-    let new = c["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["target"] == "new")
-        .unwrap();
+    let new = common::target(c, "new");
     assert_eq!(
         (
             new["answered"].as_u64(),

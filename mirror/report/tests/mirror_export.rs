@@ -207,18 +207,8 @@ fn assert_planted(v: &Value, db: &str) {
         v["rank_by_slowdown"]
     );
     assert_eq!(slow["conflicts"], 0, "SLEEP returns 0 on both");
-    let s2 = slow["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["target"] == "s2")
-        .unwrap();
-    let s1 = slow["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["target"] == "s1")
-        .unwrap();
+    let s2 = common::target(slow, "s2");
+    let s1 = common::target(slow, "s1");
     assert!(
         s2["latency"]["p50"].as_f64().unwrap() >= SLOW_S * 1000.0 * 0.99,
         "{s2}"

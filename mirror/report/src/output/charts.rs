@@ -1,5 +1,6 @@
 //! The HTML page's charts as inline SVG, drawn with plotters (no script, no fetch).
 
+use crate::analysis::timeline::Bin;
 use crate::verdict::Verdict;
 use plotters::prelude::*;
 
@@ -77,6 +78,9 @@ pub fn latency_cdf(v: &Verdict) -> Result<String, String> {
     Ok(svg)
 }
 
+/// A bar series: its legend, colour and what a bin's bar shows.
+type Bars = (&'static str, RGBColor, fn(&Bin) -> u64);
+
 /// Conflicts per run of consecutive statements, with those where the baseline differs too.
 pub fn conflicts_over_input(v: &Verdict) -> Result<String, String> {
     let mut svg = String::new();
@@ -107,33 +111,29 @@ pub fn conflicts_over_input(v: &Verdict) -> Result<String, String> {
             .map_err(failed)?;
         let red = RGBColor(0xc6, 0x28, 0x28);
         let grey = RGBColor(0x9e, 0x9e, 0x9e);
-        chart
-            .draw_series(bins.iter().map(|b| {
+        let mut series: Vec<Bars> = vec![("conflicts", red, |b| b.conflicts)];
+        if v.baseline.is_some() {
+            series.push(("of which the baseline differs too", grey, |b| {
+                b.baseline_differs
+            }));
+        }
+        for (label, color, height) in series {
+            let bars = bins.iter().map(|b| {
                 Rectangle::new(
                     [
                         (b.first_statement, 0),
-                        (b.first_statement + b.statements, b.conflicts),
+                        (b.first_statement + b.statements, height(b)),
                     ],
-                    red.filled(),
+                    color.filled(),
                 )
-            }))
-            .map_err(failed)?
-            .label("conflicts")
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], red.filled()));
-        if v.baseline.is_some() {
+            });
             chart
-                .draw_series(bins.iter().map(|b| {
-                    Rectangle::new(
-                        [
-                            (b.first_statement, 0),
-                            (b.first_statement + b.statements, b.baseline_differs),
-                        ],
-                        grey.filled(),
-                    )
-                }))
+                .draw_series(bars)
                 .map_err(failed)?
-                .label("of which the baseline differs too")
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], grey.filled()));
+                .label(label)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
         }
         chart
             .configure_series_labels()

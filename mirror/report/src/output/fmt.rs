@@ -1,7 +1,7 @@
 //! Number formats shared by the terminal and HTML outputs.
 
 use crate::analysis::compare::DiffKind;
-use crate::verdict::Class;
+use crate::verdict::{Class, Verdict};
 
 /// 1234567 → "1,234,567".
 pub fn count(n: u64) -> String {
@@ -38,6 +38,27 @@ pub fn ms(v: f64) -> String {
 
 pub fn times(r: Option<f64>) -> String {
     r.map_or("-".into(), |r| format!("×{r:.2}"))
+}
+
+/// The verdict in a sentence, and the baseline's part when there is one.
+pub fn verdict_sentences(v: &Verdict) -> (String, Option<String>) {
+    let c = &v.conflicts;
+    let main = format!(
+        "{} of {} classes differ on the compared server: {} of {} compared statements conflict ({})",
+        c.classes_with_upgrade_conflicts,
+        v.classes.len(),
+        count(c.upgrade),
+        count(c.compared),
+        pct(c.rate)
+    );
+    let noise = v.baseline.as_ref().map(|_| {
+        format!(
+            "{} more statements in {} non-deterministic classes (the baseline differs from main too) are set apart",
+            count(c.non_deterministic),
+            c.non_deterministic_classes
+        )
+    });
+    (main, noise)
 }
 
 /// The kinds of a class's conflicts over its compared targets: "data 20, rows 3".

@@ -2,7 +2,7 @@
 //! is fetched. The class table sorts by any column (a click on its header).
 
 use super::charts;
-use super::fmt::{count, kinds, ms, pct, times};
+use super::fmt::{count, kinds, ms, pct, times, verdict_sentences};
 use super::terminal::label;
 use crate::verdict::{Class, Verdict};
 use std::fmt::Write;
@@ -54,18 +54,15 @@ fn summary(v: &Verdict, o: &mut String) {
     }
     let _ = write!(o, "</dl>");
     let bad = c.upgrade > 0 || v.threshold.as_ref().is_some_and(|t| t.exceeded);
+    let (verdict, noise) = verdict_sentences(v);
     let _ = write!(
         o,
-        "<p class=\"verdict{}\">{} of {} classes differ on the compared server: {} of {} compared statements conflict ({}).",
+        "<p class=\"verdict{}\">{}.",
         if bad { " bad" } else { "" },
-        c.classes_with_upgrade_conflicts,
-        v.classes.len(),
-        count(c.upgrade),
-        count(c.compared),
-        pct(c.rate)
+        escape(&verdict)
     );
-    if v.baseline.is_some() {
-        let _ = write!(o, " {} more in {} non-deterministic classes (the baseline differs from main too) are set apart.", count(c.non_deterministic), c.non_deterministic_classes);
+    if let Some(n) = noise {
+        let _ = write!(o, " {}.", escape(&n));
     }
     if let Some(t) = &v.threshold {
         let _ = write!(

@@ -1,7 +1,7 @@
 //! The verdict as text tables for a terminal (or a file: no colours, width from the
 //! terminal when there is one).
 
-use super::fmt::{count, kinds, ms, pct, times};
+use super::fmt::{count, kinds, ms, pct, times, verdict_sentences};
 use crate::verdict::{Class, Verdict};
 use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
 use std::fmt::Write;
@@ -82,23 +82,10 @@ fn header(v: &Verdict, o: &mut String) {
         ),
         _ => writeln!(o, "time: unknown (the export has no time per line)"),
     };
-    let c = &v.conflicts;
-    let _ = writeln!(
-        o,
-        "\nVERDICT: {} of {} classes differ on the compared server: {} of {} compared statements conflict ({})",
-        c.classes_with_upgrade_conflicts,
-        v.classes.len(),
-        count(c.upgrade),
-        count(c.compared),
-        pct(c.rate)
-    );
-    if v.baseline.is_some() {
-        let _ = writeln!(
-            o,
-            "         {} more statements in {} non-deterministic classes (the baseline differs from main too), set apart",
-            count(c.non_deterministic),
-            c.non_deterministic_classes
-        );
+    let (verdict, noise) = verdict_sentences(v);
+    let _ = writeln!(o, "\nVERDICT: {verdict}");
+    if let Some(n) = noise {
+        let _ = writeln!(o, "         {n}");
     }
     if let Some(t) = &v.threshold {
         let _ = writeln!(

@@ -97,15 +97,24 @@ pub fn conflicting(v: &Value) -> Vec<String> {
     out
 }
 
-/// The conflict kinds of a class on one target.
-pub fn kinds(class: &Value, target: &str) -> Vec<String> {
-    let t = class["targets"]
+/// What a class says about one target.
+pub fn target<'c>(class: &'c Value, name: &str) -> &'c Value {
+    class["targets"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["target"] == target)
-        .expect("target in class");
-    t["kinds"].as_object().unwrap().keys().cloned().collect()
+        .find(|t| t["target"] == name)
+        .unwrap_or_else(|| panic!("no target {name} in {class}"))
+}
+
+/// The conflict kinds of a class on one target.
+pub fn kinds(class: &Value, name: &str) -> Vec<String> {
+    target(class, name)["kinds"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
 }
 
 pub fn write(dir: &Path, name: &str, text: &str) -> String {
