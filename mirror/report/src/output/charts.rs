@@ -2,6 +2,7 @@
 
 use crate::analysis::timeline::Bin;
 use crate::verdict::Verdict;
+use plotters::coord::CoordTranslate;
 use plotters::prelude::*;
 
 const SIZE: (u32, u32) = (580, 300);
@@ -25,6 +26,23 @@ fn color(role: &str, i: usize) -> RGBColor {
 
 fn failed(e: impl std::fmt::Display) -> String {
     format!("cannot draw a chart: {e}")
+}
+
+fn legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    at: SeriesLabelPosition,
+) -> Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(at)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .draw()
+        .map_err(failed)
 }
 
 /// Each target's latency distribution: the share of its statements at or below a latency.
@@ -66,13 +84,7 @@ pub fn latency_cdf(v: &Verdict) -> Result<String, String> {
                     PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.9))
-            .draw()
-            .map_err(failed)?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         root.present().map_err(failed)?;
     }
     Ok(svg)
@@ -135,13 +147,7 @@ pub fn conflicts_over_input(v: &Verdict) -> Result<String, String> {
                     Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.9))
-            .draw()
-            .map_err(failed)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root.present().map_err(failed)?;
     }
     Ok(svg)
