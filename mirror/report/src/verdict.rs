@@ -440,6 +440,18 @@ pub fn build(a: &Analyzer, run: RunInfo) -> Verdict {
             }
         }
     }
+    let suspect: Vec<&str> = classes
+        .iter()
+        .filter(|c| c.upgrade_conflicts() > 0 && !c.hints.is_empty())
+        .map(|c| &c.id[..8])
+        .collect();
+    if a.baseline.is_none() && !suspect.is_empty() {
+        notes.push(format!(
+            "{} conflicting classes look non-deterministic from their SQL or their conflicts ({}: see hints); a --baseline target on the old version would tell",
+            suspect.len(),
+            suspect.join(", ")
+        ));
+    }
     if a.statements > 0 && a.conflict_statements == a.statements {
         notes.push("every statement conflicts: an export written with report=on_conflict holds only conflicts, so its rates are not the traffic's".into());
     }

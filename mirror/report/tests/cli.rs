@@ -473,6 +473,12 @@ fn baseline_sets_non_deterministic_classes_apart() {
         ["select uuid()", "select v from t"]
     );
     assert_eq!(class(&v, "select uuid()")["hints"], json!(["uuid()"]));
+    let id = class(&v, "select uuid()")["id"].as_str().unwrap()[..8].to_string();
+    assert!(
+        v["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().starts_with(&format!("1 conflicting classes look non-deterministic from their SQL or their conflicts ({id}"))),
+        "{}",
+        v["notes"]
+    );
     assert_eq!(class(&v, "select v from t")["hints"], json!([]));
     // A baseline that is not in the export is said so.
     let v = verdict(&["--baseline", "nope", &f]);

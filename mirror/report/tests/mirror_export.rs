@@ -233,6 +233,18 @@ fn assert_planted(v: &Value, db: &str) {
     assert_eq!(ping["count"].as_u64(), Some(ROUNDS));
 }
 
+/// The page marks the planted classes as conflicts, and no other.
+fn assert_marked(page: &str, v: &Value, db: &str) {
+    for fp in planted(db) {
+        let id = class(v, &fp)["id"].as_str().unwrap().to_string();
+        assert!(
+            page.contains(&format!("<tr class=\"conflict\" data-class=\"{id}\">")),
+            "{fp} is not marked in the page"
+        );
+    }
+    assert_eq!(page.matches("<tr class=\"conflict\"").count(), 3);
+}
+
 fn file_export(servers: &[(&str, u16)], extra: &[&str], dir: &Path) -> (PathBuf, Db) {
     let ports: Vec<u16> = servers.iter().map(|s| s.1).collect();
     let db = Db::create(&ports);
@@ -306,18 +318,7 @@ fn finds_the_planted_differences_in_a_file_export() {
     );
 
     // The HTML page lists every class, marks the planted ones, and its charts draw.
-    let page = std::fs::read_to_string(&html).unwrap();
-    for fp in planted(&db.name) {
-        let id = &class(&v, &fp)["id"];
-        assert!(
-            page.contains(&format!(
-                "<tr class=\"conflict\" data-class=\"{}\">",
-                id.as_str().unwrap()
-            )),
-            "{fp} is not marked in the page"
-        );
-    }
-    assert_eq!(page.matches("<tr class=\"conflict\"").count(), 3);
+    assert_marked(&std::fs::read_to_string(&html).unwrap(), &v, &db.name);
     browser_check(&html, &v);
     // For the README: MIRROR_REPORT_ARTIFACTS=DIR keeps the export, the page and its screenshot.
     if let Some(keep) = std::env::var_os("MIRROR_REPORT_ARTIFACTS").map(PathBuf::from) {
@@ -459,6 +460,25 @@ fn finds_the_planted_differences_from_the_kafka_exporter() {
         "{t}"
     );
     assert!(t.contains("Kafka message times"), "{t}");
+    // And the HTML page: the planted classes, and only they, are marked.
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("kafka.html");
+    let o = run(
+        &[
+            "--quiet",
+            "--main",
+            "s1",
+            "--kafka",
+            &broker,
+            "--topic",
+            &topic,
+            "--html",
+            html.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_marked(&std::fs::read_to_string(&html).unwrap(), &v, &db.name);
     // A consumer group continues where its last run stopped.
     let group = unique("mreport_group");
     let first = common::verdict(&["--kafka", &broker, "--topic", &topic, "--group", &group]);
