@@ -104,7 +104,8 @@ fn column(def: &[u8]) -> Option<Col> {
 /// Whether a column of a SHOW listing names the object a row is about.
 fn names_object(c: &Col) -> bool {
     let n = if c.org.is_empty() { &c.name } else { &c.org }.to_ascii_lowercase();
-    n.starts_with("tables_in_") || ["db", "name", "type", "trigger", "event", "table", "field", "key_name", "seq_in_index"].contains(&n.as_str())
+    n.starts_with("tables_in_")
+        || ["db", "name", "type", "trigger", "event", "table", "field", "key_name", "seq_in_index"].contains(&n.as_str())
 }
 
 fn error_reply(payload: &[u8]) -> Vec<u8> {
@@ -162,13 +163,15 @@ fn resolve(r: &ColRef, cols: &[Col], added: usize) -> Option<usize> {
 }
 
 type Key = Vec<Option<Vec<u8>>>;
+/// A row's values, and the row as the shard sent it.
+type Decoded<'a> = (Vec<Option<&'a [u8]>>, &'a Vec<u8>);
 
 fn key(values: &[Option<&[u8]>], cols: &[usize]) -> Key {
     cols.iter().map(|&i| values.get(i).copied().flatten().map(<[u8]>::to_vec)).collect()
 }
 
 /// The rows of `parts` with each object once (see `Dedup`), each with its values.
-fn dedup<'a>(parts: &[&'a Part], how: &Dedup, ident: &[usize], visible: usize) -> Vec<(Vec<Option<&'a [u8]>>, &'a Vec<u8>)> {
+fn dedup<'a>(parts: &[&'a Part], how: &Dedup, ident: &[usize], visible: usize) -> Vec<Decoded<'a>> {
     let mut out = Vec::new();
     let mut owner: HashMap<Key, usize> = HashMap::new();
     let mut seen: HashSet<Key> = HashSet::new();
@@ -215,14 +218,23 @@ pub fn merge(parts: &[Part], mode: &Mode, deprecate_eof: bool) -> Vec<u8> {
                 None => lost_reply(parts.first().map_or("", |p| &p.server)),
             };
         }
-        _ if parts.iter().any(|p| p.lost) => return lost_reply(&parts.iter().find(|p| p.lost).map(|p| p.server.clone()).unwrap_or_default()),
-        Mode::AllOk => return parts.iter().find(|p| !p.count.is_empty()).or(parts.first()).map_or_else(|| lost_reply(""), |p| answer(p, deprecate_eof)),
+        _ if parts.iter().any(|p| p.lost) => {
+            return lost_reply(&parts.iter().find(|p| p.lost).map(|p| p.server.clone()).unwrap_or_default())
+        }
+        Mode::AllOk => {
+            return parts
+                .iter()
+                .find(|p| !p.count.is_empty())
+                .or(parts.first())
+                .map_or_else(|| lost_reply(""), |p| answer(p, deprecate_eof))
+        }
         Mode::Union { dedup, order, limit, added } => (dedup, order, limit, *added),
     };
     let Some(first) = parts.iter().find(|p| !p.count.is_empty()) else {
         return parts.first().map_or_else(|| lost_reply(""), |p| answer(p, deprecate_eof));
     };
-    let cols: Vec<Col> = first.defs.iter().map(|d| column(d).unwrap_or(Col { name: String::new(), org: String::new(), numeric: false })).collect();
+    let cols: Vec<Col> =
+        first.defs.iter().map(|d| column(d).unwrap_or(Col { name: String::new(), org: String::new(), numeric: false })).collect();
     let added = added.min(cols.len());
     let visible = cols.len() - added;
     let ident: Vec<usize> = match how {
@@ -238,7 +250,11 @@ pub fn merge(parts: &[Part], mode: &Mode, deprecate_eof: bool) -> Vec<u8> {
         by.into_iter().filter(|&i| i < cols.len()).map(|i| (i, false, false)).collect()
     } else {
         // An ORDER BY the merge cannot follow leaves the shards' rows in shard order.
-        order.iter().map(|(r, desc)| resolve(r, &cols, added).map(|i| (i, *desc, cols[i].numeric))).collect::<Option<Vec<_>>>().unwrap_or_default()
+        order
+            .iter()
+            .map(|(r, desc)| resolve(r, &cols, added).map(|i| (i, *desc, cols[i].numeric)))
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default()
     };
     if !keys.is_empty() {
         rows.sort_by(|(a, _), (b, _)| {
@@ -301,7 +317,10 @@ mod tests {
         let pk: Vec<Vec<u8>> = Packets::new(reply).map(|p| p.unwrap().payload.to_vec()).collect();
         let n = pk[0][0] as usize;
         let names = pk[1..=n].iter().map(|d| column(d).unwrap().name).collect();
-        let rows = pk[2 + n..pk.len() - 1].iter().map(|r| text_row(r).unwrap().into_iter().map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned())).collect()).collect();
+        let rows = pk[2 + n..pk.len() - 1]
+            .iter()
+            .map(|r| text_row(r).unwrap().into_iter().map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned())).collect())
+            .collect();
         (names, rows)
     }
 
@@ -320,18 +339,31 @@ mod tests {
     #[test]
     fn union_keeps_each_object_once_sorts_and_limits() {
         let cols = [("table_schema", 0xfd), ("table_name", 0xfd), ("table_rows", 0x08)];
-        let a = part("s1", &cols, &[&[Some("mysql"), Some("user"), Some("5")], &[Some("shop"), Some("Carts"), Some("10")], &[Some("d1"), Some("t"), Some("2")]]);
+        let a = part(
+            "s1",
+            &cols,
+            &[&[Some("mysql"), Some("user"), Some("5")], &[Some("shop"), Some("Carts"), Some("10")], &[Some("d1"), Some("t"), Some("2")]],
+        );
         let b = part("s2", &cols, &[&[Some("mysql"), Some("user"), Some("7")], &[Some("shop"), Some("items"), Some("9")]]);
         let owner = || Dedup::Owner(vec![ColRef::At(0), ColRef::At(1)]);
         let got = rows_of(&merge(&[a.clone(), b.clone()], &union(owner(), vec![], None, 0), false));
-        assert_eq!(got, vec![s(&["mysql", "user", "5"]), s(&["shop", "Carts", "10"]), s(&["d1", "t", "2"]), s(&["shop", "items", "9"])], "system table once, from the first shard");
-        let got = rows_of(&merge(&[a.clone(), b.clone()], &union(owner(), vec![(ColRef::Name("TABLE_NAME".into()), false)], Some((1, 2)), 0), false));
+        assert_eq!(
+            got,
+            vec![s(&["mysql", "user", "5"]), s(&["shop", "Carts", "10"]), s(&["d1", "t", "2"]), s(&["shop", "items", "9"])],
+            "system table once, from the first shard"
+        );
+        let got = rows_of(&merge(
+            &[a.clone(), b.clone()],
+            &union(owner(), vec![(ColRef::Name("TABLE_NAME".into()), false)], Some((1, 2)), 0),
+            false,
+        ));
         assert_eq!(got, vec![s(&["shop", "items", "9"]), s(&["d1", "t", "2"])], "case-insensitive order, then offset 1 count 2");
         let got = rows_of(&merge(&[a.clone(), b.clone()], &union(owner(), vec![(ColRef::At(2), true)], None, 0), false));
         let n: Vec<String> = got.iter().map(|r| r[2].clone().unwrap()).collect();
         assert_eq!(n, vec!["10", "9", "5", "2"], "numbers as numbers");
         // An ORDER BY it cannot follow: shard order, still limited.
-        let got = rows_of(&merge(&[a.clone(), b.clone()], &union(owner(), vec![(ColRef::Name("nope".into()), false)], Some((0, 1)), 0), false));
+        let got =
+            rows_of(&merge(&[a.clone(), b.clone()], &union(owner(), vec![(ColRef::Name("nope".into()), false)], Some((0, 1)), 0), false));
         assert_eq!(got.len(), 1);
         // DISTINCT: identical rows once, also within a shard's own rows.
         let c = [("table_name", 0xfd)];
@@ -348,12 +380,36 @@ mod tests {
         // SELECT column_name FROM columns ... ORDER BY table_name, ordinal_position, sent as
         // SELECT column_name, TABLE_SCHEMA, TABLE_NAME, table_name, ordinal_position FROM ...
         let cols = [("column_name", 0xfd), ("TABLE_SCHEMA", 0xfd), ("TABLE_NAME", 0xfd), ("table_name", 0xfd), ("ordinal_position", 0x08)];
-        let a = part("s1", &cols, &[&[Some("id"), Some("d"), Some("ta"), Some("ta"), Some("1")], &[Some("x"), Some("mysql"), Some("user"), Some("user"), Some("1")]]);
-        let b = part("s2", &cols, &[&[Some("id"), Some("d"), Some("tb"), Some("tb"), Some("1")], &[Some("srv"), Some("d"), Some("tb"), Some("tb"), Some("2")], &[Some("x"), Some("mysql"), Some("user"), Some("user"), Some("1")]]);
-        let mode = union(Dedup::Owner(vec![ColRef::Added(0), ColRef::Added(1)]), vec![(ColRef::Added(2), false), (ColRef::Added(3), false)], None, 4);
+        let a = part(
+            "s1",
+            &cols,
+            &[
+                &[Some("id"), Some("d"), Some("ta"), Some("ta"), Some("1")],
+                &[Some("x"), Some("mysql"), Some("user"), Some("user"), Some("1")],
+            ],
+        );
+        let b = part(
+            "s2",
+            &cols,
+            &[
+                &[Some("id"), Some("d"), Some("tb"), Some("tb"), Some("1")],
+                &[Some("srv"), Some("d"), Some("tb"), Some("tb"), Some("2")],
+                &[Some("x"), Some("mysql"), Some("user"), Some("user"), Some("1")],
+            ],
+        );
+        let mode = union(
+            Dedup::Owner(vec![ColRef::Added(0), ColRef::Added(1)]),
+            vec![(ColRef::Added(2), false), (ColRef::Added(3), false)],
+            None,
+            4,
+        );
         let (names, rows) = result(&merge(&[a, b], &mode, false));
         assert_eq!(names, vec!["column_name"], "the router's columns are gone");
-        assert_eq!(rows, vec![s(&["id"]), s(&["id"]), s(&["srv"]), s(&["x"])], "same column names of different tables kept, mysql.user once");
+        assert_eq!(
+            rows,
+            vec![s(&["id"]), s(&["id"]), s(&["srv"]), s(&["x"])],
+            "same column names of different tables kept, mysql.user once"
+        );
     }
 
     #[test]

@@ -77,9 +77,16 @@ type Delayed = Vec<(Vec<u8>, u32)>;
 enum Conn {
     None,
     /// Logging in on another thread; `stream` is a clone of its socket (to break it).
-    Connecting { stream: TcpStream, delayed: Delayed },
+    Connecting {
+        stream: TcpStream,
+        delayed: Delayed,
+    },
     /// Logged in, the history is being replayed: its replies stay here.
-    Replaying { b: Backend, left: VecDeque<(u32, bool, ReplyTracker)>, delayed: Delayed },
+    Replaying {
+        b: Backend,
+        left: VecDeque<(u32, bool, ReplyTracker)>,
+        delayed: Delayed,
+    },
     Open(Backend),
 }
 
@@ -238,7 +245,8 @@ impl SimHost for Host {
             };
             let Ok(clone) = stream.try_clone() else { return false };
             std::thread::spawn(move || {
-                let r = Backend::login(stream, &t.user, &t.password, "", t.caps, tag, events.clone()).map_err(|e| format!("login failed: {e}"));
+                let r =
+                    Backend::login(stream, &t.user, &t.password, "", t.caps, tag, events.clone()).map_err(|e| format!("login failed: {e}"));
                 let _ = events.send(Event::Connected(tag, r));
             });
             let e = &mut st.eps[ep];
@@ -576,7 +584,10 @@ impl Harness {
     /// The recorded session-command history (SQL text of each entry), history mode only.
     pub fn history(&self) -> Vec<String> {
         let st = self.state.borrow();
-        st.history.as_ref().map(|h| h.entries().into_iter().map(|(_, p, _)| String::from_utf8_lossy(&p[5..]).into_owned()).collect()).unwrap_or_default()
+        st.history
+            .as_ref()
+            .map(|h| h.entries().into_iter().map(|(_, p, _)| String::from_utf8_lossy(&p[5..]).into_owned()).collect())
+            .unwrap_or_default()
     }
 }
 

@@ -136,7 +136,9 @@ mod tests {
 
     #[test]
     fn what_is_recorded() {
-        for sql in ["SET @a = 1", "/*!40101 SET NAMES utf8 */", "use db", "PREPARE p FROM 'SELECT 1'", "DEALLOCATE PREPARE p", "drop prepare p"] {
+        for sql in
+            ["SET @a = 1", "/*!40101 SET NAMES utf8 */", "use db", "PREPARE p FROM 'SELECT 1'", "DEALLOCATE PREPARE p", "drop prepare p"]
+        {
             assert!(recorded(&query(sql)[0]), "{sql}");
         }
         for sql in ["SELECT 1", "SET GLOBAL x = 1", "SET TRANSACTION READ ONLY", "EXECUTE p", "/* SET */ SELECT 2"] {

@@ -23,8 +23,21 @@ const CONNECT_ATTRS: u32 = 1 << 20;
 const PLUGIN_AUTH_LENENC: u32 = 1 << 21;
 /// FOUND_ROWS, LONG_FLAG, LOCAL_FILES, INTERACTIVE, TRANSACTIONS, MULTI_STATEMENTS,
 /// MULTI_RESULTS, PS_MULTI_RESULTS and the bits above.
-const OFFERED: u32 = LONG_PASSWORD | 2 | 4 | CONNECT_WITH_DB | 0x80 | PROTOCOL_41 | 0x400 | 0x2000 | SECURE_CONNECTION
-    | 0x1_0000 | 0x2_0000 | 0x4_0000 | PLUGIN_AUTH | CONNECT_ATTRS | PLUGIN_AUTH_LENENC;
+const OFFERED: u32 = LONG_PASSWORD
+    | 2
+    | 4
+    | CONNECT_WITH_DB
+    | 0x80
+    | PROTOCOL_41
+    | 0x400
+    | 0x2000
+    | SECURE_CONNECTION
+    | 0x1_0000
+    | 0x2_0000
+    | 0x4_0000
+    | PLUGIN_AUTH
+    | CONNECT_ATTRS
+    | PLUGIN_AUTH_LENENC;
 const NATIVE: &[u8] = b"mysql_native_password";
 /// As MariaDB (and MaxScale) announce 10.x servers: the "5.5.5-" prefix tells old MySQL clients
 /// (and mysql-connector-python) it is not MySQL 8.
@@ -128,7 +141,7 @@ pub fn run_tool(router: &SimRouter, targets: &Targets, timeout: Duration, make: 
                 Ok((caps, db)) => {
                     s.set_read_timeout(None).unwrap();
                     let mut t = targets.clone();
-                    t.caps = caps as u64 & t.caps;
+                    t.caps &= caps as u64;
                     t.default_db = db;
                     match Harness::open(router, t) {
                         Some(mut h) => {
@@ -136,7 +149,11 @@ pub fn run_tool(router: &SimRouter, targets: &Targets, timeout: Duration, make: 
                             sessions.push(h);
                         }
                         None => {
-                            let _ = write_packet(&mut s, 2, &bridge::protocol::resultset::err_packet(0, 1815, "HY000", "Internal error: Session creation failed")[4..]);
+                            let _ = write_packet(
+                                &mut s,
+                                2,
+                                &bridge::protocol::resultset::err_packet(0, 1815, "HY000", "Internal error: Session creation failed")[4..],
+                            );
                         }
                     }
                 }
@@ -150,16 +167,15 @@ pub fn run_tool(router: &SimRouter, targets: &Targets, timeout: Duration, make: 
         if output.is_none() {
             output = done_rx.try_recv().ok().map(|r| r.expect("client tool output"));
         }
-        if output.is_some() && sessions.is_empty() {
-            return output.unwrap();
+        if sessions.is_empty() {
+            if let Some(out) = output.take() {
+                return out;
+            }
         }
         if Instant::now() > end {
             let _ = Command::new("kill").arg(pid.to_string()).status();
             let out = output.or_else(|| done_rx.recv_timeout(Duration::from_secs(5)).ok().map(|r| r.unwrap()));
-            panic!(
-                "the client tool did not finish within {timeout:?}: {:?}",
-                out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-            );
+            panic!("the client tool did not finish within {timeout:?}: {:?}", out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()));
         }
         if sessions.is_empty() {
             std::thread::sleep(Duration::from_millis(2));

@@ -43,11 +43,36 @@ impl Dbs {
         let u = unique("m");
         let p = env::mariadb_ports();
         let sqls = [
-            (p[0], vec![format!("CREATE DATABASE sr_a_{u}"), format!("CREATE TABLE sr_a_{u}.t1 (id INT PRIMARY KEY, srv VARCHAR(8))"), format!("INSERT INTO sr_a_{u}.t1 VALUES (1, 's1')"),
-                        format!("CREATE DATABASE sr_shared_{u}"), format!("CREATE TABLE sr_shared_{u}.ta (id INT PRIMARY KEY, srv VARCHAR(8))"), format!("INSERT INTO sr_shared_{u}.ta VALUES (1, 's1')")]),
-            (p[1], vec![format!("CREATE DATABASE sr_b_{u}"), format!("CREATE TABLE sr_b_{u}.t2 (id INT PRIMARY KEY, srv VARCHAR(8))"), format!("INSERT INTO sr_b_{u}.t2 VALUES (1, 's2')"),
-                        format!("CREATE DATABASE sr_shared_{u}"), format!("CREATE TABLE sr_shared_{u}.tb (id INT PRIMARY KEY, srv VARCHAR(8))"), format!("INSERT INTO sr_shared_{u}.tb VALUES (1, 's2')")]),
-            (p[2], vec![format!("CREATE DATABASE sr_c_{u}"), format!("CREATE TABLE sr_c_{u}.t3 (id INT PRIMARY KEY, srv VARCHAR(8))"), format!("INSERT INTO sr_c_{u}.t3 VALUES (1, 's3')")]),
+            (
+                p[0],
+                vec![
+                    format!("CREATE DATABASE sr_a_{u}"),
+                    format!("CREATE TABLE sr_a_{u}.t1 (id INT PRIMARY KEY, srv VARCHAR(8))"),
+                    format!("INSERT INTO sr_a_{u}.t1 VALUES (1, 's1')"),
+                    format!("CREATE DATABASE sr_shared_{u}"),
+                    format!("CREATE TABLE sr_shared_{u}.ta (id INT PRIMARY KEY, srv VARCHAR(8))"),
+                    format!("INSERT INTO sr_shared_{u}.ta VALUES (1, 's1')"),
+                ],
+            ),
+            (
+                p[1],
+                vec![
+                    format!("CREATE DATABASE sr_b_{u}"),
+                    format!("CREATE TABLE sr_b_{u}.t2 (id INT PRIMARY KEY, srv VARCHAR(8))"),
+                    format!("INSERT INTO sr_b_{u}.t2 VALUES (1, 's2')"),
+                    format!("CREATE DATABASE sr_shared_{u}"),
+                    format!("CREATE TABLE sr_shared_{u}.tb (id INT PRIMARY KEY, srv VARCHAR(8))"),
+                    format!("INSERT INTO sr_shared_{u}.tb VALUES (1, 's2')"),
+                ],
+            ),
+            (
+                p[2],
+                vec![
+                    format!("CREATE DATABASE sr_c_{u}"),
+                    format!("CREATE TABLE sr_c_{u}.t3 (id INT PRIMARY KEY, srv VARCHAR(8))"),
+                    format!("INSERT INTO sr_c_{u}.t3 VALUES (1, 's3')"),
+                ],
+            ),
         ];
         // A user who sees one database only (on every server: MaxScale loads accounts from all).
         for port in p.iter().take(3) {
@@ -217,7 +242,11 @@ fn drop_in_replacement_in_maxscale() {
     // mysql crate's first query is part of its connect.
     let e = maxscale::try_client(listener, None).and_then(|mut c4| c4.query_drop("SELECT 1")).unwrap_err().to_string();
     assert!(e.contains("ERROR 1927 (70100): Error: duplicate tables found on two different shards."), "{e}");
-    assert!(mx.log_shows(&format!("'sr_shared_{u}.' found on servers 's1','s2'")), "log names the duplicate: {}", mx.log().lines().filter(|l| l.contains("found on servers")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        mx.log_shows(&format!("'sr_shared_{u}.' found on servers 's1','s2'")),
+        "log names the duplicate: {}",
+        mx.log().lines().filter(|l| l.contains("found on servers")).collect::<Vec<_>>().join("\n")
+    );
 }
 
 /// One service on s1, s2, s3 and a private server `p` (paused with SIGSTOP to slow its logins).
@@ -238,7 +267,14 @@ fn tools_config(listener: u16, p: u16) -> String {
 
 fn dump_through(listener: u16, db: &str, extra: &[&str]) -> String {
     let out = Command::new("mariadb-dump")
-        .args(["-h127.0.0.1", &format!("-P{listener}"), &format!("-u{}", env::USER), &format!("-p{}", env::PASSWORD), "--routines", "--triggers"])
+        .args([
+            "-h127.0.0.1",
+            &format!("-P{listener}"),
+            &format!("-u{}", env::USER),
+            &format!("-p{}", env::PASSWORD),
+            "--routines",
+            "--triggers",
+        ])
         .args(extra)
         .arg(db)
         .output()
@@ -266,7 +302,10 @@ fn client_tools_and_a_slow_shard_in_maxscale() {
     let ports = env::mariadb_ports();
     let p = PrivateServer::start();
     let pdb = format!("sr_p_{u}");
-    p.root_sql(&format!("CREATE DATABASE {pdb}; CREATE TABLE {pdb}.tp (id INT PRIMARY KEY, srv VARCHAR(8)); INSERT INTO {pdb}.tp VALUES (1, 'p')")).unwrap();
+    p.root_sql(&format!(
+        "CREATE DATABASE {pdb}; CREATE TABLE {pdb}.tp (id INT PRIMARY KEY, srv VARCHAR(8)); INSERT INTO {pdb}.tp VALUES (1, 'p')"
+    ))
+    .unwrap();
 
     let (admin, listener) = maxscale::ports();
     let mx = MaxScale::start(&inst, admin, &tools_config(listener, p.port), &[("schemarouter", &ours)]);
@@ -290,7 +329,9 @@ fn client_tools_and_a_slow_shard_in_maxscale() {
     let mut c = maxscale::client(listener, Some(&shared));
     let status: Vec<mysql::Row> = c.query("SHOW TABLE STATUS LIKE 'tb'").unwrap();
     assert_eq!(status.len(), 1, "SHOW TABLE STATUS finds tb on s2");
-    let names: Vec<String> = c.query(format!("SELECT table_name AS n FROM information_schema.tables WHERE table_schema = '{shared}' ORDER BY n DESC LIMIT 1, 2")).unwrap();
+    let names: Vec<String> = c
+        .query(format!("SELECT table_name AS n FROM information_schema.tables WHERE table_schema = '{shared}' ORDER BY n DESC LIMIT 1, 2"))
+        .unwrap();
     assert_eq!(names, vec!["tc", "tb"]);
     let tables: Vec<String> = c.query("SHOW TABLES").unwrap();
     assert_eq!(tables, vec!["ta", "tb", "tc", "v_ta"]);
@@ -306,7 +347,11 @@ fn client_tools_and_a_slow_shard_in_maxscale() {
     std::thread::sleep(Duration::from_millis(300));
     p.resume();
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(slow.query_first::<String, _>(format!("SELECT srv FROM sr_a_{u}.t1")).unwrap().as_deref(), Some("s1"), "the session goes on");
+    assert_eq!(
+        slow.query_first::<String, _>(format!("SELECT srv FROM sr_a_{u}.t1")).unwrap().as_deref(),
+        Some("s1"),
+        "the session goes on"
+    );
     assert_eq!(slow.query_first::<String, _>("EXECUTE ps").unwrap().as_deref(), Some("s2"));
     slow.query_drop("SET @still = 1").unwrap();
     assert!(mx.log_shows("differs from the expected response"), "MaxScale failed p's replay");

@@ -8,10 +8,10 @@
 
 mod sr_common;
 
+use bridge::params::Params;
 use bridge::protocol::packet::Packets;
 use bridge::protocol::reply::ReplyError;
 use bridge::sim::{Module, SimRouter};
-use bridge::params::Params;
 use mysql::prelude::Queryable;
 use router_tests::env::{self, unique};
 use router_tests::harness::{Harness, Targets};
@@ -66,7 +66,10 @@ fn wait_reply(h: &mut Harness, n: usize) {
 /// The private server `p` with database `<db>` (table `tp`, `srv = 'p'`).
 fn private_with_db(db: &str) -> PrivateServer {
     let p = PrivateServer::start();
-    p.root_sql(&format!("CREATE DATABASE {db}; CREATE TABLE {db}.tp (id INT PRIMARY KEY, srv VARCHAR(8)); INSERT INTO {db}.tp VALUES (1, 'p')")).unwrap();
+    p.root_sql(&format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.tp (id INT PRIMARY KEY, srv VARCHAR(8)); INSERT INTO {db}.tp VALUES (1, 'p')"
+    ))
+    .unwrap();
     p
 }
 

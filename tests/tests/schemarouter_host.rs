@@ -24,7 +24,9 @@ fn routes_by_database_table_and_session_state() {
 
     // Synthesised results.
     let shards = rows(&h.query("SHOW SHARDS")).unwrap();
-    for (name, srv) in [(format!("{}.t1", d.a), "s1"), (format!("{}.tb", d.shared), "s2"), (format!("{}.", d.c), "s3"), (format!("{}.ta", d.shared), "s1")] {
+    for (name, srv) in
+        [(format!("{}.t1", d.a), "s1"), (format!("{}.tb", d.shared), "s2"), (format!("{}.", d.c), "s3"), (format!("{}.ta", d.shared), "s1")]
+    {
         assert!(shards.contains(&vec![name.clone(), srv.to_string()]), "{name} on {srv} missing from SHOW SHARDS");
     }
     let dbs: Vec<String> = rows(&h.query("show   databases ;")).unwrap().into_iter().map(|r| r[0].clone()).collect();
@@ -219,7 +221,6 @@ fn load_data_local_infile_streams_to_the_shard() {
     assert_eq!(one(&mut h, &format!("SELECT COUNT(*) FROM {}.t3", d.c)), "3");
 }
 
-
 /// `refresh_databases`: a USE of a database created after the session mapped finds it once
 /// the map is older than `refresh_interval`; without it the USE fails and the current
 /// database stays.
@@ -278,9 +279,12 @@ fn ddl_through_the_router_updates_the_map() {
     // Created on s3 (a hint would do it too): qualified with a database s3 holds.
     ok(&mut h, &format!("USE {}", d.c));
     ok(&mut h, &format!("CREATE DATABASE {fresh}"));
-    let where_created: Vec<u16> = p.iter().take(3).copied().filter(|port| {
-        env::mariadb(*port).query_first::<String, _>(format!("SHOW DATABASES LIKE '{fresh}'")).unwrap().is_some()
-    }).collect();
+    let where_created: Vec<u16> = p
+        .iter()
+        .take(3)
+        .copied()
+        .filter(|port| env::mariadb(*port).query_first::<String, _>(format!("SHOW DATABASES LIKE '{fresh}'")).unwrap().is_some())
+        .collect();
     assert_eq!(where_created.len(), 1, "created on one server");
     assert_eq!(rows(&h.query(&format!("SHOW DATABASES LIKE '{fresh}'"))).unwrap(), vec![vec![fresh.clone()]]);
     ok(&mut h, &format!("USE {fresh}"));

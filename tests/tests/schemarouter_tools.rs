@@ -50,10 +50,20 @@ fn dump_statements_reach_the_shards_that_hold_the_tables() {
     assert_eq!(names(&mut h, "SHOW TABLE STATUS"), vec!["ta", "tb", "tc", "v_ta"]);
     assert_eq!(names(&mut h, &format!("SHOW TABLE STATUS FROM {s} WHERE Name IN ('ta', 'tc')")), vec!["ta", "tc"]);
     let full = rows(&h.query("SHOW FULL TABLES")).unwrap();
-    assert_eq!(full.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect::<Vec<_>>(), vec![("ta", "BASE TABLE"), ("tb", "BASE TABLE"), ("tc", "BASE TABLE"), ("v_ta", "VIEW")]);
+    assert_eq!(
+        full.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect::<Vec<_>>(),
+        vec![("ta", "BASE TABLE"), ("tb", "BASE TABLE"), ("tc", "BASE TABLE"), ("v_ta", "VIEW")]
+    );
     assert_eq!(names(&mut h, &format!("SHOW FULL TABLES FROM {s} LIKE 't%'")), vec!["ta", "tb", "tc"]);
     assert_eq!(names(&mut h, "SHOW FULL TABLES WHERE Table_type = 'VIEW'"), vec!["v_ta"]);
-    for sql in ["SHOW COLUMNS FROM tb", "SHOW FULL COLUMNS FROM tc", "DESCRIBE tb", "SHOW FIELDS FROM `tb`", "SHOW INDEX FROM tc", "SHOW KEYS FROM tb"] {
+    for sql in [
+        "SHOW COLUMNS FROM tb",
+        "SHOW FULL COLUMNS FROM tc",
+        "DESCRIBE tb",
+        "SHOW FIELDS FROM `tb`",
+        "SHOW INDEX FROM tc",
+        "SHOW KEYS FROM tb",
+    ] {
         assert!(!rows(&h.query(sql)).unwrap_or_else(|e| panic!("{sql}: {e}")).is_empty(), "{sql}");
     }
     let create = rows(&h.query("show create table `tc`")).unwrap();
@@ -68,11 +78,25 @@ fn dump_statements_reach_the_shards_that_hold_the_tables() {
     assert_eq!(rows(&h.query(q)).unwrap(), vec![vec!["InnoDB".to_string(), "BASE TABLE".into()]]);
     let q = "select column_name, extra, generation_expression, data_type from information_schema.columns where table_schema=database() and table_name='tb' order by ordinal_position";
     assert_eq!(names(&mut h, q), vec!["id", "srv"]);
-    assert_eq!(names(&mut h, "SELECT TRIGGER_NAME FROM INFORMATION_SCHEMA.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = 'tb'"), vec!["trg_tb"]);
-    assert_eq!(names(&mut h, &format!("SELECT TABLE_NAME FROM information_schema.views WHERE table_name='v_ta' AND table_schema='{s}'")), vec!["v_ta"]);
+    assert_eq!(
+        names(
+            &mut h,
+            "SELECT TRIGGER_NAME FROM INFORMATION_SCHEMA.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = 'tb'"
+        ),
+        vec!["trg_tb"]
+    );
+    assert_eq!(
+        names(&mut h, &format!("SELECT TABLE_NAME FROM information_schema.views WHERE table_name='v_ta' AND table_schema='{s}'")),
+        vec!["v_ta"]
+    );
     // Without a default database, qualified names.
     let mut h2 = Harness::open(&r, servers()).expect("session");
-    for sql in [format!("SHOW COLUMNS FROM {s}.tb"), format!("DESCRIBE {s}.tc"), format!("SHOW CREATE TABLE {s}.tb"), format!("SHOW INDEX FROM tc FROM {s}")] {
+    for sql in [
+        format!("SHOW COLUMNS FROM {s}.tb"),
+        format!("DESCRIBE {s}.tc"),
+        format!("SHOW CREATE TABLE {s}.tb"),
+        format!("SHOW INDEX FROM tc FROM {s}"),
+    ] {
         assert!(!rows(&h2.query(&sql)).unwrap_or_else(|e| panic!("{sql}: {e}")).is_empty(), "{sql}");
     }
     assert_eq!(names(&mut h2, &format!("SHOW TABLE STATUS FROM {s} LIKE 'tc'")), vec!["tc"]);
@@ -124,11 +148,17 @@ fn information_schema_is_one_servers() {
     assert_eq!(names(&mut h, &q), vec!["tc", "tb"], "re-sorted and re-limited after the merge");
     let q = format!("SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{s}' AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1 LIMIT 2 OFFSET 1");
     assert_eq!(names(&mut h, &q), vec!["tb", "tc"]);
-    let q = format!("SELECT * FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ('{s}', '{}', '{}', '{}') ORDER BY SCHEMA_NAME", d.a, d.b, d.c);
+    let q = format!(
+        "SELECT * FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ('{s}', '{}', '{}', '{}') ORDER BY SCHEMA_NAME",
+        d.a, d.b, d.c
+    );
     let mut want = vec![s.clone(), d.a.clone(), d.b.clone(), d.c.clone()];
     want.sort();
     assert_eq!(rows(&h.query(&q)).unwrap().into_iter().map(|r| r[1].clone()).collect::<Vec<_>>(), want, "the split database once");
-    let q = format!("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA IN ('{}', '{}', '{}') ORDER BY 2", d.a, d.b, d.c);
+    let q = format!(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA IN ('{}', '{}', '{}') ORDER BY 2",
+        d.a, d.b, d.c
+    );
     assert_eq!(rows(&h.query(&q)).unwrap().into_iter().map(|r| r[1].clone()).collect::<Vec<_>>(), vec!["t1", "t2", "t3"]);
     // Lists across the shards; duplicates of system objects shown once.
     let schemata = names(&mut h, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA");
@@ -136,7 +166,8 @@ fn information_schema_is_one_servers() {
         assert_eq!(schemata.iter().filter(|y| *y == x).count(), 1, "{x} once in {schemata:?}");
     }
     let sys = rows(&h.query("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'mysql'")).unwrap();
-    let direct: u64 = env::mariadb(p[0]).query_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'mysql'").unwrap().unwrap();
+    let direct: u64 =
+        env::mariadb(p[0]).query_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'mysql'").unwrap().unwrap();
     assert_eq!(sys.len() as u64, direct, "a system schema: one server's list");
     // With a condition the router does not read (LIKE), every shard answers; the result is
     // the union of the three servers' own answers, ordered as asked.
@@ -157,22 +188,47 @@ fn information_schema_is_one_servers() {
     let want: Vec<Vec<String>> = expected.into_iter().filter(|r| r[0] == s).collect();
     assert_eq!(mine, want);
     // Other object lists.
-    let q = format!("SELECT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = '{s}' ORDER BY TABLE_NAME, INDEX_NAME");
-    assert_eq!(rows(&h.query(&q)).unwrap(), vec![vec!["ta".to_string(), "PRIMARY".into()], vec!["tb".into(), "PRIMARY".into()], vec!["tc".into(), "b".into()], vec!["tc".into(), "PRIMARY".into()]], "case-insensitive, as the server sorts");
+    let q = format!(
+        "SELECT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = '{s}' ORDER BY TABLE_NAME, INDEX_NAME"
+    );
+    assert_eq!(
+        rows(&h.query(&q)).unwrap(),
+        vec![
+            vec!["ta".to_string(), "PRIMARY".into()],
+            vec!["tb".into(), "PRIMARY".into()],
+            vec!["tc".into(), "b".into()],
+            vec!["tc".into(), "PRIMARY".into()]
+        ],
+        "case-insensitive, as the server sorts"
+    );
     assert_eq!(names(&mut h, &format!("SELECT ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{s}'")), vec!["p_tb"]);
     assert_eq!(names(&mut h, &format!("SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = '{s}'")), vec!["v_ta"]);
-    assert_eq!(names(&mut h, &format!("SELECT CONSTRAINT_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = '{s}'")).len(), 1);
+    assert_eq!(
+        names(&mut h, &format!("SELECT CONSTRAINT_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = '{s}'"))
+            .len(),
+        1
+    );
     let q = format!("SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = '{s}' ORDER BY TABLE_NAME, COLUMN_NAME");
     assert_eq!(names(&mut h, &q), vec!["ta", "tb", "tc", "tc"]);
     // The current database counts as the schema a condition names.
     ok(&mut h, &format!("USE {s}"));
-    assert_eq!(names(&mut h, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() ORDER BY 1"), vec!["ta", "tb", "tc", "v_ta"]);
+    assert_eq!(
+        names(&mut h, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() ORDER BY 1"),
+        vec!["ta", "tb", "tc", "v_ta"]
+    );
 }
 
 fn run_dump(r: &bridge::sim::SimRouter, db: &str, extra: &[&str]) -> String {
     let out = run_tool(r, &servers(), Duration::from_secs(60), |port| {
         let mut c = Command::new("mariadb-dump");
-        c.args(["-h127.0.0.1", &format!("-P{port}"), &format!("-u{}", env::USER), &format!("-p{}", env::PASSWORD), "--routines", "--triggers"]);
+        c.args([
+            "-h127.0.0.1",
+            &format!("-P{port}"),
+            &format!("-u{}", env::USER),
+            &format!("-p{}", env::PASSWORD),
+            "--routines",
+            "--triggers",
+        ]);
         c.args(extra).arg(db);
         c
     });

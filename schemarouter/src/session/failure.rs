@@ -150,7 +150,10 @@ impl Session {
             self.schema_changed();
         }
         log_warning!("session {}: '{name}' failed before answering; the statement gets an error, the session goes on", self.id);
-        let msg = format!("Lost connection to '{name}' while it ran the statement ({}); '{name}' is reconnected when it is needed", self.backends[i].lost.clone().unwrap_or_default());
+        let msg = format!(
+            "Lost connection to '{name}' while it ran the statement ({}); '{name}' is reconnected when it is needed",
+            self.backends[i].lost.clone().unwrap_or_default()
+        );
         self.reply_error(1927, "70100", &msg).err()
     }
 

@@ -213,7 +213,11 @@ impl Session {
             let Some(i) = self.backends.iter().position(|b| b.name == name) else { continue };
             if !self.backends[i].in_use && self.reconnect(std::slice::from_ref(&name)) != Some(i) {
                 let why = self.why_unavailable(i);
-                return self.reply_error(1927, "70100", &format!("'{name}' is not available ({why}): the merged result would be incomplete"));
+                return self.reply_error(
+                    1927,
+                    "70100",
+                    &format!("'{name}' is not available ({why}): the merged result would be incomplete"),
+                );
             }
             sends.push((i, packet));
         }
@@ -239,7 +243,8 @@ impl Session {
             }
         }
         self.gather_mode = Some(plan.mode);
-        self.lock_set = plan.locks.map(|names| self.backends.iter().enumerate().filter(|(_, b)| names.contains(&b.name)).map(|(i, _)| i).collect());
+        self.lock_set =
+            plan.locks.map(|names| self.backends.iter().enumerate().filter(|(_, b)| names.contains(&b.name)).map(|(i, _)| i).collect());
         self.busy = true;
         if self.gather_left == 0 {
             self.gather_left = 1;
@@ -258,7 +263,8 @@ impl Session {
             return Ok(());
         }
         let mode = self.gather_mode.take().expect("checked");
-        let parts: Vec<Part> = std::mem::take(&mut self.gathering).into_iter().map(|i| std::mem::take(&mut self.backends[i].gathered)).collect();
+        let parts: Vec<Part> =
+            std::mem::take(&mut self.gathering).into_iter().map(|i| std::mem::take(&mut self.backends[i].gathered)).collect();
         let out = merge(&parts, &mode, self.deprecate_eof);
         let ok = out.get(4) != Some(&0xFF);
         if let Some(set) = self.lock_set.take() {

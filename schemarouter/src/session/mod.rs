@@ -483,7 +483,12 @@ impl Session {
                 let t = match known {
                     Some(i) => match self.reopened(i) {
                         Some(i) => Some(i),
-                        None => return self.fail_request(cmd, &format!("the server that prepared the statement ('{}') is gone", self.backends[i].name)),
+                        None => {
+                            return self.fail_request(
+                                cmd,
+                                &format!("the server that prepared the statement ('{}') is gone", self.backends[i].name),
+                            )
+                        }
                     },
                     None => {
                         let t = self.decide(|v| v.query_target(&no_names(), hint));
@@ -500,7 +505,7 @@ impl Session {
                 if cmd == COM_CHANGE_USER {
                     self.pending_user = change_user_target(q.packet.get(5..).unwrap_or_default());
                 }
-                self.to_all(q)
+                self.send_to_all(q)
             }
             _ => {
                 let t = self.decide(|v| match hint {
@@ -537,8 +542,8 @@ impl Session {
                 self.reply_client(&text_resultset(&["Database", "Server"], &rows, 0, self.deprecate_eof))
             }
             Kind::Use(db) if hint.is_none() => self.change_db(q, db),
-            Kind::Session => self.to_all(q),
-            Kind::Trx if hint.is_none() => self.to_all(q),
+            Kind::Session => self.send_to_all(q),
+            Kind::Trx if hint.is_none() => self.send_to_all(q),
             Kind::Prepare { name, sql } => {
                 let inner = sql.map(|s| analyze(&s)).unwrap_or_else(no_names);
                 let t = self.decide(|v| v.query_target(&inner, hint));
@@ -556,7 +561,9 @@ impl Session {
                 };
                 let t = match known.map(|i| (i, self.reopened(i))) {
                     Some((_, Some(i))) => Some(i),
-                    Some((i, None)) => return self.fail_request(cmd, &format!("the server that prepared '{name}' ('{}') is gone", self.backends[i].name)),
+                    Some((i, None)) => {
+                        return self.fail_request(cmd, &format!("the server that prepared '{name}' ('{}') is gone", self.backends[i].name))
+                    }
                     None => {
                         let t = self.decide(|v| v.query_target(a, hint));
                         self.target_or_fail(t, cmd)?
@@ -623,7 +630,7 @@ impl Session {
 
     /// A session command: every backend runs it, one of them answers the client (another
     /// one if that one fails before answering).
-    fn to_all(&mut self, q: Queued) -> Result<(), String> {
+    fn send_to_all(&mut self, q: Queued) -> Result<(), String> {
         let preferred = self.decide(|v| v.any()).ok();
         let cmd = q.packet.get(4).copied().unwrap_or(0);
         let all: Vec<usize> = (0..self.backends.len()).filter(|&i| self.backends[i].in_use).collect();
@@ -647,7 +654,8 @@ impl Session {
     /// USE / COM_INIT_DB: to every server holding the database, the first answers.
     fn change_db(&mut self, q: Queued, db: String) -> Result<(), String> {
         let names = self.map.db_servers(&db);
-        let holders: Vec<usize> = (0..self.backends.len()).filter(|&i| self.backends[i].in_use && names.contains(&self.backends[i].name)).collect();
+        let holders: Vec<usize> =
+            (0..self.backends.len()).filter(|&i| self.backends[i].in_use && names.contains(&self.backends[i].name)).collect();
         if holders.is_empty() {
             let stale = self.map_time.elapsed() > self.cfg.refresh_interval;
             if self.cfg.refresh_databases && stale && !self.remapped_for_use {

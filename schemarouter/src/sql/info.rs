@@ -13,14 +13,44 @@ use super::lexer::Tok;
 
 /// The object lists whose rows are spread over the shards.
 const LISTS: &[&str] = &[
-    "schemata", "tables", "columns", "statistics", "routines", "views", "key_column_usage",
-    "referential_constraints", "table_constraints", "check_constraints", "triggers", "events",
-    "parameters", "partitions", "schema_privileges", "table_privileges", "column_privileges",
+    "schemata",
+    "tables",
+    "columns",
+    "statistics",
+    "routines",
+    "views",
+    "key_column_usage",
+    "referential_constraints",
+    "table_constraints",
+    "check_constraints",
+    "triggers",
+    "events",
+    "parameters",
+    "partitions",
+    "schema_privileges",
+    "table_privileges",
+    "column_privileges",
 ];
 
 const AGGREGATES: &[&str] = &[
-    "count", "sum", "min", "max", "avg", "group_concat", "bit_and", "bit_or", "bit_xor", "std", "stddev",
-    "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp", "json_arrayagg", "json_objectagg",
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group_concat",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "std",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "json_arrayagg",
+    "json_objectagg",
 ];
 
 pub fn is_list(table: &str) -> bool {
@@ -89,8 +119,29 @@ pub fn identity(list: &str) -> &'static [&'static str] {
 
 /// Words after a table reference that are not its alias.
 const NOT_ALIAS: &[&str] = &[
-    "where", "join", "left", "right", "inner", "outer", "cross", "natural", "straight_join", "order", "group", "limit",
-    "union", "having", "window", "on", "using", "for", "lock", "into", "procedure", "except", "intersect",
+    "where",
+    "join",
+    "left",
+    "right",
+    "inner",
+    "outer",
+    "cross",
+    "natural",
+    "straight_join",
+    "order",
+    "group",
+    "limit",
+    "union",
+    "having",
+    "window",
+    "on",
+    "using",
+    "for",
+    "lock",
+    "into",
+    "procedure",
+    "except",
+    "intersect",
 ];
 
 fn is_schema_col(c: &str) -> bool {
@@ -115,9 +166,10 @@ fn column_at(t: &[Tok], i: usize) -> Option<(&str, usize)> {
 fn value_at(t: &[Tok], i: usize) -> Option<Option<String>> {
     match t.get(i)? {
         Tok::Str(s) => Some(Some(s.clone())),
-        Tok::Word(w) if (w.eq_ignore_ascii_case("database") || w.eq_ignore_ascii_case("schema"))
-            && t.get(i + 1).is_some_and(|x| x.is_punct('('))
-            && t.get(i + 2).is_some_and(|x| x.is_punct(')')) =>
+        Tok::Word(w)
+            if (w.eq_ignore_ascii_case("database") || w.eq_ignore_ascii_case("schema"))
+                && t.get(i + 1).is_some_and(|x| x.is_punct('('))
+                && t.get(i + 2).is_some_and(|x| x.is_punct(')')) =>
         {
             Some(None)
         }
@@ -203,11 +255,16 @@ pub fn analyze(t: &[Tok], starts: &[usize], sql: &str, end: usize) -> InfoQuery 
     let from_kw = (0..t.len()).find(|&i| top(i) && t[i].is("from"));
     let distinct = (0..from_kw.unwrap_or(0)).any(|i| top(i) && (t[i].is("distinct") || t[i].is("distinctrow")));
     q.plain = t.first().is_some_and(|x| x.is("select")) && last_union.is_none() && !distinct;
-    q.aliases = (0..from_kw.unwrap_or(0)).filter(|&i| top(i) && t[i].is("as")).filter_map(|i| t.get(i + 1)?.ident().map(str::to_string)).collect();
+    q.aliases =
+        (0..from_kw.unwrap_or(0)).filter(|&i| top(i) && t[i].is("as")).filter_map(|i| t.get(i + 1)?.ident().map(str::to_string)).collect();
     if let Some(f) = from_kw {
         q.from_at = Some(starts[f]);
         let (name, next) = match (t.get(f + 1), t.get(f + 2), t.get(f + 3)) {
-            (Some(db), Some(dot), Some(n)) if dot.is_punct('.') && db.ident().is_some_and(|x| x.eq_ignore_ascii_case("information_schema")) => (n.ident(), f + 4),
+            (Some(db), Some(dot), Some(n))
+                if dot.is_punct('.') && db.ident().is_some_and(|x| x.eq_ignore_ascii_case("information_schema")) =>
+            {
+                (n.ident(), f + 4)
+            }
             _ => (None, f + 1),
         };
         if let Some(name) = name.filter(|n| is_list(n)) {
@@ -225,9 +282,19 @@ pub fn analyze(t: &[Tok], starts: &[usize], sql: &str, end: usize) -> InfoQuery 
             continue;
         }
         let w = &t[i];
-        let agg = matches!(w, Tok::Word(x) if AGGREGATES.iter().any(|a| a.eq_ignore_ascii_case(x))) && t.get(i + 1).is_some_and(|x| x.is_punct('('));
+        let agg = matches!(w, Tok::Word(x) if AGGREGATES.iter().any(|a| a.eq_ignore_ascii_case(x)))
+            && t.get(i + 1).is_some_and(|x| x.is_punct('('));
         let grouping = w.is("group") && t.get(i + 1).is_some_and(|x| x.is("by"));
-        if agg || grouping || w.is("having") || w.is("over") || w.is("into") || w.is("fetch") || w.is("for") || w.is("lock") || w.is("procedure") {
+        if agg
+            || grouping
+            || w.is("having")
+            || w.is("over")
+            || w.is("into")
+            || w.is("fetch")
+            || w.is("for")
+            || w.is("lock")
+            || w.is("procedure")
+        {
             q.mergeable = false;
         }
     }
@@ -252,7 +319,9 @@ pub fn analyze(t: &[Tok], starts: &[usize], sql: &str, end: usize) -> InfoQuery 
         let key = match item {
             [Tok::Num(n)] => n.parse().map_or(OrderKey::Expression, OrderKey::Position),
             [x] if x.ident().is_some() => OrderKey::Name(x.ident().unwrap_or_default().to_string()),
-            [q, p, x] if q.ident().is_some() && p.is_punct('.') && x.ident().is_some() => OrderKey::Name(x.ident().unwrap_or_default().to_string()),
+            [q, p, x] if q.ident().is_some() && p.is_punct('.') && x.ident().is_some() => {
+                OrderKey::Name(x.ident().unwrap_or_default().to_string())
+            }
             _ => OrderKey::Expression,
         };
         let n = item.len();
@@ -309,7 +378,8 @@ mod tests {
     fn conditions_order_and_limit() {
         let a = q("SELECT table_name FROM information_schema.tables WHERE table_schema = 'd1' AND TABLE_NAME='t2'");
         assert_eq!((a.schemas, a.tables, a.mergeable), (vec![Some("d1".into())], vec!["t2".to_string()], true));
-        let a = q("SELECT TRIGGER_NAME FROM INFORMATION_SCHEMA.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = 't1'");
+        let a =
+            q("SELECT TRIGGER_NAME FROM INFORMATION_SCHEMA.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = 't1'");
         assert_eq!((a.schemas, a.tables), (vec![None], vec!["t1".to_string()]));
         let a = q("select * from information_schema.columns c where c.table_schema IN ('a','b') and 'x' = c.table_name");
         assert_eq!((a.schemas, a.tables), (vec![Some("a".into()), Some("b".into())], vec!["x".to_string()]));
@@ -320,11 +390,14 @@ mod tests {
         let sql = "SELECT TABLE_SCHEMA s, table_name FROM information_schema.TABLES ORDER BY s DESC, t.TABLE_NAME, 2 ASC LIMIT 3, 4";
         let a = q(sql);
         assert!(a.mergeable);
-        assert_eq!(a.order, vec![
-            OrderItem { key: OrderKey::Name("s".into()), desc: true, text: "s".into() },
-            OrderItem { key: OrderKey::Name("TABLE_NAME".into()), desc: false, text: "t.TABLE_NAME".into() },
-            OrderItem { key: OrderKey::Position(2), desc: false, text: "2".into() },
-        ]);
+        assert_eq!(
+            a.order,
+            vec![
+                OrderItem { key: OrderKey::Name("s".into()), desc: true, text: "s".into() },
+                OrderItem { key: OrderKey::Name("TABLE_NAME".into()), desc: false, text: "t.TABLE_NAME".into() },
+                OrderItem { key: OrderKey::Position(2), desc: false, text: "2".into() },
+            ]
+        );
         assert!(a.plain);
         assert_eq!(a.list, Some(("TABLES".into(), "TABLES".into())));
         assert_eq!(&sql[a.from_at.unwrap()..a.from_at.unwrap() + 4], "FROM");

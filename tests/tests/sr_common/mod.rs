@@ -37,27 +37,36 @@ impl Dbs {
                 c.query_drop(s).unwrap_or_else(|e| panic!("{s}: {e}"));
             }
         };
-        run(p[0], &[
-            format!("CREATE DATABASE {}", d.a),
-            format!("CREATE TABLE {}.t1 (id INT PRIMARY KEY, srv VARCHAR(8))", d.a),
-            format!("INSERT INTO {}.t1 VALUES (1, 's1')", d.a),
-            format!("CREATE DATABASE {}", d.shared),
-            format!("CREATE TABLE {}.ta (id INT PRIMARY KEY, srv VARCHAR(8))", d.shared),
-            format!("INSERT INTO {}.ta VALUES (1, 's1')", d.shared),
-        ]);
-        run(p[1], &[
-            format!("CREATE DATABASE {}", d.b),
-            format!("CREATE TABLE {}.t2 (id INT PRIMARY KEY, srv VARCHAR(8))", d.b),
-            format!("INSERT INTO {}.t2 VALUES (1, 's2')", d.b),
-            format!("CREATE DATABASE {}", d.shared),
-            format!("CREATE TABLE {}.tb (id INT PRIMARY KEY, srv VARCHAR(8))", d.shared),
-            format!("INSERT INTO {}.tb VALUES (1, 's2')", d.shared),
-        ]);
-        run(p[2], &[
-            format!("CREATE DATABASE {}", d.c),
-            format!("CREATE TABLE {}.t3 (id INT PRIMARY KEY, srv VARCHAR(8))", d.c),
-            format!("INSERT INTO {}.t3 VALUES (1, 's3')", d.c),
-        ]);
+        run(
+            p[0],
+            &[
+                format!("CREATE DATABASE {}", d.a),
+                format!("CREATE TABLE {}.t1 (id INT PRIMARY KEY, srv VARCHAR(8))", d.a),
+                format!("INSERT INTO {}.t1 VALUES (1, 's1')", d.a),
+                format!("CREATE DATABASE {}", d.shared),
+                format!("CREATE TABLE {}.ta (id INT PRIMARY KEY, srv VARCHAR(8))", d.shared),
+                format!("INSERT INTO {}.ta VALUES (1, 's1')", d.shared),
+            ],
+        );
+        run(
+            p[1],
+            &[
+                format!("CREATE DATABASE {}", d.b),
+                format!("CREATE TABLE {}.t2 (id INT PRIMARY KEY, srv VARCHAR(8))", d.b),
+                format!("INSERT INTO {}.t2 VALUES (1, 's2')", d.b),
+                format!("CREATE DATABASE {}", d.shared),
+                format!("CREATE TABLE {}.tb (id INT PRIMARY KEY, srv VARCHAR(8))", d.shared),
+                format!("INSERT INTO {}.tb VALUES (1, 's2')", d.shared),
+            ],
+        );
+        run(
+            p[2],
+            &[
+                format!("CREATE DATABASE {}", d.c),
+                format!("CREATE TABLE {}.t3 (id INT PRIMARY KEY, srv VARCHAR(8))", d.c),
+                format!("INSERT INTO {}.t3 VALUES (1, 's3')", d.c),
+            ],
+        );
         d
     }
 }
@@ -121,7 +130,12 @@ pub fn rows(reply: &[u8]) -> Result<Vec<Vec<String>>, ReplyError> {
 
 pub fn one(h: &mut Harness, sql: &str) -> String {
     let r = rows(&h.query(sql)).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    assert_eq!(r.len(), 1, "{sql}: {r:?} {:?}", h.client(|c| c.chunks.iter().rev().take(12).map(|x| (x.0, x.1.len(), x.2)).collect::<Vec<_>>()));
+    assert_eq!(
+        r.len(),
+        1,
+        "{sql}: {r:?} {:?}",
+        h.client(|c| c.chunks.iter().rev().take(12).map(|x| (x.0, x.1.len(), x.2)).collect::<Vec<_>>())
+    );
     r[0][0].clone()
 }
 
@@ -179,19 +193,25 @@ pub fn add_split_objects(s: &str) {
             c.query_drop(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
         }
     };
-    run(p[0], vec![
-        format!("INSERT INTO {s}.ta VALUES (2, 'two'), (3, NULL)"),
-        format!("USE {s}"),
-        "CREATE VIEW v_ta AS SELECT id, srv FROM ta WHERE id > 1".into(),
-    ]);
-    run(p[1], vec![
-        format!("INSERT INTO {s}.tb VALUES (2, 'b2')"),
-        format!("CREATE TABLE {s}.tc (id INT PRIMARY KEY, b INT, KEY (b), FOREIGN KEY (b) REFERENCES {s}.tb (id))"),
-        format!("INSERT INTO {s}.tc VALUES (1, 2)"),
-        format!("USE {s}"),
-        "CREATE TRIGGER trg_tb BEFORE INSERT ON tb FOR EACH ROW SET NEW.srv = LOWER(NEW.srv)".into(),
-        "CREATE PROCEDURE p_tb() SELECT COUNT(*) FROM tb".into(),
-    ]);
+    run(
+        p[0],
+        vec![
+            format!("INSERT INTO {s}.ta VALUES (2, 'two'), (3, NULL)"),
+            format!("USE {s}"),
+            "CREATE VIEW v_ta AS SELECT id, srv FROM ta WHERE id > 1".into(),
+        ],
+    );
+    run(
+        p[1],
+        vec![
+            format!("INSERT INTO {s}.tb VALUES (2, 'b2')"),
+            format!("CREATE TABLE {s}.tc (id INT PRIMARY KEY, b INT, KEY (b), FOREIGN KEY (b) REFERENCES {s}.tb (id))"),
+            format!("INSERT INTO {s}.tc VALUES (1, 2)"),
+            format!("USE {s}"),
+            "CREATE TRIGGER trg_tb BEFORE INSERT ON tb FOR EACH ROW SET NEW.srv = LOWER(NEW.srv)".into(),
+            "CREATE PROCEDURE p_tb() SELECT COUNT(*) FROM tb".into(),
+        ],
+    );
 }
 
 type Rows = Vec<(i32, Option<String>)>;
@@ -199,7 +219,17 @@ type Rows = Vec<(i32, Option<String>)>;
 /// Restores a dump of the split database `s` into a fresh database `restored` on `port`, and
 /// checks that every table, view, trigger, routine and row of the original is there.
 pub fn check_restore(dump: &str, s: &str, port: u16, restored: &str) {
-    for want in ["CREATE TABLE `ta`", "CREATE TABLE `tb`", "CREATE TABLE `tc`", "INSERT INTO `ta`", "INSERT INTO `tb`", "INSERT INTO `tc`", "trg_tb", "PROCEDURE `p_tb`", "VIEW `v_ta`"] {
+    for want in [
+        "CREATE TABLE `ta`",
+        "CREATE TABLE `tb`",
+        "CREATE TABLE `tc`",
+        "INSERT INTO `ta`",
+        "INSERT INTO `tb`",
+        "INSERT INTO `tc`",
+        "trg_tb",
+        "PROCEDURE `p_tb`",
+        "VIEW `v_ta`",
+    ] {
         assert!(dump.contains(want), "the dump lacks {want}");
     }
     let p = env::mariadb_ports();
@@ -223,8 +253,15 @@ pub fn check_restore(dump: &str, s: &str, port: u16, restored: &str) {
     let v: Rows = dst.query(format!("SELECT id, srv FROM {restored}.v_ta ORDER BY id")).unwrap();
     assert_eq!(v, vec![(2, Some("two".into())), (3, None)]);
     dst.query_drop(format!("INSERT INTO {restored}.tb VALUES (9, 'LOUD')")).unwrap();
-    assert_eq!(dst.query_first::<String, _>(format!("SELECT srv FROM {restored}.tb WHERE id = 9")).unwrap().as_deref(), Some("loud"), "trigger restored");
-    assert_eq!(dst.query_first::<u64, _>(format!("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{restored}'")).unwrap(), Some(1));
+    assert_eq!(
+        dst.query_first::<String, _>(format!("SELECT srv FROM {restored}.tb WHERE id = 9")).unwrap().as_deref(),
+        Some("loud"),
+        "trigger restored"
+    );
+    assert_eq!(
+        dst.query_first::<u64, _>(format!("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{restored}'")).unwrap(),
+        Some(1)
+    );
 }
 
 /// tests/tools/schema_clients.py against a MariaDB endpoint on `port`, for database `db`.
