@@ -160,9 +160,7 @@ impl Cache {
         let now = Instant::now();
         let found = {
             let entries = Self::lock(&self.entries);
-            entries
-                .get(key)
-                .map(|e| (e.map.clone(), e.created, e.invalidated || now.duration_since(e.created).as_secs() > refresh.as_secs()))
+            entries.get(key).map(|e| (e.map.clone(), e.created, e.invalidated || now.duration_since(e.created).as_secs() > refresh.as_secs()))
         };
         match &found {
             None => {
@@ -282,10 +280,7 @@ mod tests {
         c.clear();
         assert!(matches!(c.lookup(&k, r, s), Lookup::Build));
         let j = c.to_json();
-        assert_eq!(
-            (j["shard_map_hits"].as_u64(), j["shard_map_misses"].as_u64(), j["shard_map_stale"].as_u64(), j["shard_map_updates"].as_u64()),
-            (Some(1), Some(3), Some(2), Some(1))
-        );
+        assert_eq!((j["shard_map_hits"].as_u64(), j["shard_map_misses"].as_u64(), j["shard_map_stale"].as_u64(), j["shard_map_updates"].as_u64()), (Some(1), Some(3), Some(2), Some(1)));
         // An old entry is stale past refresh_interval.
         c.publish(&k, Arc::new(ShardMap::default()), Instant::now() - Duration::from_secs(10), true);
         assert!(matches!(c.lookup(&k, Duration::from_secs(5), s), Lookup::Build));

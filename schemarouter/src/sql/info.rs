@@ -12,45 +12,17 @@
 use super::lexer::Tok;
 
 /// The object lists whose rows are spread over the shards.
+#[rustfmt::skip]
 const LISTS: &[&str] = &[
-    "schemata",
-    "tables",
-    "columns",
-    "statistics",
-    "routines",
-    "views",
-    "key_column_usage",
-    "referential_constraints",
-    "table_constraints",
-    "check_constraints",
-    "triggers",
-    "events",
-    "parameters",
-    "partitions",
-    "schema_privileges",
-    "table_privileges",
-    "column_privileges",
+    "schemata", "tables", "columns", "statistics", "routines", "views", "key_column_usage",
+    "referential_constraints", "table_constraints", "check_constraints", "triggers", "events", "parameters",
+    "partitions", "schema_privileges", "table_privileges", "column_privileges",
 ];
 
+#[rustfmt::skip]
 const AGGREGATES: &[&str] = &[
-    "count",
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "group_concat",
-    "bit_and",
-    "bit_or",
-    "bit_xor",
-    "std",
-    "stddev",
-    "stddev_pop",
-    "stddev_samp",
-    "variance",
-    "var_pop",
-    "var_samp",
-    "json_arrayagg",
-    "json_objectagg",
+    "count", "sum", "min", "max", "avg", "group_concat", "bit_and", "bit_or", "bit_xor", "std", "stddev",
+    "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp", "json_arrayagg", "json_objectagg",
 ];
 
 pub fn is_list(table: &str) -> bool {
@@ -118,29 +90,10 @@ pub fn identity(list: &str) -> &'static [&'static str] {
 }
 
 /// Words after a table reference that are not its alias.
+#[rustfmt::skip]
 const NOT_ALIAS: &[&str] = &[
-    "where",
-    "join",
-    "left",
-    "right",
-    "inner",
-    "outer",
-    "cross",
-    "natural",
-    "straight_join",
-    "order",
-    "group",
-    "limit",
-    "union",
-    "having",
-    "window",
-    "on",
-    "using",
-    "for",
-    "lock",
-    "into",
-    "procedure",
-    "except",
+    "where", "join", "left", "right", "inner", "outer", "cross", "natural", "straight_join", "order", "group",
+    "limit", "union", "having", "window", "on", "using", "for", "lock", "into", "procedure", "except",
     "intersect",
 ];
 

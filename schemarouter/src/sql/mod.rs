@@ -25,25 +25,16 @@ pub enum Kind {
     /// `USE db`.
     Use(String),
     /// `SHOW DATABASES|SCHEMAS [LIKE 'pattern' | WHERE ...]`.
-    ShowDatabases {
-        like: Option<String>,
-        has_where: bool,
-    },
+    ShowDatabases { like: Option<String>, has_where: bool },
     ShowShards,
     /// What a database lists, on every shard holding part of it: `SHOW [FULL] TABLES`,
     /// `SHOW TABLE STATUS`, `SHOW TRIGGERS`, `SHOW EVENTS` `[FROM|IN db] [LIKE|WHERE ...]`.
-    ShowListing {
-        db: Option<String>,
-    },
+    ShowListing { db: Option<String> },
     /// `SHOW FUNCTION|PROCEDURE|PACKAGE [BODY] STATUS [LIKE|WHERE ...]`, `db` from `Db = 'x'`.
-    ShowRoutines {
-        db: Option<String>,
-    },
+    ShowRoutines { db: Option<String> },
     /// `SHOW CREATE TRIGGER|PROCEDURE|FUNCTION|EVENT|PACKAGE [BODY] [db.]name`: objects the
     /// shard map does not list; `db` is the qualifier.
-    ShowCreateObject {
-        db: Option<String>,
-    },
+    ShowCreateObject { db: Option<String> },
     /// A query reading only information_schema, at least one of its object lists.
     InfoSchema(InfoQuery),
     /// `LOCK TABLE[S] item, ...`: each item's table and text.
@@ -55,20 +46,11 @@ pub enum Kind {
     /// BEGIN, START TRANSACTION, COMMIT, ROLLBACK, SAVEPOINT...
     Trx,
     /// `PREPARE name FROM 'sql'` (`sql` is None for `FROM @var`).
-    Prepare {
-        name: String,
-        sql: Option<String>,
-    },
-    Execute {
-        name: String,
-    },
-    Deallocate {
-        name: String,
-    },
+    Prepare { name: String, sql: Option<String> },
+    Execute { name: String },
+    Deallocate { name: String },
     /// `EXECUTE IMMEDIATE 'sql'` (None for a variable or an expression).
-    ExecuteImmediate {
-        sql: Option<String>,
-    },
+    ExecuteImmediate { sql: Option<String> },
     LoadDataLocal,
     /// Creates, drops or renames a database, table or view: the shard map changes.
     SchemaChange,
@@ -109,103 +91,15 @@ impl Analysis {
 
 /// Words that end a table reference (never an alias or a table name).
 const RESERVED: &[&str] = &[
-    "select",
-    "where",
-    "set",
-    "values",
-    "value",
-    "on",
-    "using",
-    "group",
-    "order",
-    "limit",
-    "having",
-    "union",
-    "join",
-    "left",
-    "right",
-    "inner",
-    "outer",
-    "cross",
-    "natural",
-    "straight_join",
-    "as",
-    "for",
-    "lock",
-    "into",
-    "from",
-    "with",
-    "window",
-    "partition",
-    "dual",
-    "lateral",
-    "to",
-    "read",
-    "write",
-    "if",
-    "not",
-    "exists",
-    "like",
-    "key",
-    "index",
-    "procedure",
-    "returning",
-    "use",
-    "force",
-    "ignore",
-    "except",
-    "intersect",
-    "outfile",
-    "dumpfile",
-    "and",
-    "or",
-    "full",
-    "low_priority",
-    "local",
-    "high_priority",
-    "delayed",
-    "quick",
-    "default",
-    "character",
-    "charset",
-    "fields",
-    "columns",
-    "lines",
-    "table",
-    "tables",
-    "offset",
-    "fetch",
-    "when",
-    "then",
-    "else",
-    "end",
-    "case",
-    "in",
-    "is",
-    "null",
-    "between",
-    "escape",
-    "by",
-    "all",
-    "distinct",
-    "wait",
-    "nowait",
-    "skip",
-    "share",
-    "mode",
-    "select",
-    "engine",
-    "concurrent",
-    "replace",
-    "add",
-    "drop",
-    "modify",
-    "change",
-    "alter",
-    "rename",
-    "convert",
-    "comment",
-    "auto_increment",
+    "select", "where", "set", "values", "value", "on", "using", "group", "order", "limit", "having", "union",
+    "join", "left", "right", "inner", "outer", "cross", "natural", "straight_join", "as", "for", "lock", "into",
+    "from", "with", "window", "partition", "dual", "lateral", "to", "read", "write", "if", "not", "exists",
+    "like", "key", "index", "procedure", "returning", "use", "force", "ignore", "except", "intersect", "outfile",
+    "dumpfile", "and", "or", "full", "low_priority", "local", "high_priority", "delayed", "quick", "default",
+    "character", "charset", "fields", "columns", "lines", "table", "tables", "offset", "fetch", "when", "then",
+    "else", "end", "case", "in", "is", "null", "between", "escape", "by", "all", "distinct", "wait", "nowait",
+    "skip", "share", "mode", "select", "engine", "concurrent", "replace", "add", "drop", "modify", "change",
+    "alter", "rename", "convert", "comment", "auto_increment",
 ];
 
 fn reserved(w: &str) -> bool {
@@ -274,10 +168,7 @@ fn statement(s: &Stmt<'_>, a: &mut Analysis) -> Kind {
     if first.is("show") {
         return show(t, a);
     }
-    if first.is("begin") && (t.len() == 1 || w(1, "work"))
-        || first.is("commit")
-        || first.is("rollback")
-        || first.is("savepoint")
+    if first.is("begin") && (t.len() == 1 || w(1, "work")) || first.is("commit") || first.is("rollback") || first.is("savepoint")
         || (first.is("start") && w(1, "transaction"))
         || (first.is("release") && w(1, "savepoint"))
     {
@@ -584,8 +475,7 @@ fn tables(t: &[Tok], a: &mut Analysis) {
         let tok = &t[i];
         let prev = if i > 0 { t.get(i - 1) } else { None };
         if tok.is_punct('(') {
-            let is_func =
-                matches!(prev, Some(Tok::Word(w)) if !reserved(w)) && !t.get(i + 1).is_some_and(|x| x.is("select") || x.is("with"));
+            let is_func = matches!(prev, Some(Tok::Word(w)) if !reserved(w)) && !t.get(i + 1).is_some_and(|x| x.is("select") || x.is("with"));
             parens.push(if is_func { Paren::Func } else { Paren::Other });
             i += 1;
             continue;

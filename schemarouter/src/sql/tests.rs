@@ -65,11 +65,7 @@ const CORPUS: &[(&str, &[&str], &[&str])] = &[
     ("EXPLAIN SELECT * FROM t", &["t"], &[]),
     ("SELECT a FROM t ORDER BY a DESC", &["t"], &[]),
     ("SELECT * FROM information_schema.tables WHERE table_schema = 'db2'", &["information_schema.tables"], &["information_schema", "db2"]),
-    (
-        "SELECT COUNT(*) FROM INFORMATION_SCHEMA.SCHEMATA WHERE SCHEMA_NAME='db3'",
-        &["INFORMATION_SCHEMA.SCHEMATA"],
-        &["INFORMATION_SCHEMA", "db3"],
-    ),
+    ("SELECT COUNT(*) FROM INFORMATION_SCHEMA.SCHEMATA WHERE SCHEMA_NAME='db3'", &["INFORMATION_SCHEMA.SCHEMATA"], &["INFORMATION_SCHEMA", "db3"]),
     ("SELECT 1; SELECT * FROM db1.t", &["db1.t"], &["db1"]),
     ("CREATE DATABASE IF NOT EXISTS newdb", &[], &["newdb"]),
     ("DROP SCHEMA `old db`", &[], &["old db"]),
@@ -78,11 +74,7 @@ const CORPUS: &[(&str, &[&str], &[&str])] = &[
     ("SHOW INDEX FROM db2.t", &["db2.t"], &["db2"]),
     ("SHOW CREATE TABLE db1.t", &["db1.t"], &["db1"]),
     ("SHOW CREATE DATABASE IF NOT EXISTS `tsplit`", &[], &["tsplit"]),
-    (
-        "SELECT * FROM information_schema.columns WHERE table_schema IN ('a', 'b')",
-        &["information_schema.columns"],
-        &["information_schema", "a", "b"],
-    ),
+    ("SELECT * FROM information_schema.columns WHERE table_schema IN ('a', 'b')", &["information_schema.columns"], &["information_schema", "a", "b"]),
     ("SHOW TABLE STATUS IN db3", &[], &["db3"]),
     ("LOAD DATA LOCAL INFILE '/x' INTO TABLE db1.t FIELDS TERMINATED BY ','", &["db1.t"], &["db1"]),
     ("CALL db2.proc(1)", &[], &["db2"]),
@@ -137,48 +129,25 @@ fn kinds() {
     match k("LOCK TABLES `t1` READ /*!32311 LOCAL */,d.`t2` AS x WRITE") {
         Kind::LockTables(items) => {
             let got: Vec<(Option<String>, String, String)> = items.into_iter().map(|i| (i.table.db, i.table.table, i.text)).collect();
-            assert_eq!(
-                got,
-                vec![
-                    (None, "t1".into(), "`t1` READ /*!32311 LOCAL */".into()),
-                    (Some("d".into()), "t2".into(), "d.`t2` AS x WRITE".into()),
-                ]
-            );
+            assert_eq!(got, vec![
+                (None, "t1".into(), "`t1` READ /*!32311 LOCAL */".into()),
+                (Some("d".into()), "t2".into(), "d.`t2` AS x WRITE".into()),
+            ]);
         }
         other => panic!("{other:?}"),
     }
     assert!(matches!(k("SELECT table_name FROM information_schema.TABLES WHERE table_schema = 'x'"), Kind::InfoSchema(_)));
     assert!(matches!(k("SELECT * FROM information_schema.PROCESSLIST"), Kind::Other), "not an object list");
     assert!(matches!(k("SELECT * FROM information_schema.TABLES t JOIN db.x ON 1"), Kind::Other), "a user table too");
-    for s in [
-        "SET autocommit=0",
-        "SET NAMES utf8mb4",
-        "set @a = 1",
-        "SET SESSION sql_mode=''",
-        "SET GLOBAL x=1",
-        "SELECT @a := 1",
-        "SET a=1; SET b=2",
-    ] {
+    for s in ["SET autocommit=0", "SET NAMES utf8mb4", "set @a = 1", "SET SESSION sql_mode=''", "SET GLOBAL x=1", "SELECT @a := 1", "SET a=1; SET b=2"] {
         assert_eq!(k(s), Kind::Session, "{s}");
     }
     assert_eq!(k("SELECT @a := c FROM t"), Kind::Other);
     assert_eq!(k("SET STATEMENT a=1 FOR SELECT 1"), Kind::Other);
-    for s in [
-        "BEGIN",
-        "begin work",
-        "START TRANSACTION READ ONLY",
-        "COMMIT",
-        "ROLLBACK",
-        "ROLLBACK TO SAVEPOINT s",
-        "SAVEPOINT s",
-        "RELEASE SAVEPOINT s",
-    ] {
+    for s in ["BEGIN", "begin work", "START TRANSACTION READ ONLY", "COMMIT", "ROLLBACK", "ROLLBACK TO SAVEPOINT s", "SAVEPOINT s", "RELEASE SAVEPOINT s"] {
         assert_eq!(k(s), Kind::Trx, "{s}");
     }
-    assert_eq!(
-        k("PREPARE s1 FROM 'SELECT * FROM db1.t WHERE id = ?'"),
-        Kind::Prepare { name: "s1".into(), sql: Some("SELECT * FROM db1.t WHERE id = ?".into()) }
-    );
+    assert_eq!(k("PREPARE s1 FROM 'SELECT * FROM db1.t WHERE id = ?'"), Kind::Prepare { name: "s1".into(), sql: Some("SELECT * FROM db1.t WHERE id = ?".into()) });
     assert_eq!(k("PREPARE s1 FROM @q"), Kind::Prepare { name: "s1".into(), sql: None });
     assert_eq!(k("EXECUTE s1 USING @a"), Kind::Execute { name: "s1".into() });
     assert_eq!(k("DEALLOCATE PREPARE s1"), Kind::Deallocate { name: "s1".into() });
@@ -188,27 +157,13 @@ fn kinds() {
     assert_eq!(k("LOAD DATA LOCAL INFILE 'f' INTO TABLE t"), Kind::LoadDataLocal);
     assert_eq!(k("SELECT 1; SELECT 2"), Kind::Other);
     for s in [
-        "CREATE DATABASE d",
-        "drop schema if exists d",
-        "CREATE TABLE d.t (id INT)",
-        "create or replace table t like u",
-        "DROP TABLE IF EXISTS a, b",
-        "RENAME TABLE a TO d.b",
-        "ALTER TABLE a RENAME TO b",
-        "CREATE ALGORITHM=MERGE DEFINER=`u`@`%` SQL SECURITY INVOKER VIEW v AS SELECT 1",
-        "DROP VIEW v",
-        "CREATE SEQUENCE s",
+        "CREATE DATABASE d", "drop schema if exists d", "CREATE TABLE d.t (id INT)", "create or replace table t like u",
+        "DROP TABLE IF EXISTS a, b", "RENAME TABLE a TO d.b", "ALTER TABLE a RENAME TO b",
+        "CREATE ALGORITHM=MERGE DEFINER=`u`@`%` SQL SECURITY INVOKER VIEW v AS SELECT 1", "DROP VIEW v", "CREATE SEQUENCE s",
     ] {
         assert_eq!(k(s), Kind::SchemaChange, "{s}");
     }
-    for s in [
-        "CREATE TEMPORARY TABLE t (id INT)",
-        "DROP TEMPORARY TABLE t",
-        "ALTER TABLE t ADD c INT",
-        "ALTER DATABASE d CHARACTER SET utf8mb4",
-        "CREATE INDEX i ON t (c)",
-        "SELECT * FROM `table`",
-    ] {
+    for s in ["CREATE TEMPORARY TABLE t (id INT)", "DROP TEMPORARY TABLE t", "ALTER TABLE t ADD c INT", "ALTER DATABASE d CHARACTER SET utf8mb4", "CREATE INDEX i ON t (c)", "SELECT * FROM `table`"] {
         assert_ne!(k(s), Kind::SchemaChange, "{s}");
     }
     assert!(analyze("INSERT INTO t VALUES (1); CREATE TABLE u (id INT)").kinds.contains(&Kind::SchemaChange));
@@ -229,31 +184,7 @@ fn like_patterns() {
 
 #[test]
 fn garbage_never_panics() {
-    let inputs = [
-        "",
-        ";;;",
-        "SELECT * FROM",
-        "FROM",
-        "INSERT INTO",
-        "RENAME TABLE a TO",
-        "WITH",
-        "WITH x AS (",
-        "SHOW",
-        "PREPARE",
-        "EXECUTE",
-        "USE",
-        "((((",
-        "))))",
-        "UPDATE",
-        "`",
-        "'",
-        "DROP PREPARE",
-        "SHOW COLUMNS FROM",
-        "LOCK TABLES",
-        "a.b.c.d.e",
-        "SELECT * FROM a.",
-        "\u{0}\u{1}\u{ff}",
-    ];
+    let inputs = ["", ";;;", "SELECT * FROM", "FROM", "INSERT INTO", "RENAME TABLE a TO", "WITH", "WITH x AS (", "SHOW", "PREPARE", "EXECUTE", "USE", "((((", "))))", "UPDATE", "`", "'", "DROP PREPARE", "SHOW COLUMNS FROM", "LOCK TABLES", "a.b.c.d.e", "SELECT * FROM a.", "\u{0}\u{1}\u{ff}"];
     for s in inputs {
         let _ = analyze(s);
     }
