@@ -11,7 +11,7 @@
 #   make test                 install and start the test services, run every test; the
 #                             end-to-end suite runs inside MaxScale when MAXSCALE_BIN and
 #                             MAXSCALE_LIBDIR are set too
-#   make bench-mirror / bench-schemarouter / bench-sync-pg / bench-sync-mysql
+#   make bench-mirror / bench-schemarouter / bench-schemarouter-sessions / bench-sync-pg / bench-sync-mysql
 
 CARGO ?= cargo
 MODULES := mirror schemarouter
@@ -24,7 +24,7 @@ endif
 # Where a packaged MaxScale keeps its modules (Debian/Ubuntu, then RHEL/SUSE).
 MAXSCALE_LIBDIR ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/maxscale /usr/lib64/maxscale))
 
-.PHONY: all build install services test test-unit e2e bench-mirror bench-schemarouter bench-report clean
+.PHONY: all build install services test test-unit e2e bench-mirror bench-schemarouter bench-schemarouter-sessions bench-report clean
 
 all: build
 
@@ -62,6 +62,9 @@ bench-mirror: services build
 
 bench-schemarouter: services build
 	tests/bench/sysbench_compare.sh schemarouter
+
+bench-schemarouter-sessions: services build
+	WORKLOAD=short_sessions tests/bench/sysbench_compare.sh schemarouter
 
 # mirror-report on made-up exports of 1 M and 5 M lines: lines/s and peak RSS.
 bench-report:

@@ -6,12 +6,14 @@
 #   tests/bench/sysbench_compare.sh mirror|schemarouter
 # Needs MAXSCALE_BIN, MAXSCALE_LIBDIR, the modules built with `make` (MAXSCALE_SRC set to
 # the same release's source tree) and the test services (tests/services/up.sh).
-# Knobs: ROUNDS (3), SECONDS_PER_RUN (20), THREADS (8), TABLES (4), TABLE_SIZE (10000).
+# Knobs: ROUNDS (3), SECONDS_PER_RUN (20), THREADS (8), TABLES (4), TABLE_SIZE (10000),
+# WORKLOAD: oltp_read_only (default; QPS), or short_sessions (each event connects, runs one
+# point select and disconnects: sessions/s; tests/bench/short_sessions.lua).
 set -euo pipefail
 router=${1:?usage: $0 mirror|schemarouter}
 : "${MAXSCALE_BIN:?set MAXSCALE_BIN}" "${MAXSCALE_LIBDIR:?set MAXSCALE_LIBDIR}"
 ROUNDS=${ROUNDS:-3} SECS=${SECONDS_PER_RUN:-20} THREADS=${THREADS:-8}
-TABLES=${TABLES:-4} TABLE_SIZE=${TABLE_SIZE:-10000}
+TABLES=${TABLES:-4} TABLE_SIZE=${TABLE_SIZE:-10000} WORKLOAD=${WORKLOAD:-oltp_read_only}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 release=${CARGO_TARGET_DIR:-$root/target}/release
 ours=$release/lib$router.so
@@ -99,8 +101,14 @@ protocol=mariadbprotocol
 address=127.0.0.1
 port=$ours_port
 CNF
-sb() { sysbench oltp_read_only --db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=app --mysql-password=apppass \
+sbw() { local script=$1; shift; sysbench "$script" --db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=app --mysql-password=apppass \
   --mysql-db=$db --tables=$TABLES --table-size=$TABLE_SIZE "$@"; }
+sb() { sbw oltp_read_only "$@"; }
+case $WORKLOAD in
+  oltp_read_only) script=oltp_read_only metric=queries unit=qps ;;
+  short_sessions) script=$root/tests/bench/short_sessions.lua metric=transactions unit=sessions/s ;;
+  *) echo "unknown WORKLOAD $WORKLOAD"; exit 1 ;;
+esac
 # Tables: created directly on the servers that should hold them, before MaxScale starts (a
 # schemarouter caches its shard map: tables created later are unknown to it until it expires).
 for port in 3301 $( [ $router = mirror ] && echo 3302 ); do
@@ -118,23 +126,24 @@ echo $! > "$work/pid"
 for _ in $(seq 1 100); do mariadb -h127.0.0.1 -P$ours_port -uapp -papppass -e 'select 1' >/dev/null 2>&1 && break; sleep 0.3; done
 mariadb -h127.0.0.1 -P$ours_port -uapp -papppass -e 'select 1' >/dev/null || { tail -20 "$work/log/maxscale.log"; exit 1; }
 
-run() { # run PORT -> "qps p95"
-  local out; out=$(sb --mysql-port=$1 --threads=$THREADS --time=$SECS --report-interval=0 --db-ps-mode=auto run 2>&1) \
+run() { # run PORT -> "rate p95"
+  local out; out=$(sbw "$script" --mysql-port=$1 --threads=$THREADS --time=$SECS --report-interval=0 --db-ps-mode=auto run 2>&1) \
     || { echo "sysbench on port $1 failed:" >&2; echo "$out" | tail -20 >&2; tail -20 "$work/log/maxscale.log" >&2; return 1; }
-  echo "$(echo "$out" | awk '/queries:/ {gsub(/\(/,"",$3); print $3}') $(echo "$out" | awk '/95th percentile:/ {print $3}')"
+  echo "$(echo "$out" | awk -v m="$metric:" '$1 == m {gsub(/\(/,"",$3); print $3}') $(echo "$out" | awk '/95th percentile:/ {print $3}')"
 }
 declare -a nq np oq op
-echo "router=$router rounds=$ROUNDS seconds=$SECS threads=$THREADS tables=$TABLES size=$TABLE_SIZE"
+echo "router=$router workload=$WORKLOAD rounds=$ROUNDS seconds=$SECS threads=$THREADS tables=$TABLES size=$TABLE_SIZE"
 for r in $(seq 1 "$ROUNDS"); do
-  read -r q p < <(run $native_port); nq+=("$q"); np+=("$p"); echo "round $r native: qps=$q p95=${p}ms"
-  read -r q p < <(run $ours_port); oq+=("$q"); op+=("$p"); echo "round $r ours:   qps=$q p95=${p}ms"
+  read -r q p < <(run $native_port); nq+=("$q"); np+=("$p"); echo "round $r native: $unit=$q p95=${p}ms"
+  read -r q p < <(run $ours_port); oq+=("$q"); op+=("$p"); echo "round $r ours:   $unit=$q p95=${p}ms"
 done
-python3 - "${nq[*]}" "${np[*]}" "${oq[*]}" "${op[*]}" <<'PY'
+python3 - "${nq[*]}" "${np[*]}" "${oq[*]}" "${op[*]}" "$unit" <<'PY'
 import sys, statistics as st
 nq, np_, oq, op = ([float(x) for x in a.split()] for a in sys.argv[1:5])
+unit = sys.argv[5]
 n, o = st.median(nq), st.median(oq)
-print(f"native: qps={n:.1f} p95={st.median(np_):.2f}ms")
-print(f"ours:   qps={o:.1f} p95={st.median(op):.2f}ms")
-print(f"ratio ours/native qps: {o/n:.3f}   p95 native/ours: {st.median(np_)/max(st.median(op),1e-9):.3f}")
+print(f"native: {unit}={n:.1f} p95={st.median(np_):.2f}ms")
+print(f"ours:   {unit}={o:.1f} p95={st.median(op):.2f}ms")
+print(f"ratio ours/native {unit}: {o/n:.3f}   p95 native/ours: {st.median(np_)/max(st.median(op),1e-9):.3f}")
 PY
 for port in 3301 3302; do mariadb -h127.0.0.1 -P$port -uapp -papppass -e "DROP DATABASE IF EXISTS $db" 2>/dev/null || true; done
