@@ -9,6 +9,15 @@ use std::time::{Duration, Instant};
 /// The exact mapping query of the native router (with its trailing space).
 pub const MAPPING_QUERY: &str = "SELECT LOWER(t.table_schema), LOWER(t.table_name) FROM information_schema.tables t UNION ALL SELECT LOWER(s.schema_name), '' FROM information_schema.schemata s ";
 
+/// `s` in ASCII lowercase, copied only if it has uppercase letters (names usually do not).
+fn lower(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// Lowercase database → lowercase table (`""` for the database itself) → server names
 /// (in the service's configuration order, no repeats).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,15 +54,13 @@ impl ShardMap {
 
     /// Servers holding `db.table` (`table` "" for the database), case-insensitive.
     pub fn locations(&self, db: &str, table: &str) -> &[String] {
-        let db = db.to_ascii_lowercase();
-        let table = table.to_ascii_lowercase();
-        self.dbs.get(&db).and_then(|t| t.get(&table)).map_or(&[], |v| v.as_slice())
+        self.dbs.get(lower(db).as_ref()).and_then(|t| t.get(lower(table).as_ref())).map_or(&[], |v| v.as_slice())
     }
 
     /// Every server holding anything of `db`.
     pub fn db_servers(&self, db: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        if let Some(tables) = self.dbs.get(&db.to_ascii_lowercase()) {
+        if let Some(tables) = self.dbs.get(lower(db).as_ref()) {
             for locs in tables.values() {
                 for s in locs {
                     if !out.contains(s) {

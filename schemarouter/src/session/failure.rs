@@ -55,11 +55,11 @@ impl Session {
 
     /// A backend is gone: it settles what it owed. Some(message): the session cannot go on.
     pub(super) fn lose(&mut self, i: usize, why: &str) -> Option<String> {
-        let b = &mut self.backends[i];
-        if !b.in_use {
+        if !self.backends[i].in_use {
             return None;
         }
-        b.in_use = false;
+        self.set_in_use(i, false);
+        let b = &mut self.backends[i];
         self.host.close(b.endpoint);
         let pending: Vec<Expect> = b.pending.drain(..).map(|p| p.kind).collect();
         b.tracker = ReplyTracker::new(self.deprecate_eof);
@@ -221,8 +221,8 @@ impl Session {
                 continue;
             }
             log_info!("session {}: reconnected to '{name}', the session's history is replayed on it", self.id);
+            self.set_in_use(i, true);
             let b = &mut self.backends[i];
-            b.in_use = true;
             b.reconnected = true;
             b.answered = false;
             b.pending.clear();

@@ -139,6 +139,9 @@ pub struct Session {
     /// Server names in the service's order: location lists (and the duplicate message) follow
     /// it, so they do not depend on which server answered the mapping query first.
     server_order: Vec<String>,
+    /// (name, in use) of each backend, as routing decisions read it (kept, not rebuilt for
+    /// every statement).
+    view_servers: Vec<(String, bool)>,
     state: State,
     map: Arc<ShardMap>,
     /// When the map in use was built (started).
@@ -261,6 +264,7 @@ impl Session {
             key,
             deprecate_eof,
             server_order: backends.iter().map(|b: &Backend| b.name.clone()).collect(),
+            view_servers: backends.iter().map(|b: &Backend| (b.name.clone(), b.in_use)).collect(),
             backends,
             state: State::Fresh,
             map: Arc::new(ShardMap::default()),
@@ -297,8 +301,10 @@ impl Session {
         })
     }
 
-    fn servers(&self) -> Vec<(String, bool)> {
-        self.backends.iter().map(|b| (b.name.clone(), b.in_use)).collect()
+    /// Marks backend `i` in use or not (the routing view follows).
+    fn set_in_use(&mut self, i: usize, in_use: bool) {
+        self.backends[i].in_use = in_use;
+        self.view_servers[i].1 = in_use;
     }
 
     /// Writes a packet to backend `i`, expecting a reply of kind `kind` (if the command has one).
@@ -427,10 +433,9 @@ impl Session {
 
     /// Runs `f` with a routing view of the session.
     fn decide<T>(&self, f: impl FnOnce(&View) -> T) -> T {
-        let servers = self.servers();
         let v = View {
             map: &self.map,
-            servers: &servers,
+            servers: &self.view_servers,
             current_db: &self.current_db,
             preferred: self.cfg.preferred_server.as_deref(),
             previous: self.previous,
@@ -439,14 +444,14 @@ impl Session {
     }
 
     fn route(&mut self, q: Queued) -> Result<(), String> {
-        let (seq, payload) = {
-            let p = packet::single(&q.packet).map_err(|e| format!("client sent a {e}"))?;
-            (p.seq, p.payload.to_vec())
-        };
-        let Some(&cmd) = payload.first() else {
+        let seq = packet::single(&q.packet).map_err(|e| format!("client sent a {e}"))?.seq;
+        let Some(&cmd) = q.packet.get(4) else {
             return self.reply_client(&err_packet(seq.wrapping_add(1), 1835, "08S01", "Malformed communication packet"));
         };
-        let body = &payload[1..];
+        // The packet moves on with `q`: what is read of it is copied out first (the SQL text
+        // only for the commands that carry it).
+        let text = || payload_str(&q.packet[5..]);
+        let stmt_id = q.packet.get(5..9).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         let hint_owned = q.hint.clone();
         let hint = hint_owned.as_deref();
         match cmd {
@@ -457,24 +462,23 @@ impl Session {
                 Ok(())
             }
             COM_INIT_DB => {
-                let db = payload_str(body);
+                let db = text();
                 self.change_db(q, db)
             }
             COM_QUERY => {
-                let sql = payload_str(body);
+                let sql = text();
                 let a = analyze(&sql);
                 self.route_query_text(q, cmd, &sql, &a, hint)
             }
             COM_STMT_PREPARE => {
-                let a = analyze(&payload_str(body));
+                let a = analyze(&text());
                 let t = self.decide(|v| v.query_target(&a, hint));
                 let t = self.target_or_fail(t, cmd)?;
                 self.last_prepare = t;
                 self.single(q, t)
             }
             COM_STMT_EXECUTE | COM_STMT_FETCH | COM_STMT_RESET | COM_STMT_SEND_LONG_DATA | COM_STMT_BULK_EXECUTE | COM_STMT_CLOSE => {
-                let id = body.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                let known = match id {
+                let known = match stmt_id {
                     Some(0xFFFF_FFFF) => self.last_prepare,
                     Some(id) if cmd == COM_STMT_CLOSE => self.ps_bin.remove(&id),
                     Some(id) => self.ps_bin.get(&id).copied(),

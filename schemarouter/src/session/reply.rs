@@ -18,7 +18,8 @@ fn packets_offset(data: &[u8], p: &bridge::protocol::Packet<'_>) -> usize {
 impl Session {
     /// Err: the session cannot go on (the caller ends it with the message).
     pub(super) fn on_reply(&mut self, i: usize, data: &[u8]) -> Result<(), String> {
-        let mut out: Vec<u8> = Vec::new();
+        // The client's part of `data` (its packets are contiguous there): sent as it is.
+        let mut out: Option<(usize, usize)> = None;
         for p in Packets::new(data) {
             let p = match p {
                 Ok(p) => p,
@@ -44,7 +45,7 @@ impl Session {
             let raw = &data[at..at + 4 + p.payload.len()];
             match front.kind {
                 Expect::Client => {
-                    out.extend_from_slice(raw);
+                    out = Some((out.map_or(at, |o| o.0), at + raw.len()));
                     if front.cmd == COM_STMT_PREPARE && before == ReplyState::Start && p.first() == Some(0x00) && p.payload.len() >= 5 {
                         let id = u32::from_le_bytes([p.payload[1], p.payload[2], p.payload[3], p.payload[4]]);
                         self.ps_bin.insert(id, i);
@@ -108,8 +109,8 @@ impl Session {
             b.trx_work = status & IN_TRANS != 0 && (b.trx_work || front.kind == Expect::Client && !self.broadcast);
             match front.kind {
                 Expect::Client => {
-                    self.complete_client(i, &out, ok, status)?;
-                    out.clear();
+                    let part = out.take().map_or(&[][..], |(a, b)| &data[a..b]);
+                    self.complete_client(i, part, ok, status)?;
                 }
                 Expect::Replica => {
                     let bytes = std::mem::take(&mut b.replica);
@@ -129,9 +130,9 @@ impl Session {
                 Expect::Gather => self.gather_done()?,
             }
         }
-        if !out.is_empty() {
+        if let Some((a, b)) = out {
             self.answering = None;
-            if !self.host.reply(Some(self.backends[i].endpoint), &out, false) {
+            if !self.host.reply(Some(self.backends[i].endpoint), &data[a..b], false) {
                 return Err("cannot write to the client".into());
             }
         }

@@ -53,8 +53,9 @@ pub fn tokenize(sql: &str) -> Vec<Tok> {
 /// a statement: an item's text runs from its first token to the next separator's start).
 pub fn tokenize_spans(sql: &str) -> (Vec<Tok>, Vec<usize>) {
     let b = sql.as_bytes();
-    let mut out = Vec::new();
-    let mut starts = Vec::new();
+    // About one token per five bytes of SQL: fewer regrowths.
+    let mut out = Vec::with_capacity(b.len() / 5 + 4);
+    let mut starts = Vec::with_capacity(b.len() / 5 + 4);
     let mut i = 0;
     let mut exec_comment = 0usize;
     while i < b.len() {
@@ -105,7 +106,7 @@ pub fn tokenize_spans(sql: &str) -> (Vec<Tok>, Vec<usize>) {
                     i = next;
                 } else {
                     let end = word_end(b, j, true);
-                    out.push(Tok::Var(String::from_utf8_lossy(&b[j..end]).into_owned()));
+                    out.push(Tok::Var(text_of(sql, j, end)));
                     i = end;
                 }
             }
@@ -115,7 +116,7 @@ pub fn tokenize_spans(sql: &str) -> (Vec<Tok>, Vec<usize>) {
                     j += 1;
                 }
                 // `1abc` is an identifier in MariaDB when it is not all digits/hex.
-                let text = String::from_utf8_lossy(&b[i..j]).into_owned();
+                let text = text_of(sql, i, j);
                 if text.bytes().all(|c| c.is_ascii_digit()) || text.contains('.') || text.starts_with("0x") {
                     out.push(Tok::Num(text));
                 } else {
@@ -131,7 +132,7 @@ pub fn tokenize_spans(sql: &str) -> (Vec<Tok>, Vec<usize>) {
                     out.push(Tok::Str(s));
                     i = next;
                 } else {
-                    out.push(Tok::Word(String::from_utf8_lossy(&b[i..end]).into_owned()));
+                    out.push(Tok::Word(text_of(sql, i, end)));
                     i = end;
                 }
             }
@@ -152,6 +153,15 @@ pub fn tokenize_spans(sql: &str) -> (Vec<Tok>, Vec<usize>) {
         }
     }
     (out, starts)
+}
+
+/// `sql[from..to]` (the lexer cuts only at character boundaries; a cut elsewhere is read
+/// lossily rather than panicking).
+fn text_of(sql: &str, from: usize, to: usize) -> String {
+    match sql.get(from..to) {
+        Some(t) => t.to_owned(),
+        None => String::from_utf8_lossy(&sql.as_bytes()[from..to]).into_owned(),
+    }
 }
 
 fn is_word_byte(c: u8) -> bool {
