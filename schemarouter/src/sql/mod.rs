@@ -418,8 +418,7 @@ fn cte_names(t: &[Tok]) -> Vec<String> {
     if t.get(i).is_some_and(|x| x.is("recursive")) {
         i += 1;
     }
-    loop {
-        let Some(name) = t.get(i).and_then(|x| x.ident()) else { break };
+    while let Some(name) = t.get(i).and_then(|x| x.ident()) {
         out.push(name.to_string());
         i += 1;
         if t.get(i).is_some_and(|x| x.is_punct('(')) {
