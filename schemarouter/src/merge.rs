@@ -233,6 +233,10 @@ pub fn merge(parts: &[Part], mode: &Mode, deprecate_eof: bool) -> Vec<u8> {
     let Some(first) = parts.iter().find(|p| !p.count.is_empty()) else {
         return parts.first().map_or_else(|| lost_reply(""), |p| answer(p, deprecate_eof));
     };
+    if let Some(odd) = parts.iter().find(|p| !p.count.is_empty() && p.defs.len() != first.defs.len()) {
+        let msg = format!("'{}' and '{}' answered with different columns: no merged result", first.server, odd.server);
+        return err_packet(1, 1105, "HY000", &msg);
+    }
     let cols: Vec<Col> =
         first.defs.iter().map(|d| column(d).unwrap_or(Col { name: String::new(), org: String::new(), numeric: false })).collect();
     let added = added.min(cols.len());
@@ -429,6 +433,9 @@ mod tests {
         lost.lost = true;
         let reply = merge(&[lost, b.clone()], &Mode::listing(), false);
         assert!(String::from_utf8_lossy(&reply).contains("Lost connection to 's1'"));
+        let mut wide = b.clone();
+        wide.defs.push(def("extra", 0xfd));
+        assert!(String::from_utf8_lossy(&merge(&[a.clone(), wide], &Mode::listing(), false)).contains("different columns"));
         let ok = Part { server: "s1".into(), ok: Some(vec![0, 0, 0, 2, 0, 0, 0]), ..Part::default() };
         let reply = merge(&[ok.clone(), Part { server: "s2".into(), ..ok.clone() }], &Mode::AllOk, true);
         assert_eq!(reply, vec![7, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]);

@@ -277,3 +277,48 @@ impl Session {
         self.reply_client(&out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::info_union;
+    use crate::merge::{ColRef, Dedup, Mode};
+    use crate::sql::info::analyze;
+    use crate::sql::lexer::tokenize_spans;
+
+    fn plan(sql: &str) -> (Option<String>, Mode) {
+        let (t, s) = tokenize_spans(sql);
+        info_union(&analyze(&t, &s, sql, sql.len()), sql)
+    }
+
+    #[test]
+    fn what_the_shards_are_sent() {
+        let (sql, mode) =
+            plan("SELECT column_name FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'd' ORDER BY TABLE_NAME, 2 DESC LIMIT 5, 10");
+        assert_eq!(sql.as_deref(), Some("SELECT column_name , `COLUMNS`.TABLE_SCHEMA, `COLUMNS`.TABLE_NAME, TABLE_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'd' ORDER BY TABLE_NAME, 2 DESC LIMIT 15"));
+        let want = Mode::Union {
+            dedup: Dedup::Owner(vec![ColRef::Added(0), ColRef::Added(1)]),
+            order: vec![(ColRef::Added(2), false), (ColRef::At(1), true)],
+            limit: Some((5, 10)),
+            added: 3,
+        };
+        assert_eq!(mode, want);
+        // An alias is found in the result; DISTINCT is merged as whole rows, unchanged.
+        let (sql, mode) = plan("SELECT table_name AS n FROM information_schema.tables t ORDER BY n");
+        assert_eq!(
+            sql.as_deref(),
+            Some("SELECT table_name AS n , `t`.TABLE_SCHEMA, `t`.TABLE_NAME FROM information_schema.tables t ORDER BY n")
+        );
+        assert!(matches!(mode, Mode::Union { ref order, .. } if order == &vec![(ColRef::Name("n".into()), false)]));
+        let (sql, mode) = plan("SELECT DISTINCT table_schema FROM information_schema.tables LIMIT 3");
+        assert_eq!(sql, None);
+        assert!(matches!(mode, Mode::Union { dedup: Dedup::WholeRow, added: 0, limit: Some((0, 3)), .. }));
+    }
+
+    #[test]
+    fn any_prefix_of_a_statement_plans_without_panicking() {
+        let long = "SELECT a AS x, `b` FROM information_schema.TABLES t WHERE table_schema IN ('a','é') AND table_name = DATABASE() ORDER BY x DESC, LOWER(b), 2 LIMIT 3, 4";
+        for (n, _) in long.char_indices() {
+            let _ = plan(&long[..n]);
+        }
+    }
+}
