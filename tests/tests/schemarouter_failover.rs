@@ -84,6 +84,13 @@ fn a_shard_slow_to_log_in_never_ends_a_session_that_does_not_need_it() {
     let ports = env::mariadb_ports();
     let pdb = format!("sr_p_{}", unique("x"));
     let p = private_with_db(&pdb);
+    // A database split between p (table tq) and s1 (table tr).
+    let split = format!("sr_shared_{}", unique("p"));
+    let _split_s1 = DropLater(ports[0], split.clone());
+    p.root_sql(&format!("CREATE DATABASE {split}; CREATE TABLE {split}.tq (id INT PRIMARY KEY)")).unwrap();
+    env::mariadb(ports[0]).query_drop(format!("CREATE DATABASE {split}")).unwrap();
+    env::mariadb(ports[0]).query_drop(format!("CREATE TABLE {split}.tr (id INT PRIMARY KEY, srv VARCHAR(8))")).unwrap();
+    env::mariadb(ports[0]).query_drop(format!("INSERT INTO {split}.tr VALUES (1, 's1')")).unwrap();
 
     // 1. The issue: p is slow, a text PREPARE names a table of s2, p's replay of it fails.
     let r = router_of(&["s1", "s2", "p"], &d);
@@ -132,6 +139,18 @@ fn a_shard_slow_to_log_in_never_ends_a_session_that_does_not_need_it() {
     p.resume();
     let r2 = rows(&h.query(&format!("SELECT srv, @x FROM {pdb}.tp"))).unwrap();
     assert_eq!(r2, vec![vec!["p".to_string(), "5".into()]], "p reconnected, the history replayed");
+
+    // 2b. p is to answer a USE of the database it shares with s1: s1 answers instead, and
+    //     the USE takes effect.
+    p.pause();
+    let mut h = Harness::open(&r, t2.clone()).expect("session");
+    send(&mut h, &format!("USE {split}"));
+    h.settle(Duration::from_millis(300));
+    h.break_connection(0);
+    wait_reply(&mut h, 1);
+    assert!(error_of(&h.client(|c| c.chunks.last().unwrap().1.clone())).is_none(), "the USE succeeded");
+    assert_eq!(one(&mut h, "SELECT srv FROM tr"), "s1", "the current database is the split one");
+    p.resume();
 
     // 3. p fails while the session maps: the session goes on without it, the map is not
     //    cached (other sessions must not lose p's databases).
