@@ -2,7 +2,9 @@
 //! only the `main` target's answer, and exports a report per statement comparing the answers.
 
 mod config;
+mod diff;
 mod exporter;
+mod history;
 mod report;
 mod session;
 mod stats;
@@ -12,6 +14,7 @@ use bridge::router::{CommandSpec, ModuleInfo, Router, SessionInfo};
 use bridge::host::SessionHost;
 use config::{Config, ExporterConfig};
 use exporter::Exporter;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use stats::Stats;
 
@@ -30,12 +33,20 @@ pub(crate) struct Shared {
     pub service: String,
     pub targets: Vec<String>,
     pub active: RwLock<Option<Active>>,
+    /// Bumped whenever `active` is replaced: sessions keep a copy and check this.
+    pub generation: AtomicU64,
     pub stats: Arc<Stats>,
 }
 
 impl Shared {
-    pub fn active(&self) -> Option<Active> {
-        self.active.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The configuration in force, with its generation.
+    pub fn active(&self) -> Option<(u64, Active)> {
+        let a = self.active.read().unwrap_or_else(|e| e.into_inner());
+        a.clone().map(|a| (self.generation(), a))
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }
 
@@ -65,6 +76,7 @@ impl Router for Mirror {
                 service: service.to_string(),
                 targets: targets.to_vec(),
                 active: RwLock::new(None),
+                generation: AtomicU64::new(0),
                 stats: Arc::new(Stats::default()),
             }),
         })
@@ -81,13 +93,17 @@ impl Router for Mirror {
                 sh.targets.join(", ")
             );
         }
-        let old = sh.active();
+        let old = sh.active().map(|(_, a)| a);
         let exporter = match &old {
             Some(a) if !exporter::needs_rebuild(&a.config.exporter, &config.exporter) => a.exporter.clone(),
             _ => exporter::build(&config.exporter, sh.stats.clone())?,
         };
         let new = Active { config: Arc::new(config), exporter };
-        let replaced = sh.active.write().unwrap_or_else(|e| e.into_inner()).replace(new);
+        let replaced = {
+            let mut a = sh.active.write().unwrap_or_else(|e| e.into_inner());
+            sh.generation.fetch_add(1, Ordering::AcqRel);
+            a.replace(new)
+        };
         // The last reference to a replaced Kafka exporter flushes it (up to 10 s): let that
         // happen off the admin thread.
         if let Some(old) = replaced {

@@ -14,6 +14,9 @@ pub struct TargetResult<'a> {
     pub warnings: u16,
     pub duration_ms: u64,
     pub kind: &'a str,
+    /// With report_diff, for a result that differs from main's: where (a JSON object),
+    /// written after the native keys.
+    pub diff: Option<String>,
 }
 
 pub struct Report<'a> {
@@ -53,8 +56,16 @@ fn json_string(out: &mut String, s: &str) {
 }
 
 impl Report<'_> {
+    /// The document and a newline, as the file exporter writes it.
+    pub fn to_line(&self) -> String {
+        let mut o = self.to_json();
+        o.push('\n');
+        o
+    }
+
     pub fn to_json(&self) -> String {
-        let mut o = String::with_capacity(160 + self.query.len() + 120 * self.results.len());
+        let diffs: usize = self.results.iter().map(|r| r.diff.as_ref().map_or(0, |d| d.len() + 8)).sum();
+        let mut o = String::with_capacity(161 + self.query.len() + 120 * self.results.len() + diffs);
         o.push_str("{\"query\":");
         json_string(&mut o, &String::from_utf8_lossy(self.query));
         o.push_str(",\"command\":");
@@ -75,6 +86,10 @@ impl Report<'_> {
                 r.duration_ms
             );
             json_string(&mut o, r.kind);
+            if let Some(d) = &r.diff {
+                o.push_str(",\"diff\":");
+                o.push_str(d);
+            }
             o.push('}');
         }
         o.push_str("]}");
@@ -104,14 +119,27 @@ mod tests {
             session: 12,
             query_id: 1,
             results: vec![
-                TargetResult { target: "server1", checksum: 0x241F6C7A, rows: 1, warnings: 0, duration_ms: 0, kind: "resultset" },
-                TargetResult { target: "server2", checksum: 1, rows: 1, warnings: 2, duration_ms: 15, kind: "ok" },
+                TargetResult { target: "server1", checksum: 0x241F6C7A, rows: 1, warnings: 0, duration_ms: 0, kind: "resultset", diff: None },
+                TargetResult { target: "server2", checksum: 1, rows: 1, warnings: 2, duration_ms: 15, kind: "ok", diff: None },
             ],
         };
         assert_eq!(
             r.to_json(),
             r#"{"query":"SELECT 1","command":"COM_QUERY","session":12,"query_id":1,"results":[{"target":"server1","checksum":"7a6c1f24","rows":1,"warnings":0,"duration":0,"type":"resultset"},{"target":"server2","checksum":"01000000","rows":1,"warnings":2,"duration":15,"type":"ok"}]}"#
         );
+    }
+
+    #[test]
+    fn diff_follows_the_native_keys() {
+        let r = Report {
+            query: b"SELECT v FROM t",
+            command: 3,
+            session: 1,
+            query_id: 1,
+            results: vec![TargetResult { target: "s2", checksum: 1, rows: 1, warnings: 0, duration_ms: 0, kind: "resultset", diff: Some(r#"{"at":"row","row":0}"#.into()) }],
+        };
+        assert!(r.to_line().ends_with(r#""type":"resultset","diff":{"at":"row","row":0}}]}
+"#));
     }
 
     #[test]

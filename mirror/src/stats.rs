@@ -12,6 +12,10 @@ pub struct TargetStats {
     pub errors: AtomicU64,
     /// Requests whose reply differed (by checksum) from main's.
     pub conflicts: AtomicU64,
+    /// Sessions that dropped the target for falling too far behind main (sync=false).
+    pub backlog_drops: AtomicU64,
+    /// Times the target was connected again after it was lost (reconnect=true).
+    pub reconnects: AtomicU64,
 }
 
 #[derive(Default)]
@@ -47,6 +51,8 @@ impl Stats {
                         "queries": v.queries.load(Relaxed),
                         "errors": v.errors.load(Relaxed),
                         "conflicts": v.conflicts.load(Relaxed),
+                        "backlog_drops": v.backlog_drops.load(Relaxed),
+                        "reconnects": v.reconnects.load(Relaxed),
                     }),
                 )
             })

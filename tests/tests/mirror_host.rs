@@ -314,7 +314,18 @@ fn parameters_are_validated_with_clear_errors() {
     assert!(v(&[("main", "s1"), ("exporter", "log")]).is_ok());
     let params = m.params();
     let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["main", "exporter", "file", "kafka_broker", "kafka_topic", "on_error", "report"]);
+    assert_eq!(
+        names,
+        ["main", "exporter", "file", "kafka_broker", "kafka_topic", "on_error", "report", "sync", "max_backlog", "max_backlog_requests", "reconnect", "report_diff"]
+    );
+    // The new parameters' defaults are the native behaviour.
+    let defaults: Vec<Option<&str>> = params[7..].iter().map(|(_, d)| d.as_deref()).collect();
+    assert_eq!(defaults, [Some("true"), Some("16Mi"), Some("0"), Some("false"), Some("false")]);
+    let bad = |k: &str, val: &str| v(&[("main", "s1"), ("exporter", "log"), (k, val)]).unwrap_err();
+    assert!(bad("max_backlog", "16Q").contains("'max_backlog': invalid size suffix"), "{}", bad("max_backlog", "16Q"));
+    assert!(bad("max_backlog", "0").contains("above 0"));
+    assert!(bad("max_backlog_requests", "many").contains("'max_backlog_requests'"));
+    assert!(bad("report_diff", "perhaps").contains("'report_diff'"));
 }
 
 #[test]

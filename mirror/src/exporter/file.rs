@@ -30,10 +30,7 @@ impl FileExporter {
 }
 
 impl Exporter for FileExporter {
-    fn ship(&self, doc: &str) {
-        let mut line = String::with_capacity(doc.len() + 1);
-        line.push_str(doc);
-        line.push('\n');
+    fn ship(&self, line: &str) {
         match (&self.file).write_all(line.as_bytes()) {
             Ok(()) => {
                 self.stats.exported.fetch_add(1, Relaxed);

@@ -64,7 +64,8 @@ impl KafkaExporter {
 }
 
 impl Exporter for KafkaExporter {
-    fn ship(&self, doc: &str) {
+    fn ship(&self, line: &str) {
+        let doc = line.strip_suffix('\n').unwrap_or(line);
         let record = BaseRecord::<(), str>::to(&self.topic).payload(doc);
         if let Err((e, _)) = self.producer.send(record) {
             if self.producer.context().stats.drop_one() {

@@ -17,9 +17,9 @@ impl LogExporter {
 }
 
 impl Exporter for LogExporter {
-    fn ship(&self, doc: &str) {
+    fn ship(&self, line: &str) {
         if log::enabled(Level::Info) {
-            log::write(Level::Info, doc);
+            log::write(Level::Info, line.strip_suffix('\n').unwrap_or(line));
             self.stats.exported.fetch_add(1, Relaxed);
         } else if self.stats.drop_one() {
             bridge::log_warning!("exporter=log but info messages are not logged (log_info=false): reports are lost");

@@ -10,9 +10,10 @@ use crate::stats::Stats;
 use std::sync::Arc;
 
 pub trait Exporter: Send + Sync {
-    /// Exports one report (a JSON document without a trailing newline). Counts the outcome
-    /// in the router's statistics.
-    fn ship(&self, doc: &str);
+    /// Exports one report: a JSON document and a newline (one line of the file exporter's
+    /// output; the others leave the newline out). Counts the outcome in the router's
+    /// statistics.
+    fn ship(&self, line: &str);
 }
 
 pub fn build(cfg: &ExporterConfig, stats: Arc<Stats>) -> Result<Arc<dyn Exporter>, String> {
