@@ -258,7 +258,7 @@ fn tools_config(listener: u16, p: u16) -> String {
     }
     cnf.push_str(&format!(
         "[Monitor]\ntype=monitor\nmodule=mariadbmon\nservers=s1,s2,s3,p\nuser=app\npassword=apppass\nmonitor_interval=1s\n\n\
-         [Tools]\ntype=service\nrouter=schemarouter\ntargets=s1,s2,s3,p\nuser=app\npassword=apppass\n\
+         [Tools]\ntype=service\nrouter=schemarouter\ntargets=s1,s2,s3,p\nuser=app\npassword=apppass\nauth_all_servers=true\n\
          ignore_tables_regex=/^([^s]|s[^r]|sr[^_])|^sr_shared_[^.]*\\.$/\n\n\
          [Tools-Listener]\ntype=listener\nservice=Tools\nprotocol=mariadbprotocol\naddress=127.0.0.1\nport={listener}\n\n"
     ));
