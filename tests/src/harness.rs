@@ -42,6 +42,8 @@ pub struct Targets {
     /// Keep MaxScale's session-command history: replayed on every backend that logs in
     /// later, outcomes compared, a backend that differs is failed (`History`).
     pub history: bool,
+    /// Translate prepared-statement ids as MaxScale does (`ps_ids`).
+    pub ps_ids: bool,
 }
 
 impl Targets {
@@ -55,6 +57,7 @@ impl Targets {
             default_db: String::new(),
             async_connect: false,
             history: false,
+            ps_ids: false,
         }
     }
 }
@@ -98,6 +101,8 @@ struct Endpoint {
     closed_by_module: bool,
     /// History mode: the replies expected from this backend (client packet id, tracker).
     replies: VecDeque<(u32, ReplyTracker)>,
+    /// Prepared-statement ids (`Targets::ps_ids`).
+    ps: crate::ps_ids::PsIds,
 }
 
 struct State {
@@ -127,8 +132,10 @@ impl State {
     /// Writes to an open backend, noting the reply it owes (history mode).
     fn write_open(&mut self, ep: usize, data: &[u8], id: u32) -> bool {
         let track = self.history.is_some();
+        let deprecate_eof = self.targets.caps & DEPRECATE_EOF != 0;
         let e = &mut self.eps[ep];
         let Conn::Open(b) = &mut e.conn else { return false };
+        let data: &[u8] = &if self.targets.ps_ids { e.ps.on_write(data, id, deprecate_eof) } else { std::borrow::Cow::Borrowed(data) };
         if !b.write(data) {
             return false;
         }
@@ -364,7 +371,7 @@ impl Harness {
         let history = targets.history.then(History::default);
         let state = Rc::new(RefCell::new(State {
             targets,
-            eps: (0..n).map(|_| Endpoint { conn: Conn::None, tag: None, closed_by_module: false, replies: VecDeque::new() }).collect(),
+            eps: (0..n).map(|_| Endpoint { conn: Conn::None, tag: None, closed_by_module: false, replies: VecDeque::new(), ps: Default::default() }).collect(),
             client: Client::default(),
             resume: false,
             events: tx,
@@ -456,8 +463,11 @@ impl Harness {
                 Err(RecvTimeoutError::Disconnected) => return false,
             };
             match ev {
-                Event::Data(tag, data) => {
+                Event::Data(tag, mut data) => {
                     let Some(ep) = self.endpoint_of(tag) else { continue };
+                    if self.state.borrow().targets.ps_ids {
+                        self.state.borrow_mut().eps[ep].ps.on_reply(&mut data);
+                    }
                     let checked = self.state.borrow_mut().check_reply(ep, &data);
                     match checked {
                         Ok(true) => {

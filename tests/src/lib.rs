@@ -10,5 +10,7 @@ pub mod history;
 pub mod kafka;
 pub mod listener;
 pub mod maxscale;
+pub mod mirror_setup;
 pub mod packets;
 pub mod private_server;
+pub mod ps_ids;

@@ -40,19 +40,8 @@ impl PrivateServer {
             .output()
             .expect("mariadb-install-db (MariaDB server binaries needed)");
         assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
-        let log = std::fs::File::create(d.join("log/stdout.log")).unwrap();
-        let child = Command::new("mariadbd")
-            .arg(format!("--defaults-file={}/my.cnf", d.display()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("mariadbd");
-        let s = PrivateServer { _dir: dir, data: d, port, child: Some(child) };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while s.root_sql("SELECT 1").is_err() {
-            assert!(Instant::now() < deadline, "private mariadbd did not start: {}", s.error_log());
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let mut s = PrivateServer { _dir: dir, data: d, port, child: None };
+        s.run();
         s.root_sql(&format!(
             "CREATE USER '{u}'@'%' IDENTIFIED BY '{p}'; GRANT ALL PRIVILEGES ON *.* TO '{u}'@'%' WITH GRANT OPTION",
             u = crate::env::USER,
@@ -60,6 +49,38 @@ impl PrivateServer {
         ))
         .unwrap();
         s
+    }
+
+    /// Starts mariadbd on the data directory and waits until it answers.
+    fn run(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.join("log/stdout.log")).unwrap();
+        let child = Command::new("mariadbd")
+            .arg(format!("--defaults-file={}/my.cnf", self.data.display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mariadbd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.root_sql("SELECT 1").is_err() {
+            assert!(Instant::now() < deadline, "private mariadbd did not start: {}", self.error_log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Ends the server (SIGKILL: a crash) and waits until it is gone; its port refuses.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a stopped server again, same port and data.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        self.run();
     }
 
     fn error_log(&self) -> String {

@@ -3,62 +3,12 @@
 
 use bridge::params::Params;
 use bridge::protocol::resultset::err_packet;
-use bridge::sim::{Module, SimRouter};
 use router_tests::env::{self, unique};
-use router_tests::harness::{Harness, Targets};
+use router_tests::harness::Harness;
+use router_tests::mirror_setup::{base_params, hex_le, module, reports, servers, setup, targets_of};
 use router_tests::packets;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn servers() -> Targets {
-    let p = env::mariadb_ports();
-    Targets::new(&[("s1", p[0]), ("s2", p[1])])
-}
-
-fn module() -> Module {
-    Module::load(&env::module_path("mirror")).expect("load libmirror.so")
-}
-
-struct Setup {
-    router: SimRouter,
-    file: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn base_params(file: &Path) -> Vec<(String, String)> {
-    vec![
-        ("main".into(), "s1".into()),
-        ("exporter".into(), "file".into()),
-        ("file".into(), file.display().to_string()),
-    ]
-}
-
-fn setup(extra: &[(&str, &str)]) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("mirror.jsonl");
-    let router = module().new_router("Mirror", &["s1", "s2"]).unwrap();
-    let mut p = base_params(&file);
-    p.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    router.configure(&Params::new(p)).unwrap();
-    Setup { router, file, _dir: dir }
-}
-
-fn reports(file: &Path) -> Vec<Value> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
-fn hex_le(crc: u32) -> String {
-    crc.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn targets_of(r: &Value) -> Vec<&str> {
-    r["results"].as_array().unwrap().iter().map(|x| x["target"].as_str().unwrap()).collect()
-}
 
 #[test]
 fn reports_follow_the_native_format_and_semantics() {

@@ -66,8 +66,8 @@ pub struct Entry {
     /// sync=true when the request came: it starts only after every earlier request was
     /// answered by every target, and the client's answer waits for all targets.
     pub sync: bool,
-    /// Nothing may be written after this request to a target before it answered it: the
-    /// server may read what follows as LOCAL INFILE data.
+    /// Nothing may be written after this request to a target before it answered it
+    /// (`is_barrier`).
     pub barrier: bool,
     /// Bytes the request holds (packets, data), for the backlog bound.
     pub bytes: u64,
@@ -90,13 +90,15 @@ impl Entry {
     }
 }
 
-/// Whether a statement can make the server ask for a LOCAL INFILE (what follows it must wait
-/// for its answer). Any mention of LOCAL is enough: a false positive only costs pipelining.
-pub fn may_load_local(command: u8, payload: &[u8]) -> bool {
-    use bridge::protocol::command::{COM_CHANGE_USER, COM_QUERY};
+/// Whether what follows a request must wait for its answer: a statement that can make the
+/// server ask for a LOCAL INFILE (the server would read the next request as file data; any
+/// mention of LOCAL is enough, a false positive only costs pipelining), a COM_CHANGE_USER, and
+/// a COM_STMT_PREPARE (the statement id of what follows is only known from its answer).
+pub fn is_barrier(command: u8, payload: &[u8]) -> bool {
+    use bridge::protocol::command::{COM_CHANGE_USER, COM_QUERY, COM_STMT_PREPARE};
     match command {
         COM_QUERY => payload.windows(5).any(|w| w.eq_ignore_ascii_case(b"local")),
-        COM_CHANGE_USER => true,
+        COM_CHANGE_USER | COM_STMT_PREPARE => true,
         _ => false,
     }
 }
@@ -106,11 +108,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn local_infile_statements_are_barriers() {
-        assert!(may_load_local(3, b"\x03LOAD DATA LOCAL INFILE 'x' INTO TABLE t"));
-        assert!(may_load_local(3, b"\x03load data local infile 'x' into table t"));
-        assert!(!may_load_local(3, b"\x03SELECT 1"));
-        assert!(!may_load_local(0x17, b"\x17local"));
-        assert!(may_load_local(0x11, b"\x11"));
+    fn barriers() {
+        assert!(is_barrier(3, b"\x03LOAD DATA LOCAL INFILE 'x' INTO TABLE t"));
+        assert!(is_barrier(3, b"\x03load data local infile 'x' into table t"));
+        assert!(!is_barrier(3, b"\x03SELECT 1"));
+        assert!(!is_barrier(0x17, b"\x17local"));
+        assert!(is_barrier(0x11, b"\x11"));
+        assert!(is_barrier(0x16, b"\x16SELECT ?"));
     }
 }

@@ -2,7 +2,7 @@
 //! in order, retired with their report once every target answered; targets dropped, failed
 //! and reconnected.
 
-use super::entry::{may_load_local, Entry, Part, Step, ENTRY_OVERHEAD};
+use super::entry::{is_barrier, Entry, Part, Step, ENTRY_OVERHEAD};
 use super::{Expect, MirrorSession, MAX_STATEMENTS};
 use crate::config::{OnError, ReportWhen};
 use crate::diff::Comparison;
@@ -69,7 +69,7 @@ impl MirrorSession {
         };
         e.expects_reply = will_respond(command);
         e.continued = p.is_continued();
-        e.barrier = may_load_local(command, p.payload);
+        e.barrier = is_barrier(command, p.payload);
         e.bytes = packet.len() as u64;
         if want_diff && e.expects_reply {
             e.diff = Some(Comparison::new(self.backends.len(), self.main, matches!(command, COM_STMT_EXECUTE | COM_STMT_FETCH)));

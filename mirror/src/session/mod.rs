@@ -6,9 +6,9 @@
 //!   answered by all, and main's last reply chunk is held until every target has answered
 //!   and the report is written.
 //! - sync=false: main's reply goes to the client as soon as main has it; the other targets
-//!   get the same requests in the same order, pipelined (except after a statement that may
-//!   ask for a LOCAL INFILE), and are compared when they answer. A target that falls behind
-//!   main by more than `max_backlog` is dropped from the session.
+//!   get the same requests in the same order, pipelined (except after a prepare or a
+//!   statement that may ask for a LOCAL INFILE), and are compared when they answer. A target
+//!   that falls behind main by more than `max_backlog` is dropped from the session.
 //!
 //! Packets that belong to a request being received are not queued but passed on: the rest
 //! of a request of 16 MiB or more, and the file data of LOAD DATA LOCAL INFILE (kept for a
