@@ -61,6 +61,10 @@ impl Metrics {
             *m.entry(table.to_string()).or_default() += n;
         }
     }
+    /// Row operations written per table so far.
+    pub fn table_rows(&self) -> BTreeMap<String, u64> {
+        self.tables.lock().map(|m| m.clone()).unwrap_or_default()
+    }
     pub fn add_dump_rows(&self, table: &str, n: u64) {
         self.dump_rows.add(n);
         if let Ok(mut m) = self.dump_tables.lock() {

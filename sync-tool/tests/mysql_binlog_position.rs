@@ -196,9 +196,7 @@ async fn mysql_source_crashes_keep_the_checkpoint_valid() {
         "the writer committed too little to test anything"
     );
 
-    let path2 = format!("{name}ref");
-    let expected = dump_only(&dir, &my_config_port(port, &path2, &[&include], ""), &path2).await;
-    wait_equal(&name, &expected, Duration::from_secs(60), &|| tool.log()).await;
+    wait_verified(&tool, Duration::from_secs(60)).await;
     let mut c = my_port(port).await;
     assert_valid_position(&mut c, &read_checkpoint(&state).await).await;
     let log = tool.log();
@@ -268,8 +266,6 @@ async fn mysql_refused_position_falls_back_to_gtid_then_dump() {
     let mut tool = Tool::new(&dir, "tool", &my_config(&name, &[&include], ""));
     tool.start();
     wait_streaming(&state, Duration::from_secs(60), &mut tool).await;
-    let path2 = format!("{name}ref");
-    let ref_yaml = my_config(&path2, &[&include], "");
     let mut round = 0;
     let mut write_and_compare = async |tool: &mut Tool, c: &mut mysql_async::Conn| {
         round += 1;
@@ -287,8 +283,7 @@ async fn mysql_refused_position_falls_back_to_gtid_then_dump() {
             &format!("UPDATE {name}.t SET v = 'u{round}' WHERE id = {round}"),
         )
         .await;
-        let expected = dump_only(&dir, &ref_yaml, &path2).await;
-        wait_equal(&name, &expected, Duration::from_secs(60), &|| tool.log()).await;
+        wait_verified(tool, Duration::from_secs(60)).await;
     };
     write_and_compare(&mut tool, &mut c).await;
 

@@ -17,8 +17,7 @@ use serde::Deserialize;
 
 use crate::keys::KeyTemplate;
 use file::de_duration;
-#[cfg(test)]
-use file::parse_duration;
+pub use file::parse_duration;
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -27,7 +27,7 @@ use rustc_hash::FxHashMap;
 use serde_json::Value;
 
 use super::{Fence, LostLeadership};
-use crate::metrics::METRICS;
+use crate::metrics::{now_unix, METRICS};
 
 /// Longest time a pending checkpoint waits for the pipeline to empty by itself before the
 /// writer empties it (bounds how much is replayed after a crash and how far the source's
@@ -196,7 +196,11 @@ impl Writer {
                     let mut ops = std::mem::take(&mut b.ops);
                     let mut checkpoint = None;
                     if alone {
-                        if let Some(u) = unwritten.take() {
+                        if let Some(mut u) = unwritten.take() {
+                            // when it was written, for `status`
+                            if let Value::Object(m) = &mut u.value {
+                                m.insert("written_ms".into(), Value::from((now_unix() * 1000.0) as u64));
+                            }
                             match serde_json::to_vec(&u.value) {
                                 Ok(v) => ops.push(TxnOp::put(self.checkpoint_key.clone(), v, None)),
                                 Err(e) => return fail(Failure::Other(format!("checkpoint: {e}"))),

@@ -4,6 +4,7 @@
 
 pub mod mysql;
 pub mod postgres;
+pub mod scan;
 
 use std::time::{Duration, Instant};
 

@@ -277,6 +277,53 @@ pub async fn wait_equal(
     }
 }
 
+/// `sync-tool verify` with the tool's own configuration, repeated until it finds etcd equal to
+/// the source; panics with its last report and the tool's log otherwise.
+pub async fn wait_verified(tool: &Tool, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let cfg = tool.cfg.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .arg("verify")
+                .arg("-c")
+                .arg(cfg)
+                .args(["--settle", "0s"])
+                .output()
+        })
+        .await
+        .unwrap()
+        .expect("run sync-tool verify");
+        if out.status.success() {
+            return;
+        }
+        // 3: differences; 1: an error (a source or etcd timeout on a loaded machine): again
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            matches!(out.status.code(), Some(1 | 3)),
+            "verify failed: {report}"
+        );
+        if Instant::now() > deadline {
+            let log = tool.log();
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!("etcd differs from the source:\n{report}--- tool log tail ---\n{tail}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Waits until the tool's checkpoint says it is streaming.
 pub async fn wait_streaming(state: &str, timeout: Duration, tool: &mut Tool) {
     let mut e = etcd().await;

@@ -5,6 +5,7 @@
 
 mod dump;
 mod rows;
+pub mod scan;
 mod stream;
 pub mod types;
 
@@ -19,6 +20,7 @@ use serde_json::{json, Value};
 use crate::config::Config;
 use crate::metrics::METRICS;
 use crate::retry::fatal;
+use crate::shutdown::Stop;
 use crate::sink::Sink;
 use crate::source::{check_prefixes, selection_fingerprint, Filter, TableMeta};
 use types::{kind_from_schema, MyCol};
@@ -440,7 +442,7 @@ pub fn replica_server_id(cfg: &Config) -> u32 {
 }
 
 /// One run: connect, check, dump if needed, stream until an error.
-pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool) -> Result<()> {
+pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) -> Result<()> {
     let mut conn = connect(cfg).await?;
     let settings = check_server(&mut conn).await?;
     let tables = load_tables(cfg, &mut conn).await?;
@@ -533,6 +535,7 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool) -> Result<()
         start,
         &gtid,
         mariadb_gtid,
+        stop,
     )
     .await;
     if let Some(refused) = r

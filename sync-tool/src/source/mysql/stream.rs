@@ -24,6 +24,7 @@ use super::{
 };
 use crate::config::Config;
 use crate::retry::fatal;
+use crate::shutdown::Stop;
 use crate::sink::Sink;
 use crate::source::{migrate_columns, RowEncoder, TableMeta};
 use mysql_async::prelude::Queryable;
@@ -369,6 +370,14 @@ impl TxnState {
     }
 }
 
+/// Graceful stop between transactions: everything read goes to etcd with its checkpoint.
+async fn finish(sink: &mut Sink, file: &str) -> Result<()> {
+    sink.flush().await?;
+    sink.drain().await?;
+    tracing::info!(file = %file, "stopped between transactions; everything read is in etcd");
+    Ok(())
+}
+
 /// The file a ROTATE event names: the events after it come from that file, whether the
 /// rotate is real (written at the end of the previous file) or fake (timestamp 0, log_pos 0,
 /// flag ARTIFICIAL, made up by the server's dump thread). MariaDB sends a fake one at connect
@@ -436,6 +445,7 @@ pub async fn stream(
     start: Start,
     gtid: &str,
     mariadb_gtid: bool,
+    mut stop: Stop,
 ) -> Result<()> {
     let selected = by_name(tables);
     let mut json: HashMap<(String, String), Extra> = HashMap::new();
@@ -520,6 +530,9 @@ pub async fn stream(
     loop {
         // Group commits: flush when nothing more is immediately available and no etcd
         // transaction is in flight; while one is, keep collecting into the next batch.
+        if !txn.open && stop.requested() {
+            return finish(sink, &cur_file).await;
+        }
         let next = loop {
             if let Some(r) = bs.next().now_or_never() {
                 break r;
@@ -534,6 +547,7 @@ pub async fn stream(
             tokio::select! {
                 r = bs.next() => break r,
                 _ = sink.changed() => {}
+                _ = stop.wait(), if !txn.open => return finish(sink, &cur_file).await,
             }
         };
         let ev = match next {

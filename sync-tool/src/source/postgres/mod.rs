@@ -4,6 +4,7 @@
 mod copy_text;
 mod dump;
 pub mod pgoutput;
+pub mod scan;
 mod stream;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use tokio_postgres::{Client, NoTls};
 use crate::config::Config;
 use crate::metrics::METRICS;
 use crate::retry::fatal;
+use crate::shutdown::Stop;
 use crate::sink::Sink;
 use crate::source::{check_prefixes, selection_fingerprint, Filter, TableMeta};
 use crate::value::Kind;
@@ -288,7 +290,7 @@ pub struct Session {
 }
 
 /// One run: connect, check, dump if needed, stream until an error.
-pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool) -> Result<()> {
+pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) -> Result<()> {
     let sql = connect_sql(cfg).await?;
     let in_recovery: bool = sql
         .query_one("SELECT pg_is_in_recovery()", &[])
@@ -393,7 +395,7 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool) -> Result<()
             consistent
         }
     };
-    stream::stream(&mut session, sink, repl, &system_id, start_lsn).await
+    stream::stream(&mut session, sink, repl, &system_id, start_lsn, stop).await
 }
 
 /// `--dump-only`: copy the selected tables in one consistent snapshot (no slot), remove

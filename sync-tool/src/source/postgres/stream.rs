@@ -15,6 +15,7 @@ use super::pgoutput::{parse, Cell, Msg, Relation};
 use super::{checkpoint, lsn_str, Session, SESSION_OPTIONS};
 use crate::config::Config;
 use crate::retry::fatal;
+use crate::shutdown::Stop;
 use crate::sink::Sink;
 use crate::source::{migrate_columns, RowEncoder, TableMeta};
 use crate::value::{pg_text, Kind, Row};
@@ -60,6 +61,7 @@ pub async fn stream(
     mut repl: ReplicationClient,
     system_id: &str,
     resume_lsn: u64,
+    mut stop: Stop,
 ) -> Result<()> {
     // The gated session was opened before we knew the start position; the slot's own
     // confirmed position is used (LSN 0/0) and older transactions are skipped below.
@@ -83,6 +85,9 @@ pub async fn stream(
         // transaction is in flight; while one is, keep collecting (the next batch grows
         // instead of queueing many small ones). Checkpoints are acknowledged as soon as the
         // writer reports their commit, also while the source is idle.
+        if !in_txn && stop.requested() {
+            return finish(sink, &repl, last_end).await;
+        }
         let ev = loop {
             if let Some(r) = repl.recv().now_or_never() {
                 break r;
@@ -95,6 +100,7 @@ pub async fn stream(
             tokio::select! {
                 r = repl.recv() => break r,
                 _ = sink.changed() => ack(sink, &repl),
+                _ = stop.wait(), if !in_txn => return finish(sink, &repl, last_end).await,
             }
         };
         let ev = match ev {
@@ -141,6 +147,16 @@ pub async fn stream(
             ReplicationEvent::StoppedAt { .. } => bail!("replication stopped"),
         }
     }
+}
+
+/// Graceful stop between transactions: everything read goes to etcd with its checkpoint, which
+/// is then acknowledged (the server hears of it with the next standby status, if any comes).
+async fn finish(sink: &mut Sink, repl: &ReplicationClient, last_end: u64) -> Result<()> {
+    sink.flush().await?;
+    sink.drain().await?;
+    ack(sink, repl);
+    tracing::info!(lsn = %lsn_str(last_end), "stopped between transactions; everything read is in etcd");
+    Ok(())
 }
 
 fn ack(sink: &mut Sink, repl: &ReplicationClient) {
