@@ -147,7 +147,11 @@ async fn contrail_files_sync_postgres() {
         // `verify` reads the contrail file too
         wait_verified(&tool, Duration::from_secs(60)).await;
         let got = etcd_map(&mut etcd().await, &format!("/{path}/")).await;
-        assert_eq!(got[&format!("virtual_network/vn-new-{round}")]["mtu"], 9000, "{got:?}");
+        assert_eq!(
+            got[&format!("virtual_network/vn-new-{round}")]["mtu"],
+            9000,
+            "{got:?}"
+        );
         assert!(!got.contains_key(&format!("virtual_network/vn-{}", round + 2)));
         let log = tool.log();
         for n in notices {
@@ -199,14 +203,7 @@ async fn contrail_mysql_sync_file_syncs_mariadb() {
             ("__PATH__", path),
         ],
     );
-    let mut tool = Tool::new(&dir, "run", &yaml);
-    tool.start();
-    wait_streaming(
-        &format!("/sync-tool/{path}"),
-        Duration::from_secs(60),
-        &mut tool,
-    )
-    .await;
+    let mut tool = streaming_tool(&dir, path, &yaml).await;
     my_exec(
         &mut c,
         &format!(

@@ -132,13 +132,12 @@ async fn mysql_source_crashes_keep_the_checkpoint_valid() {
     drop(c);
     let state = format!("/sync-tool/{name}");
     let include = format!("{name}.*");
-    let mut tool = Tool::new(
+    let mut tool = streaming_tool(
         &dir,
-        "tool",
+        &name,
         &my_config_port(port, &name, &[&include], "  max_txn_ops: 16\n"),
-    );
-    tool.start();
-    wait_streaming(&state, Duration::from_secs(60), &mut tool).await;
+    )
+    .await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let commits = Arc::new(AtomicU64::new(0));
@@ -263,9 +262,7 @@ async fn mysql_refused_position_falls_back_to_gtid_then_dump() {
     .await;
     let state = format!("/sync-tool/{name}");
     let include = format!("{name}.*");
-    let mut tool = Tool::new(&dir, "tool", &my_config(&name, &[&include], ""));
-    tool.start();
-    wait_streaming(&state, Duration::from_secs(60), &mut tool).await;
+    let mut tool = streaming_tool(&dir, &name, &my_config(&name, &[&include], "")).await;
     let mut round = 0;
     let mut write_and_compare = async |tool: &mut Tool, c: &mut mysql_async::Conn| {
         round += 1;

@@ -140,16 +140,10 @@ async fn verify_postgres() {
     .await
     .unwrap();
     let dir = tmpdir(&name);
-    let mut tool = Tool::new(
+    let mut tool = streaming_tool(
         &dir,
-        "tool",
+        &name,
         &pg_config(&name, &name, &[&format!("{name}.*")], ""),
-    );
-    tool.start();
-    wait_streaming(
-        &format!("/sync-tool/{name}"),
-        Duration::from_secs(60),
-        &mut tool,
     )
     .await;
     // a writer keeps changing rows while the first verify runs
@@ -205,14 +199,8 @@ async fn verify_mysql() {
     )
     .await;
     let dir = tmpdir(&name);
-    let mut tool = Tool::new(&dir, "tool", &my_config(&name, &[&format!("{name}.*")], ""));
-    tool.start();
-    wait_streaming(
-        &format!("/sync-tool/{name}"),
-        Duration::from_secs(60),
-        &mut tool,
-    )
-    .await;
+    let mut tool =
+        streaming_tool(&dir, &name, &my_config(&name, &[&format!("{name}.*")], "")).await;
     let table = format!("{name}.t");
     verify_finds_every_difference(&mut tool, &name, &table, async || {
         my_exec(
@@ -244,14 +232,8 @@ async fn status_mysql() {
     )
     .await;
     let dir = tmpdir(&name);
-    let mut tool = Tool::new(&dir, "tool", &my_config(&name, &[&format!("{name}.*")], ""));
-    tool.start();
-    wait_streaming(
-        &format!("/sync-tool/{name}"),
-        Duration::from_secs(60),
-        &mut tool,
-    )
-    .await;
+    let mut tool =
+        streaming_tool(&dir, &name, &my_config(&name, &[&format!("{name}.*")], "")).await;
     my_exec(
         &mut c,
         &format!("UPDATE {name}.t SET v = v + 1 WHERE id <= 50"),
@@ -337,16 +319,10 @@ async fn status_postgres() {
         .await
         .unwrap();
     let dir = tmpdir(&name);
-    let mut tool = Tool::new(
+    let mut tool = streaming_tool(
         &dir,
-        "tool",
+        &name,
         &pg_config(&name, &name, &[&format!("{name}.*")], ""),
-    );
-    tool.start();
-    wait_streaming(
-        &format!("/sync-tool/{name}"),
-        Duration::from_secs(60),
-        &mut tool,
     )
     .await;
     c.batch_execute(&format!("INSERT INTO {name}.t VALUES (41)"))
@@ -378,57 +354,22 @@ async fn status_postgres() {
     pg_cleanup(&name, &[&name], &name).await;
 }
 
-/// SIGTERM while the tool works through a backlog of transactions that are each split into
-/// several etcd transactions: it exits 0 after the transaction it is in, so every source
-/// transaction is in etcd whole or not at all, the applied ones are the oldest, and the next
-/// start resumes from the checkpoint.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_at_a_transaction_boundary() {
-    if skip("sigterm_stops_at_a_transaction_boundary") {
-        return;
-    }
-    let name = unique("opsterm");
-    let mut c = my().await;
-    my_exec(&mut c, &format!("CREATE DATABASE {name}; CREATE TABLE {name}.t (id INT PRIMARY KEY, k INT, pad VARCHAR(200))")).await;
-    let dir = tmpdir(&name);
-    // 16 operations per etcd transaction: a 100-row source transaction takes 7
-    let mut tool = Tool::new(
-        &dir,
-        "tool",
-        &my_config(
-            &name,
-            &[&format!("{name}.*")],
-            "  max_txn_ops: 16\n  txns_in_flight: 1\n",
-        ),
-    );
-    tool.start();
-    wait_streaming(
-        &format!("/sync-tool/{name}"),
-        Duration::from_secs(60),
-        &mut tool,
-    )
-    .await;
-    tool.signal("STOP");
-    const TXNS: u64 = 60;
-    for k in 0..TXNS {
-        c.query_drop("BEGIN").await.unwrap();
-        c.query_drop(format!(
-            "INSERT INTO {name}.t SELECT {k} * 100 + seq, {k}, repeat('p', 150) FROM {name}.seq_0_to_99"
-        ))
-        .await
-        .unwrap();
-        c.query_drop("COMMIT").await.unwrap();
-    }
+/// SIGTERM, `TXNS` source transactions of 100 rows (`k` = the transaction) committed while the
+/// tool was stopped: the tool exits 0 after the transaction it is in, so every source transaction
+/// is in etcd whole or not at all, and the applied ones are the oldest.
+const TXNS: u64 = 60;
+
+async fn stops_between_transactions(tool: &mut Tool, path: &str) {
     tool.signal("CONT");
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let st = term_and_wait(&mut tool, Duration::from_secs(25));
+    let st = term_and_wait(tool, Duration::from_secs(25));
     assert!(st.success(), "exit status {st}:\n{}", tool.log());
     let log = tool.log();
     assert!(
         log.contains("stopped between transactions; everything read is in etcd"),
         "{log}"
     );
-    let got = etcd_map(&mut etcd().await, &format!("/{name}/")).await;
+    let got = etcd_map(&mut etcd().await, &format!("/{path}/")).await;
     let mut per_txn = vec![0u64; TXNS as usize];
     for v in got.values() {
         per_txn[v["k"].as_u64().unwrap() as usize] += 1;
@@ -439,8 +380,40 @@ async fn sigterm_stops_at_a_transaction_boundary() {
         "a transaction is in etcd in part, or out of order: {per_txn:?}"
     );
     println!("{whole} of {TXNS} source transactions applied before the stop");
-    let cp = read_checkpoint(&format!("/sync-tool/{name}")).await;
-    assert_valid_position(&mut c, &cp).await;
+}
+
+/// 16 operations per etcd transaction: a 100-row source transaction takes 7.
+const SPLIT: &str = "  max_txn_ops: 16\n  txns_in_flight: 1\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_at_a_transaction_boundary_mysql() {
+    if skip("sigterm_stops_at_a_transaction_boundary_mysql") {
+        return;
+    }
+    let name = unique("opstermmy");
+    let mut c = my().await;
+    my_exec(&mut c, &format!("CREATE DATABASE {name}; CREATE TABLE {name}.t (id INT PRIMARY KEY, k INT, pad VARCHAR(200))")).await;
+    let dir = tmpdir(&name);
+    let mut tool = streaming_tool(
+        &dir,
+        &name,
+        &my_config(&name, &[&format!("{name}.*")], SPLIT),
+    )
+    .await;
+    tool.signal("STOP");
+    for k in 0..TXNS {
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop(format!("INSERT INTO {name}.t SELECT {k} * 100 + seq, {k}, repeat('p', 150) FROM {name}.seq_0_to_99"))
+            .await
+            .unwrap();
+        c.query_drop("COMMIT").await.unwrap();
+    }
+    stops_between_transactions(&mut tool, &name).await;
+    assert_valid_position(
+        &mut c,
+        &read_checkpoint(&format!("/sync-tool/{name}")).await,
+    )
+    .await;
     // the rest follows after a restart, from the checkpoint
     tool.start();
     wait_verified(&tool, Duration::from_secs(60)).await;
@@ -452,6 +425,48 @@ async fn sigterm_stops_at_a_transaction_boundary() {
     assert_eq!(tool.log().matches("dump: snapshot taken").count(), 1);
     tool.term();
     my_cleanup(&[&name], &name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_at_a_transaction_boundary_postgres() {
+    if skip("sigterm_stops_at_a_transaction_boundary_postgres") {
+        return;
+    }
+    let name = unique("opstermpg");
+    let c = pg("testdb").await;
+    c.batch_execute(&format!(
+        "CREATE SCHEMA {name}; CREATE TABLE {name}.t (id int PRIMARY KEY, k int, pad text)"
+    ))
+    .await
+    .unwrap();
+    let dir = tmpdir(&name);
+    let mut tool = streaming_tool(
+        &dir,
+        &name,
+        &pg_config(&name, &name, &[&format!("{name}.*")], SPLIT),
+    )
+    .await;
+    tool.signal("STOP");
+    for k in 0..TXNS {
+        c.batch_execute(&format!("INSERT INTO {name}.t SELECT {k} * 100 + i, {k}, repeat('p', 150) FROM generate_series(0, 99) i"))
+            .await
+            .unwrap();
+    }
+    stops_between_transactions(&mut tool, &name).await;
+    tool.start();
+    wait_verified(&tool, Duration::from_secs(60)).await;
+    assert!(
+        tool.log().contains("resuming from checkpoint"),
+        "{}",
+        tool.log()
+    );
+    assert_eq!(
+        tool.log().matches("replication slot created").count(),
+        1,
+        "no re-dump"
+    );
+    tool.term();
+    pg_cleanup(&name, &[&name], &name).await;
 }
 
 /// SIGHUP reads the file again and applies its log_level (a broken file leaves it as it is).
@@ -470,14 +485,7 @@ async fn sighup_reloads_the_log_level() {
     let dir = tmpdir(&name);
     let yaml = my_config(&name, &[&format!("{name}.*")], "");
     assert!(yaml.starts_with("log_level: info\n"));
-    let mut tool = Tool::new(&dir, "tool", &yaml);
-    tool.start();
-    wait_streaming(
-        &format!("/sync-tool/{name}"),
-        Duration::from_secs(60),
-        &mut tool,
-    )
-    .await;
+    let mut tool = streaming_tool(&dir, &name, &yaml).await;
     let traced = |tool: &Tool| tool.log().matches(" TRACE ").count();
     let insert_and_wait = async |c: &mut mysql_async::Conn, tool: &Tool, id: u32| {
         my_exec(c, &format!("INSERT INTO {name}.t VALUES ({id})")).await;

@@ -39,6 +39,11 @@ async fn client(cfg: &Config) -> Client {
     c
 }
 
+async fn stored_checkpoint(c: &mut Client, cfg: &Config) -> Value {
+    let r = c.get(format!("{}/checkpoint", cfg.state_path()), None).await.unwrap();
+    serde_json::from_slice(r.kvs()[0].value()).unwrap()
+}
+
 fn unique(tag: &str) -> String {
     format!(
         "sinktest_{tag}_{}_{}",
@@ -303,11 +308,7 @@ async fn lost_fence_is_lost_leadership() {
         .await
         .unwrap();
     assert_eq!(got.kvs().len(), 1);
-    let cp = c
-        .get(format!("{}/checkpoint", cfg.state_path()), None)
-        .await
-        .unwrap();
-    assert_eq!(serde_json::from_slice::<Value>(cp.kvs()[0].value()).unwrap()["n"], 1);
+    assert_eq!(stored_checkpoint(&mut c, &cfg).await["n"], 1);
     c.delete(
         format!("/{path}/"),
         Some(DeleteOptions::new().with_prefix()),
@@ -376,11 +377,7 @@ async fn unfinished_transaction_is_taken_back() {
         kv,
         vec![("a".into(), "a1".into()), ("b".into(), "b1".into())]
     );
-    let cp = c
-        .get(format!("{}/checkpoint", cfg.state_path()), None)
-        .await
-        .unwrap();
-    assert_eq!(serde_json::from_slice::<Value>(cp.kvs()[0].value()).unwrap()["n"], 1);
+    assert_eq!(stored_checkpoint(&mut c, &cfg).await["n"], 1);
 
     // more changes than one etcd transaction holds: the first part is out, no taking back
     sink.begin_txn();

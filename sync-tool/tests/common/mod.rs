@@ -183,6 +183,19 @@ impl Tool {
     }
 }
 
+/// A tool with `yaml` (its etcd.path `path`), started, once its checkpoint says it streams.
+pub async fn streaming_tool(dir: &Path, path: &str, yaml: &str) -> Tool {
+    let mut tool = Tool::new(dir, "tool", yaml);
+    tool.start();
+    wait_streaming(
+        &format!("/sync-tool/{path}"),
+        Duration::from_secs(60),
+        &mut tool,
+    )
+    .await;
+    tool
+}
+
 impl Drop for Tool {
     fn drop(&mut self) {
         self.kill9();
@@ -226,6 +239,12 @@ pub async fn dump_only(dir: &Path, yaml: &str, path: &str) -> BTreeMap<String, V
     m
 }
 
+/// The last `n` lines of a log.
+pub fn last_lines(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// Waits until `/<path>/` holds exactly `expected`; panics with a diff otherwise.
 pub async fn wait_equal(
     path: &str,
@@ -257,16 +276,7 @@ pub async fn wait_equal(
                 .take(3)
                 .map(|(k, v)| format!("{k}: want {v} got {}", got[k]))
                 .collect();
-            let log = tool_log();
-            let tail: String = log
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
+            let tail = last_lines(&tool_log(), 30);
             panic!(
                 "etcd /{path}/ differs from the source: {} keys vs {} expected; missing {missing:?}; extra {extra:?}; stale {stale:?}\n--- tool log tail ---\n{tail}",
                 got.len(),
@@ -308,16 +318,7 @@ pub async fn wait_verified(tool: &Tool, timeout: Duration) {
             "verify failed: {report}"
         );
         if Instant::now() > deadline {
-            let log = tool.log();
-            let tail: String = log
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
+            let tail = last_lines(&tool.log(), 30);
             panic!("etcd differs from the source:\n{report}--- tool log tail ---\n{tail}");
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
