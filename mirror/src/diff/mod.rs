@@ -9,8 +9,8 @@
 
 mod describe;
 
-pub use describe::Kind;
-use describe::{column_type, describe, ColumnType};
+pub use describe::{column_type, ColumnType, Kind};
+use describe::describe;
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -35,6 +35,9 @@ pub struct Stream {
     pos: Pos,
     results: u64,
     cols: Vec<ColumnType>,
+    /// The columns a COM_STMT_PREPARE announced: those of a binary result that comes
+    /// without column definitions (metadata caching).
+    prepared: Vec<ColumnType>,
     prev_max: bool,
 }
 
@@ -52,6 +55,10 @@ impl Stream {
                 self.pos.column = 0;
                 self.pos.row = 0;
                 self.cols.clear();
+            }
+            Kind::Row if self.cols.is_empty() => {
+                self.cols = self.prepared.clone();
+                self.pos.row += 1;
             }
             Kind::ColumnDef => {
                 if self.cols.len() < 4096 {
@@ -154,14 +161,14 @@ fn side(u: Option<(&Unit, Option<&[u8]>)>, binary: bool, cols: &[ColumnType]) ->
 }
 
 impl Comparison {
-    /// `binary`: rows come in the binary protocol (COM_STMT_EXECUTE, COM_STMT_FETCH).
-    pub fn new(n_targets: usize, main: usize, binary: bool) -> Self {
+    /// `binary`: rows come in the binary protocol (COM_STMT_EXECUTE, COM_STMT_FETCH), with
+    /// `prepared` the statement's columns as its prepare announced them.
+    pub fn new(n_targets: usize, main: usize, binary: bool, prepared: Vec<ColumnType>) -> Self {
+        let stream = Stream { prepared, ..Stream::default() };
         let targets = (0..n_targets)
-            .map(|i| {
-                (i != main).then(|| TargetCmp { stream: Stream::default(), matched: 0, ahead: Ahead::default(), found: None, gave_up: false })
-            })
+            .map(|i| (i != main).then(|| TargetCmp { stream: stream.clone(), matched: 0, ahead: Ahead::default(), found: None, gave_up: false }))
             .collect();
-        Comparison { main, binary, main_stream: Stream::default(), main_count: 0, main_ahead: Ahead::default(), main_base: 0, targets }
+        Comparison { main, binary, main_stream: stream, main_count: 0, main_ahead: Ahead::default(), main_base: 0, targets }
     }
 
     fn found(&self, pos: Pos, m: Option<(&Unit, Option<&[u8]>)>, t: Option<(&Unit, Option<&[u8]>)>, cols: &[ColumnType]) -> Value {
@@ -325,7 +332,7 @@ mod tests {
     }
 
     fn run(main: &[(Kind, Vec<u8>)], other: &[(Kind, Vec<u8>)], interleave: bool) -> Option<Value> {
-        let mut c = Comparison::new(2, 0, false);
+        let mut c = Comparison::new(2, 0, false, vec![]);
         if interleave {
             for k in 0..main.len().max(other.len()) {
                 if let Some((kind, p)) = other.get(k) {
@@ -362,7 +369,7 @@ mod tests {
             assert_eq!(d, json!({"at": "row", "packet": 4, "result": 0, "row": 1, "main": ["b"], "target": ["x"]}), "{interleave}");
         }
         // Target first: main's side is the live one.
-        let mut c = Comparison::new(2, 0, false);
+        let mut c = Comparison::new(2, 0, false, vec![]);
         for (k, p) in &t {
             c.feed(1, *k, p);
         }
@@ -400,7 +407,7 @@ mod tests {
         let d = run(&m, &result(&t), false).unwrap();
         assert_eq!((d["row"].as_u64(), d["main"].as_str()), (Some(1500), Some("not kept")));
         assert_eq!(d["target"], json!(["different"]));
-        let mut c = Comparison::new(2, 0, false);
+        let mut c = Comparison::new(2, 0, false, vec![]);
         for (k, p) in &m {
             c.feed(0, *k, p);
         }

@@ -63,7 +63,7 @@ impl MirrorSession {
         e.query = if carries_sql(command) {
             p.payload[1..].to_vec()
         } else if want_diff && names_statement(command) {
-            stmt_id(packet).and_then(|s| self.statements.get(&s)).cloned().unwrap_or_default()
+            stmt_id(packet).and_then(|s| self.statements.get(&s)).map(|s| s.sql.clone()).unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -72,7 +72,9 @@ impl MirrorSession {
         e.barrier = is_barrier(command, p.payload);
         e.bytes = packet.len() as u64;
         if want_diff && e.expects_reply {
-            e.diff = Some(Comparison::new(self.backends.len(), self.main, matches!(command, COM_STMT_EXECUTE | COM_STMT_FETCH)));
+            let binary = matches!(command, COM_STMT_EXECUTE | COM_STMT_FETCH);
+            let cols = if binary { stmt_id(packet).and_then(|s| self.statements.get(&s)).map(|s| s.columns.clone()) } else { None };
+            e.diff = Some(Comparison::new(self.backends.len(), self.main, binary, cols.unwrap_or_default()));
         }
         if e.continued {
             self.receiving = Some(seq);
@@ -543,7 +545,8 @@ impl MirrorSession {
         let (id, sql) = (e.id, e.query.clone());
         self.history.prepared(id, stmt);
         if self.statements.len() < MAX_STATEMENTS {
-            self.statements.insert(stmt, sql);
+            self.statements.insert(stmt, super::Statement { sql, columns: Vec::new() });
+            self.preparing = Some(stmt);
         }
     }
 }

@@ -63,8 +63,14 @@ struct Backend {
 }
 
 /// Statement ids the client got, with their SQL (the `query` of COM_STMT_EXECUTE reports
-/// with report_diff). Bounded: beyond it statements are not remembered.
+/// with report_diff) and columns. Bounded: beyond it statements are not remembered.
 const MAX_STATEMENTS: usize = 10_000;
+
+#[derive(Default)]
+struct Statement {
+    sql: Vec<u8>,
+    columns: Vec<crate::diff::ColumnType>,
+}
 
 pub struct MirrorSession {
     shared: Arc<Shared>,
@@ -84,7 +90,9 @@ pub struct MirrorSession {
     /// Main's last reply chunk to the first request of the log (sync=true).
     held: Option<Vec<u8>>,
     history: History,
-    statements: HashMap<u32, Vec<u8>>,
+    statements: HashMap<u32, Statement>,
+    /// The statement main is answering a COM_STMT_PREPARE for.
+    preparing: Option<u32>,
     /// Main's last answer left a transaction open.
     main_in_trx: bool,
 }
@@ -142,6 +150,7 @@ impl MirrorSession {
             held: None,
             history: History::default(),
             statements: HashMap::new(),
+            preparing: None,
             main_in_trx: false,
         })
     }

@@ -82,8 +82,16 @@ impl MirrorSession {
                 if let Some(d) = e.diff.as_mut() {
                     d.feed(i, classify(command, before, after, &p), &data[start..offset]);
                 }
-                if is_main && command == COM_STMT_PREPARE && before == ReplyState::Start && p.first() == Some(0) && p.payload.len() >= 5 {
-                    self.prepared(seq, u32::from_le_bytes(p.payload[1..5].try_into().unwrap()));
+                if is_main && command == COM_STMT_PREPARE {
+                    if before == ReplyState::Start && p.first() == Some(0) && p.payload.len() >= 5 {
+                        self.prepared(seq, u32::from_le_bytes(p.payload[1..5].try_into().unwrap()));
+                    } else if let ReplyState::PrepareDefs { params: 0, eof_pending: false, .. } = before {
+                        // The statement's columns (its parameters come first).
+                        let stmt = self.preparing.and_then(|s| self.statements.get_mut(&s));
+                        if let Some(st) = stmt.filter(|st| st.columns.len() < 4096) {
+                            st.columns.push(crate::diff::column_type(p.payload));
+                        }
+                    }
                 }
                 if entered_load {
                     if is_main {
