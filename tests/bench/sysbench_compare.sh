@@ -9,6 +9,15 @@
 # Knobs: ROUNDS (3), SECONDS_PER_RUN (20), THREADS (8), TABLES (4), TABLE_SIZE (10000),
 # WORKLOAD: oltp_read_only (default; QPS), or short_sessions (each event connects, runs one
 # point select and disconnects: sessions/s; tests/bench/short_sessions.lua).
+#
+# mirror also runs the slow-target scenario in the same MaxScale: s2 reached through a proxy
+# (tests/bench/delay_proxy.py) that delays everything the server sends by SLOW_DELAY_MS (20),
+# and sysbench oltp_read_only at a fixed SLOW_RATE (40 transactions/s) on
+#   Async:  ours with sync=false, targets s1 (main) and the slow s2;
+#   Native: MaxScale's mirror, same targets (it waits for the slow target);
+#   Direct: readconnroute to s1 alone.
+# It prints QPS and p95 of each, p95 Async/Direct (target <= 1.2), and how many sessions
+# dropped the slow target (backlog_drops; 0: it was mirrored all along). SLOW=0 skips it.
 set -euo pipefail
 router=${1:?usage: $0 mirror|schemarouter}
 : "${MAXSCALE_BIN:?set MAXSCALE_BIN}" "${MAXSCALE_LIBDIR:?set MAXSCALE_LIBDIR}"
@@ -22,11 +31,13 @@ nm "$ours" | grep mxsrs_shim_module_object >/dev/null || { echo "$ours was built
 "$root/src/shim/check_install.sh" "$MAXSCALE_LIBDIR" "$(cat "$release/modules-maxscale-version")" "$MAXSCALE_BIN"
 
 work=$(mktemp -d /tmp/bench-$router.XXXXXX)
-trap 'kill $(cat "$work/pid" 2>/dev/null) 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
+trap 'kill $(cat "$work/pid" 2>/dev/null) $(cat "$work/proxy.pid" 2>/dev/null) 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
 cp -rL "$MAXSCALE_LIBDIR" "$work/lib"
 cp "$ours" "$work/lib/lib${router}_rs.so"
 mkdir -p "$work"/{log,cache,data,run,persist}
 admin=$((18000 + RANDOM % 1000)); native_port=$((admin + 1)); ours_port=$((admin + 2))
+proxy_port=$((admin + 3)); async_port=$((admin + 4)); slow_native_port=$((admin + 5)); direct_port=$((admin + 6))
+SLOW_DELAY_MS=${SLOW_DELAY_MS:-20} SLOW_RATE=${SLOW_RATE:-40}
 
 servers="[s1]
 type=server
@@ -52,7 +63,72 @@ case $router in
 main=s1
 exporter=file"
     native_extra="file=$work/native.jsonl"; ours_extra="file=$work/ours.jsonl"
-    db=sbtest_mirror ;;
+    db=sbtest_mirror
+    python3 "$root/tests/bench/delay_proxy.py" $proxy_port 3302 "$SLOW_DELAY_MS" &
+    echo $! > "$work/proxy.pid"
+    slow="
+[s2slow]
+type=server
+address=127.0.0.1
+port=$proxy_port
+
+[MonitorSlow]
+type=monitor
+module=mariadbmon
+servers=s2slow
+user=app
+password=apppass
+monitor_interval=1s
+
+[Async]
+type=service
+router=mirror_rs
+user=app
+password=apppass
+targets=s1,s2slow
+main=s1
+exporter=file
+file=$work/async.jsonl
+sync=false
+
+[NativeSlow]
+type=service
+router=mirror
+user=app
+password=apppass
+targets=s1,s2slow
+main=s1
+exporter=file
+file=$work/native-slow.jsonl
+
+[Direct]
+type=service
+router=readconnroute
+user=app
+password=apppass
+servers=s1
+
+[Async-Listener]
+type=listener
+service=Async
+protocol=mariadbprotocol
+address=127.0.0.1
+port=$async_port
+
+[NativeSlow-Listener]
+type=listener
+service=NativeSlow
+protocol=mariadbprotocol
+address=127.0.0.1
+port=$slow_native_port
+
+[Direct-Listener]
+type=listener
+service=Direct
+protocol=mariadbprotocol
+address=127.0.0.1
+port=$direct_port
+" ;;
   schemarouter)
     # The sysbench tables live on one shard (s1); s2 holds other databases. Databases that
     # other test runs left on both servers are not this benchmark's business (PCRE2 look-ahead,
@@ -100,6 +176,7 @@ service=Ours
 protocol=mariadbprotocol
 address=127.0.0.1
 port=$ours_port
+${slow:-}
 CNF
 sbw() { local script=$1; shift; sysbench "$script" --db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=app --mysql-password=apppass \
   --mysql-db=$db --tables=$TABLES --table-size=$TABLE_SIZE "$@"; }
@@ -126,9 +203,10 @@ echo $! > "$work/pid"
 for _ in $(seq 1 100); do mariadb -h127.0.0.1 -P$ours_port -uapp -papppass -e 'select 1' >/dev/null 2>&1 && break; sleep 0.3; done
 mariadb -h127.0.0.1 -P$ours_port -uapp -papppass -e 'select 1' >/dev/null || { tail -20 "$work/log/maxscale.log"; exit 1; }
 
-run() { # run PORT -> "rate p95"
-  local out; out=$(sbw "$script" --mysql-port=$1 --threads=$THREADS --time=$SECS --report-interval=0 --db-ps-mode=auto run 2>&1) \
-    || { echo "sysbench on port $1 failed:" >&2; echo "$out" | tail -20 >&2; tail -20 "$work/log/maxscale.log" >&2; return 1; }
+run() { # run PORT [sysbench args] -> "rate p95"
+  local port=$1; shift
+  local out; out=$(sbw "$script" --mysql-port=$port --threads=$THREADS --time=$SECS --report-interval=0 --db-ps-mode=auto "$@" run 2>&1) \
+    || { echo "sysbench on port $port failed:" >&2; echo "$out" | tail -20 >&2; tail -20 "$work/log/maxscale.log" >&2; return 1; }
   echo "$(echo "$out" | awk -v m="$metric:" '$1 == m {gsub(/\(/,"",$3); print $3}') $(echo "$out" | awk '/95th percentile:/ {print $3}')"
 }
 declare -a nq np oq op
@@ -146,4 +224,25 @@ print(f"native: {unit}={n:.1f} p95={st.median(np_):.2f}ms")
 print(f"ours:   {unit}={o:.1f} p95={st.median(op):.2f}ms")
 print(f"ratio ours/native {unit}: {o/n:.3f}   p95 native/ours: {st.median(np_)/max(st.median(op),1e-9):.3f}")
 PY
+if [ $router = mirror ] && [ "$WORKLOAD" = oltp_read_only ] && [ "${SLOW:-1}" != 0 ]; then
+  echo "slow target: s2 behind a proxy delaying its answers by ${SLOW_DELAY_MS} ms; sysbench --rate=$SLOW_RATE"
+  declare -a aq ap sq sp dq dp
+  for r in $(seq 1 "$ROUNDS"); do
+    read -r q p < <(run $direct_port --rate=$SLOW_RATE); dq+=("$q"); dp+=("$p"); echo "round $r readconnroute (s1 only): qps=$q p95=${p}ms"
+    read -r q p < <(run $async_port --rate=$SLOW_RATE); aq+=("$q"); ap+=("$p"); echo "round $r ours sync=false:         qps=$q p95=${p}ms"
+    read -r q p < <(run $slow_native_port --rate=$SLOW_RATE); sq+=("$q"); sp+=("$p"); echo "round $r native mirror:          qps=$q p95=${p}ms"
+  done
+  drops=$(curl -s -u admin:mariadb "http://127.0.0.1:$admin/v1/services/Async" \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]["attributes"]["router_diagnostics"]["targets"].get("s2slow", {}); print(d.get("backlog_drops", "?"), d.get("queries", "?"))')
+  python3 - "${dq[*]}" "${dp[*]}" "${aq[*]}" "${ap[*]}" "${sq[*]}" "${sp[*]}" "$drops" <<'PY'
+import sys, statistics as st
+dq, dp, aq, ap, sq, sp = ([float(x) for x in a.split()] for a in sys.argv[1:7])
+drops, queries = sys.argv[7].split()
+m = st.median
+print(f"readconnroute:    qps={m(dq):.1f} p95={m(dp):.2f}ms")
+print(f"ours sync=false:  qps={m(aq):.1f} p95={m(ap):.2f}ms   (slow target: {queries} queries mirrored, dropped by {drops} sessions)")
+print(f"native mirror:    qps={m(sq):.1f} p95={m(sp):.2f}ms")
+print(f"p95 ours sync=false / readconnroute: {m(ap)/max(m(dp),1e-9):.3f} (target <= 1.2)   native / readconnroute: {m(sp)/max(m(dp),1e-9):.3f}")
+PY
+fi
 for port in 3301 3302; do mariadb -h127.0.0.1 -P$port -uapp -papppass -e "DROP DATABASE IF EXISTS $db" 2>/dev/null || true; done
