@@ -235,6 +235,7 @@ fn report_diff_names_the_row_the_column_and_the_errors_that_differ() {
     assert_eq!(*diff_of(&r[1]), json!({"at": "row", "packet": 5, "result": 0, "row": 1, "main": ["2", "b"], "target": ["2", "x"]}), "{}", r[1]);
     let raw = std::fs::read_to_string(&s.file).unwrap();
     let line = raw.lines().nth(1).unwrap();
+    eprintln!("a conflict with its diff: {line}");
     assert!(line.contains(r#""type":"resultset","diff":{"at":"row""#) && line.ends_with("}}]}"), "after the native keys: {line}");
     // Schema: the column definitions.
     let d = diff_of(&r[2]);

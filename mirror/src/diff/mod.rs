@@ -93,31 +93,55 @@ fn key(kind: Kind, packet: &[u8]) -> u64 {
     (h.finish() & ((1 << 56) - 1)) | (kind as u64) << 56
 }
 
-/// Packets kept for the reply that is ahead.
+/// Packets kept for the reply that is ahead: a key (8 bytes) each, and the values of some.
 #[derive(Default)]
 struct Ahead {
-    units: VecDeque<Unit>,
+    /// Number of the packet `keys[0]` is for.
+    base: u64,
+    keys: VecDeque<u64>,
+    /// (packet number, value cut at VALUE_LIMIT), in order.
+    values: VecDeque<(u64, Box<[u8]>)>,
     value_bytes: usize,
 }
 
 impl Ahead {
     fn push(&mut self, kind: Kind, packet: &[u8], payload: &[u8]) -> bool {
-        if self.units.len() >= MAX_AHEAD {
+        if self.keys.len() >= MAX_AHEAD {
             return false;
         }
         let cut = &payload[..payload.len().min(describe::VALUE_LIMIT)];
-        let value = (self.value_bytes + cut.len() <= VALUE_BUDGET).then(|| {
+        if self.value_bytes + cut.len() <= VALUE_BUDGET {
             self.value_bytes += cut.len();
-            Box::<[u8]>::from(cut)
-        });
-        self.units.push_back(Unit { key: key(kind, packet), value });
+            self.values.push_back((self.base + self.keys.len() as u64, cut.into()));
+        }
+        self.keys.push_back(key(kind, packet));
         true
     }
 
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn key_at(&self, idx: usize) -> Option<u64> {
+        self.keys.get(idx).copied()
+    }
+
+    fn unit_at(&self, idx: usize) -> Option<Unit> {
+        let key = self.key_at(idx)?;
+        let n = self.base + idx as u64;
+        let value = self.values.binary_search_by_key(&n, |v| v.0).ok().map(|i| self.values[i].1.clone());
+        Some(Unit { key, value })
+    }
+
     fn pop(&mut self) -> Option<Unit> {
-        let u = self.units.pop_front()?;
-        self.value_bytes -= u.value.as_ref().map_or(0, |v| v.len());
-        Some(u)
+        let key = self.keys.pop_front()?;
+        let value = match self.values.front() {
+            Some((n, _)) if *n == self.base => self.values.pop_front().map(|v| v.1),
+            _ => None,
+        };
+        self.value_bytes -= value.as_ref().map_or(0, |v| v.len());
+        self.base += 1;
+        Some(Unit { key, value })
     }
 }
 
@@ -214,13 +238,13 @@ impl Comparison {
         if t.matched < main_count {
             let idx = (t.matched - main_base) as usize;
             let mine = Unit { key: key(kind, packet), value: None };
-            let theirs = &self.main_ahead.units[idx];
-            if theirs.key == mine.key {
+            if self.main_ahead.key_at(idx) == Some(mine.key) {
                 t.matched += 1;
                 self.collect();
             } else {
                 let cols = t.stream.cols.clone();
-                let v = self.found(pos, Some((theirs, None)), Some((&mine, Some(payload))), &cols);
+                let theirs = self.main_ahead.unit_at(idx).expect("main's packet kept");
+                let v = self.found(pos, Some((&theirs, None)), Some((&mine, Some(payload))), &cols);
                 self.targets[i].as_mut().unwrap().found = Some(v);
                 self.collect();
             }
@@ -262,8 +286,9 @@ impl Comparison {
         } else {
             // Nobody needs it; keep the numbering.
             self.collect();
-            if self.main_ahead.units.is_empty() {
+            if self.main_ahead.len() == 0 {
                 self.main_base = self.main_count;
+                self.main_ahead.base = self.main_count;
             }
         }
     }
@@ -274,8 +299,9 @@ impl Comparison {
         while self.main_base < low && self.main_ahead.pop().is_some() {
             self.main_base += 1;
         }
-        if self.main_ahead.units.is_empty() {
+        if self.main_ahead.len() == 0 {
             self.main_base = low.max(self.main_base);
+            self.main_ahead.base = self.main_base;
         }
     }
 
@@ -291,11 +317,11 @@ impl Comparison {
         }
         // Equal up to the end of the shorter reply: the longer one has more.
         if self.main_count > t.matched {
-            let u = self.main_ahead.units.get((t.matched - self.main_base) as usize)?;
-            return Some(self.found(t.stream.pos, Some((u, None)), None, &t.stream.cols));
+            let u = self.main_ahead.unit_at((t.matched - self.main_base) as usize)?;
+            return Some(self.found(t.stream.pos, Some((&u, None)), None, &t.stream.cols));
         }
-        let u = t.ahead.units.front()?;
-        Some(self.found(self.main_stream.pos, None, Some((u, None)), &self.main_stream.cols))
+        let u = t.ahead.unit_at(0)?;
+        Some(self.found(self.main_stream.pos, None, Some((&u, None)), &self.main_stream.cols))
     }
 }
 
