@@ -9,6 +9,11 @@ pub mod reply;
 pub mod resultset;
 pub mod rows;
 
+#[cfg(test)]
+mod framing_proptests;
+#[cfg(test)]
+mod reply_proptests;
+
 pub use command::{command_name, will_respond};
 pub use packet::{Packet, PacketError, Packets};
 pub use reply::{ReplyError, ReplyState, ReplyTracker};
