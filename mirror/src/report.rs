@@ -30,6 +30,7 @@ pub struct Report<'a> {
 }
 
 /// The checksum as exported: the CRC's in-memory bytes on a little-endian host, in hex.
+#[cfg(test)]
 pub fn checksum_hex(crc: u32) -> String {
     let b = crc.to_le_bytes();
     format!("{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
@@ -56,36 +57,49 @@ fn json_string(out: &mut String, s: &str) {
 }
 
 impl Report<'_> {
-    /// The document and a newline, as the file exporter writes it.
-    pub fn to_line(&self) -> String {
-        let mut o = self.to_json();
+    /// The document and a newline, as the file exporter writes it, into `o` (cleared).
+    pub fn write_line(&self, o: &mut String) {
+        o.clear();
+        self.write(o);
         o.push('\n');
+    }
+
+    #[cfg(test)]
+    pub fn to_json(&self) -> String {
+        let mut o = String::new();
+        self.write(&mut o);
         o
     }
 
-    pub fn to_json(&self) -> String {
+    /// Written without `core::fmt` (the report is made for every request).
+    fn write(&self, o: &mut String) {
         let diffs: usize = self.results.iter().map(|r| r.diff.as_ref().map_or(0, |d| d.len() + 8)).sum();
-        let mut o = String::with_capacity(161 + self.query.len() + 120 * self.results.len() + diffs);
+        o.reserve(161 + self.query.len() + 120 * self.results.len() + diffs);
         o.push_str("{\"query\":");
-        json_string(&mut o, &String::from_utf8_lossy(self.query));
+        json_string(o, &String::from_utf8_lossy(self.query));
         o.push_str(",\"command\":");
-        json_string(&mut o, &command_name(self.command));
-        let _ = write!(o, ",\"session\":{},\"query_id\":{},\"results\":[", self.session, self.query_id);
+        json_string(o, &command_name(self.command));
+        o.push_str(",\"session\":");
+        push_u64(o, self.session);
+        o.push_str(",\"query_id\":");
+        push_u64(o, self.query_id);
+        o.push_str(",\"results\":[");
         for (i, r) in self.results.iter().enumerate() {
             if i > 0 {
                 o.push(',');
             }
             o.push_str("{\"target\":");
-            json_string(&mut o, r.target);
-            let _ = write!(
-                o,
-                ",\"checksum\":\"{}\",\"rows\":{},\"warnings\":{},\"duration\":{},\"type\":",
-                checksum_hex(r.checksum),
-                r.rows,
-                r.warnings,
-                r.duration_ms
-            );
-            json_string(&mut o, r.kind);
+            json_string(o, r.target);
+            o.push_str(",\"checksum\":\"");
+            push_checksum(o, r.checksum);
+            o.push_str("\",\"rows\":");
+            push_u64(o, r.rows);
+            o.push_str(",\"warnings\":");
+            push_u64(o, r.warnings as u64);
+            o.push_str(",\"duration\":");
+            push_u64(o, r.duration_ms);
+            o.push_str(",\"type\":");
+            json_string(o, r.kind);
             if let Some(d) = &r.diff {
                 o.push_str(",\"diff\":");
                 o.push_str(d);
@@ -93,8 +107,31 @@ impl Report<'_> {
             o.push('}');
         }
         o.push_str("]}");
-        o
     }
+}
+
+fn push_u64(o: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    o.push_str(std::str::from_utf8(&buf[i..]).expect("digits"));
+}
+
+fn push_checksum(o: &mut String, crc: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 8];
+    for (i, b) in crc.to_le_bytes().iter().enumerate() {
+        buf[2 * i] = HEX[(b >> 4) as usize];
+        buf[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+    o.push_str(std::str::from_utf8(&buf).expect("hex"));
 }
 
 #[cfg(test)]
@@ -138,8 +175,22 @@ mod tests {
             query_id: 1,
             results: vec![TargetResult { target: "s2", checksum: 1, rows: 1, warnings: 0, duration_ms: 0, kind: "resultset", diff: Some(r#"{"at":"row","row":0}"#.into()) }],
         };
-        assert!(r.to_line().ends_with(r#""type":"resultset","diff":{"at":"row","row":0}}]}
+        let mut line = String::new();
+        r.write_line(&mut line);
+        assert!(line.ends_with(r#""type":"resultset","diff":{"at":"row","row":0}}]}
 "#));
+    }
+
+    #[test]
+    fn numbers_and_checksums_without_fmt() {
+        for v in [0u64, 7, 10, 12345, u64::MAX] {
+            let mut s = String::new();
+            push_u64(&mut s, v);
+            assert_eq!(s, v.to_string());
+        }
+        let mut s = String::new();
+        push_checksum(&mut s, 0x241F6C7A);
+        assert_eq!(s, checksum_hex(0x241F6C7A));
     }
 
     #[test]

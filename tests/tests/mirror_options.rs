@@ -54,6 +54,8 @@ fn sync_false_answers_the_client_before_a_slow_target() {
     let s = setup(&[("sync", "false")]);
     let mut h = Harness::open(&s.router, servers()).unwrap();
     h.query("SET @x = 7");
+    let file = s.file.clone();
+    assert!(h.pump_until(LONG, |_| reports(&file).len() == 1), "the SET is reported once s2 answered it too");
     assert!(h.send(packets::query(&format!("{}, @x", slow_on_s2(3)))));
     assert!(h.wait_replies(2, LONG), "main's answer reaches the client");
     assert_eq!(reports(&s.file).len(), 1, "main answered first: s2 has not, so there is no report for it yet");
@@ -62,7 +64,6 @@ fn sync_false_answers_the_client_before_a_slow_target() {
         h.query(q);
     }
     assert_eq!(reports(&s.file).len(), 1, "nothing is reported before s2 answered the slow statement");
-    let file = s.file.clone();
     assert!(h.pump_until(LONG, |_| reports(&file).len() == 6), "s2 catches up: {:?}", queries(&s.file));
     let r = reports(&s.file);
     assert_eq!(queries(&s.file)[1..3], [format!("{}, @x", slow_on_s2(3)), "SELECT @x + 1".into()]);

@@ -440,8 +440,10 @@ impl MirrorSession {
             return;
         }
         self.reports += 1;
-        let line = Report { query: &e.query, command: e.command, session: self.id, query_id: self.reports, results }.to_line();
+        let mut line = std::mem::take(&mut self.line);
+        Report { query: &e.query, command: e.command, session: self.id, query_id: self.reports, results }.write_line(&mut line);
         self.active.exporter.ship(&line);
+        self.line = line;
     }
 
     /// Handles a target that failed or is dropped. Err: the session must end.

@@ -95,6 +95,8 @@ pub struct MirrorSession {
     preparing: Option<u32>,
     /// Main's last answer left a transaction open.
     main_in_trx: bool,
+    /// The report being written (kept to save an allocation per request).
+    line: String,
 }
 
 impl MirrorSession {
@@ -152,6 +154,7 @@ impl MirrorSession {
             statements: HashMap::new(),
             preparing: None,
             main_in_trx: false,
+            line: String::new(),
         })
     }
 
