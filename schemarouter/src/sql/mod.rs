@@ -610,21 +610,44 @@ fn list(t: &[Tok], mut i: usize, a: &mut Analysis, ctes: &[String], seps: &[&str
 }
 
 /// SQL LIKE matching (`%`, `_`, backslash escape), ASCII case-insensitive as MariaDB's
-/// default collations compare.
+/// default collations compare. The pattern comes from the client: matching goes back only to
+/// the last `%` (at most pattern x name steps), never tries every split of the name.
 pub fn like_match(pattern: &str, s: &str) -> bool {
-    fn go(p: &[char], s: &[char]) -> bool {
-        match p.first() {
-            None => s.is_empty(),
-            Some('%') => (0..=s.len()).any(|k| go(&p[1..], &s[k..])),
-            Some('_') => !s.is_empty() && go(&p[1..], &s[1..]),
-            Some('\\') if p.len() > 1 => !s.is_empty() && s[0].eq_ignore_ascii_case(&p[1]) && go(&p[2..], &s[1..]),
-            Some(c) => !s.is_empty() && s[0].to_lowercase().eq(c.to_lowercase()) && go(&p[1..], &s[1..]),
-        }
-    }
     let p: Vec<char> = pattern.chars().collect();
     let s: Vec<char> = s.chars().collect();
-    go(&p, &s)
+    let (mut pi, mut si) = (0, 0);
+    // After the last `%` seen: where the pattern resumes, and the name position it took.
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        let step = match p.get(pi) {
+            Some('%') => {
+                star = Some((pi + 1, si));
+                pi += 1;
+                continue;
+            }
+            Some('_') => Some(1),
+            Some('\\') if pi + 1 < p.len() => s[si].eq_ignore_ascii_case(&p[pi + 1]).then_some(2),
+            Some(c) => s[si].to_lowercase().eq(c.to_lowercase()).then_some(1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(n), _) => {
+                pi += n;
+                si += 1;
+            }
+            (None, Some((resume, taken))) => {
+                // Let the last `%` take one more character and retry from there.
+                star = Some((resume, taken + 1));
+                pi = resume;
+                si = taken + 1;
+            }
+            (None, None) => return false,
+        }
+    }
+    p[pi..].iter().all(|&c| c == '%')
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;
