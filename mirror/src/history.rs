@@ -147,10 +147,28 @@ mod tests {
 
     #[test]
     fn what_is_a_session_command() {
-        for s in ["SET @a = 1", "  set names utf8", "/*!40101 SET NAMES utf8 */", "USE db", "PREPARE p FROM 'SELECT 1'", "DEALLOCATE PREPARE p", "drop prepare p", "-- c\nSET x=1", "/* c */ use d"] {
+        for s in [
+            "SET @a = 1",
+            "  set names utf8",
+            "/*!40101 SET NAMES utf8 */",
+            "USE db",
+            "PREPARE p FROM 'SELECT 1'",
+            "DEALLOCATE PREPARE p",
+            "drop prepare p",
+            "-- c\nSET x=1",
+            "/* c */ use d",
+        ] {
             assert!(is_session_command(&q(s)), "{s}");
         }
-        for s in ["SELECT 1", "SET GLOBAL x = 1", "SET TRANSACTION READ ONLY", "set statement x=1 for select 1", "EXECUTE p", "/* SET */ SELECT 2", ""] {
+        for s in [
+            "SELECT 1",
+            "SET GLOBAL x = 1",
+            "SET TRANSACTION READ ONLY",
+            "set statement x=1 for select 1",
+            "EXECUTE p",
+            "/* SET */ SELECT 2",
+            "",
+        ] {
             assert!(!is_session_command(&q(s)), "{s}");
         }
         assert!(is_session_command(&[1, 0, 0, 0, COM_INIT_DB]));

@@ -9,14 +9,14 @@ mod report;
 mod session;
 mod stats;
 
+use bridge::host::SessionHost;
 use bridge::params::Params;
 use bridge::router::{CommandSpec, ModuleInfo, Router, SessionInfo};
-use bridge::host::SessionHost;
 use config::{Config, ExporterConfig};
 use exporter::Exporter;
+use stats::Stats;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use stats::Stats;
 
 /// RCAP_TYPE_REQUEST_TRACKING | RCAP_TYPE_RUNTIME_CONFIG, as the native router declares.
 const CAPABILITIES: u64 = 0x2000D;

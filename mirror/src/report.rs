@@ -156,7 +156,15 @@ mod tests {
             session: 12,
             query_id: 1,
             results: vec![
-                TargetResult { target: "server1", checksum: 0x241F6C7A, rows: 1, warnings: 0, duration_ms: 0, kind: "resultset", diff: None },
+                TargetResult {
+                    target: "server1",
+                    checksum: 0x241F6C7A,
+                    rows: 1,
+                    warnings: 0,
+                    duration_ms: 0,
+                    kind: "resultset",
+                    diff: None,
+                },
                 TargetResult { target: "server2", checksum: 1, rows: 1, warnings: 2, duration_ms: 15, kind: "ok", diff: None },
             ],
         };
@@ -173,12 +181,22 @@ mod tests {
             command: 3,
             session: 1,
             query_id: 1,
-            results: vec![TargetResult { target: "s2", checksum: 1, rows: 1, warnings: 0, duration_ms: 0, kind: "resultset", diff: Some(r#"{"at":"row","row":0}"#.into()) }],
+            results: vec![TargetResult {
+                target: "s2",
+                checksum: 1,
+                rows: 1,
+                warnings: 0,
+                duration_ms: 0,
+                kind: "resultset",
+                diff: Some(r#"{"at":"row","row":0}"#.into()),
+            }],
         };
         let mut line = String::new();
         r.write_line(&mut line);
-        assert!(line.ends_with(r#""type":"resultset","diff":{"at":"row","row":0}}]}
-"#));
+        assert!(line.ends_with(
+            r#""type":"resultset","diff":{"at":"row","row":0}}]}
+"#
+        ));
     }
 
     #[test]
@@ -195,7 +213,13 @@ mod tests {
 
     #[test]
     fn escaping_like_jansson() {
-        let r = Report { query: "a\"b\\c\n\t\r\u{8}\u{c}\u{1}\u{1f}/é€\u{7f}".as_bytes(), command: 0x1e, session: 1, query_id: 2, results: vec![] };
+        let r = Report {
+            query: "a\"b\\c\n\t\r\u{8}\u{c}\u{1}\u{1f}/é€\u{7f}".as_bytes(),
+            command: 0x1e,
+            session: 1,
+            query_id: 2,
+            results: vec![],
+        };
         let j = r.to_json();
         assert_eq!(
             j,

@@ -15,7 +15,8 @@
 # and sysbench oltp_read_only at a fixed SLOW_RATE (40 transactions/s) on
 #   Async:  ours with sync=false, targets s1 (main) and the slow s2;
 #   Native: MaxScale's mirror, same targets (it waits for the slow target);
-#   Direct: readconnroute to s1 alone.
+#   Direct: readconnroute to s1 alone;
+# and, for reference, Ours (sync=true, s2 not slowed) at the same rate.
 # It prints QPS and p95 of each, p95 Async/Direct (target <= 1.2), and how many sessions
 # dropped the slow target (backlog_drops; 0: it was mirrored all along). SLOW=0 skips it.
 set -euo pipefail
@@ -226,20 +227,23 @@ print(f"ratio ours/native {unit}: {o/n:.3f}   p95 native/ours: {st.median(np_)/m
 PY
 if [ $router = mirror ] && [ "$WORKLOAD" = oltp_read_only ] && [ "${SLOW:-1}" != 0 ]; then
   echo "slow target: s2 behind a proxy delaying its answers by ${SLOW_DELAY_MS} ms; sysbench --rate=$SLOW_RATE"
-  declare -a aq ap sq sp dq dp
+  declare -a aq ap sq sp dq dp fq fp
   for r in $(seq 1 "$ROUNDS"); do
     read -r q p < <(run $direct_port --rate=$SLOW_RATE); dq+=("$q"); dp+=("$p"); echo "round $r readconnroute (s1 only): qps=$q p95=${p}ms"
+    read -r q p < <(run $ours_port --rate=$SLOW_RATE); fq+=("$q"); fp+=("$p"); echo "round $r ours, s2 not slowed:     qps=$q p95=${p}ms"
     read -r q p < <(run $async_port --rate=$SLOW_RATE); aq+=("$q"); ap+=("$p"); echo "round $r ours sync=false:         qps=$q p95=${p}ms"
     read -r q p < <(run $slow_native_port --rate=$SLOW_RATE); sq+=("$q"); sp+=("$p"); echo "round $r native mirror:          qps=$q p95=${p}ms"
   done
   drops=$(curl -s -u admin:mariadb "http://127.0.0.1:$admin/v1/services/Async" \
     | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]["attributes"]["router_diagnostics"]["targets"].get("s2slow", {}); print(d.get("backlog_drops", "?"), d.get("queries", "?"))')
-  python3 - "${dq[*]}" "${dp[*]}" "${aq[*]}" "${ap[*]}" "${sq[*]}" "${sp[*]}" "$drops" <<'PY'
+  python3 - "${dq[*]}" "${dp[*]}" "${aq[*]}" "${ap[*]}" "${sq[*]}" "${sp[*]}" "$drops" "${fq[*]}" "${fp[*]}" <<'PY'
 import sys, statistics as st
 dq, dp, aq, ap, sq, sp = ([float(x) for x in a.split()] for a in sys.argv[1:7])
 drops, queries = sys.argv[7].split()
+fq, fp = ([float(x) for x in a.split()] for a in sys.argv[8:10])
 m = st.median
 print(f"readconnroute:    qps={m(dq):.1f} p95={m(dp):.2f}ms")
+print(f"ours, s2 not slowed (sync=true): qps={m(fq):.1f} p95={m(fp):.2f}ms   (what mirroring itself costs here)")
 print(f"ours sync=false:  qps={m(aq):.1f} p95={m(ap):.2f}ms   (slow target: {queries} queries mirrored, dropped by {drops} sessions)")
 print(f"native mirror:    qps={m(sq):.1f} p95={m(sp):.2f}ms")
 print(f"p95 ours sync=false / readconnroute: {m(ap)/max(m(dp),1e-9):.3f} (target <= 1.2)   native / readconnroute: {m(sp)/max(m(dp),1e-9):.3f}")

@@ -31,11 +31,7 @@ pub struct Setup {
 }
 
 pub fn base_params(file: &Path) -> Vec<(String, String)> {
-    vec![
-        ("main".into(), "s1".into()),
-        ("exporter".into(), "file".into()),
-        ("file".into(), file.display().to_string()),
-    ]
+    vec![("main".into(), "s1".into()), ("exporter".into(), "file".into()), ("file".into(), file.display().to_string())]
 }
 
 /// A router for targets s1 (main) and s2 with `extra` parameters.

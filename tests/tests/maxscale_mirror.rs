@@ -37,7 +37,6 @@ fn config_with_s2(listener: u16, file: &Path, extra: &str, s2: u16) -> String {
     )
 }
 
-
 fn lines(file: &Path) -> Vec<Value> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
@@ -172,9 +171,7 @@ fn runtime_alter_rotation_diagnostics_and_a_dying_target() {
         let mut admin = env::mariadb(p2);
         for _ in 0..50 {
             std::thread::sleep(Duration::from_millis(200));
-            let ids: Vec<u64> = admin
-                .query("SELECT id FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(IF%'")
-                .unwrap();
+            let ids: Vec<u64> = admin.query("SELECT id FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(IF%'").unwrap();
             if let Some(id) = ids.first() {
                 admin.query_drop(format!("KILL {id}")).unwrap();
                 return true;

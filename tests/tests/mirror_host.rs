@@ -143,9 +143,7 @@ fn load_data_local_infile_reaches_every_target() {
     }
     let s = setup(&[]);
     let mut h = Harness::open(&s.router, servers()).unwrap();
-    assert!(h.send(packets::query(&format!(
-        "LOAD DATA LOCAL INFILE '/data.csv' INTO TABLE {db}.t FIELDS TERMINATED BY ','"
-    ))));
+    assert!(h.send(packets::query(&format!("LOAD DATA LOCAL INFILE '/data.csv' INTO TABLE {db}.t FIELDS TERMINATED BY ','"))));
     assert!(
         h.pump_until(Duration::from_secs(10), |c| c.bytes.len() > 4 && c.bytes[4] == 0xFB),
         "main's LOCAL INFILE request reaches the client"
@@ -266,7 +264,20 @@ fn parameters_are_validated_with_clear_errors() {
     let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["main", "exporter", "file", "kafka_broker", "kafka_topic", "on_error", "report", "sync", "max_backlog", "max_backlog_requests", "reconnect", "report_diff"]
+        [
+            "main",
+            "exporter",
+            "file",
+            "kafka_broker",
+            "kafka_topic",
+            "on_error",
+            "report",
+            "sync",
+            "max_backlog",
+            "max_backlog_requests",
+            "reconnect",
+            "report_diff"
+        ]
     );
     // The new parameters' defaults are the native behaviour.
     let defaults: Vec<Option<&str>> = params[7..].iter().map(|(_, d)| d.as_deref()).collect();

@@ -233,7 +233,12 @@ fn report_diff_names_the_row_the_column_and_the_errors_that_differ() {
     assert_eq!(r.len(), 6);
     assert!(result_of(&r[0], "s2").unwrap().get("diff").is_none(), "equal results carry no diff: {}", r[0]);
     // Data: the row and both values.
-    assert_eq!(*diff_of(&r[1]), json!({"at": "row", "packet": 5, "result": 0, "row": 1, "main": ["2", "b"], "target": ["2", "x"]}), "{}", r[1]);
+    assert_eq!(
+        *diff_of(&r[1]),
+        json!({"at": "row", "packet": 5, "result": 0, "row": 1, "main": ["2", "b"], "target": ["2", "x"]}),
+        "{}",
+        r[1]
+    );
     let raw = std::fs::read_to_string(&s.file).unwrap();
     let line = raw.lines().nth(1).unwrap();
     eprintln!("a conflict with its diff: {line}");

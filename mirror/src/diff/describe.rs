@@ -348,7 +348,13 @@ mod tests {
 
     #[test]
     fn binary_rows() {
-        let cols = [ColumnType { ty: 3, flags: 0 }, ColumnType { ty: 253, flags: 0 }, ColumnType { ty: 8, flags: 32 }, ColumnType { ty: 12, flags: 0 }, ColumnType { ty: 1, flags: 0 }];
+        let cols = [
+            ColumnType { ty: 3, flags: 0 },
+            ColumnType { ty: 253, flags: 0 },
+            ColumnType { ty: 8, flags: 32 },
+            ColumnType { ty: 12, flags: 0 },
+            ColumnType { ty: 1, flags: 0 },
+        ];
         // header, null bitmap (7 columns' worth: (5 + 9) / 8 = 1 byte), values
         let mut row = vec![0x00, 0b0100_0000];
         row.extend_from_slice(&(-5i32).to_le_bytes());
@@ -370,7 +376,10 @@ mod tests {
     #[test]
     fn ok_and_errors() {
         let okp = [0x00, 2, 0, 0x02, 0, 1, 0];
-        assert_eq!(describe(Kind::Ok, &okp, false, &[]), json!({"affected_rows": 2, "insert_id": 0, "status": 2, "warnings": 1, "info": ""}));
+        assert_eq!(
+            describe(Kind::Ok, &okp, false, &[]),
+            json!({"affected_rows": 2, "insert_id": 0, "status": 2, "warnings": 1, "info": ""})
+        );
         let mut err = vec![0xFF, 0x7A, 0x04, b'#'];
         err.extend_from_slice(b"42S02Table 'x' doesn't exist");
         assert_eq!(describe(Kind::Err, &err, false, &[]), json!({"code": 1146, "sqlstate": "42S02", "message": "Table 'x' doesn't exist"}));

@@ -9,8 +9,8 @@
 
 mod describe;
 
-pub use describe::{column_type, ColumnType, Kind};
 use describe::describe;
+pub use describe::{column_type, ColumnType, Kind};
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -190,7 +190,9 @@ impl Comparison {
     pub fn new(n_targets: usize, main: usize, binary: bool, prepared: Vec<ColumnType>) -> Self {
         let stream = Stream { prepared, ..Stream::default() };
         let targets = (0..n_targets)
-            .map(|i| (i != main).then(|| TargetCmp { stream: stream.clone(), matched: 0, ahead: Ahead::default(), found: None, gave_up: false }))
+            .map(|i| {
+                (i != main).then(|| TargetCmp { stream: stream.clone(), matched: 0, ahead: Ahead::default(), found: None, gave_up: false })
+            })
             .collect();
         Comparison { main, binary, main_stream: stream, main_count: 0, main_ahead: Ahead::default(), main_base: 0, targets }
     }
@@ -419,7 +421,10 @@ mod tests {
         t[1].1 = pk(2, &coldef);
         let d = run(&result(&["a"]), &t, true).unwrap();
         assert_eq!((d["at"].as_str(), d["column"].as_u64()), (Some("column"), Some(0)));
-        assert_eq!((d["main"]["name"].as_str(), d["target"]["name"].as_str(), d["target"]["type"].as_str()), (Some("v"), Some("w"), Some("LONG")));
+        assert_eq!(
+            (d["main"]["name"].as_str(), d["target"]["name"].as_str(), d["target"]["type"].as_str()),
+            (Some("v"), Some("w"), Some("LONG"))
+        );
     }
 
     #[test]

@@ -262,7 +262,7 @@ impl MirrorSession {
         }
         match b.expects.back() {
             None | Some(Expect::Replay(_)) => true,
-            Some(Expect::Entry(s)) => self.entry(*s).map_or(true, |prev| !prev.barrier && !prev.sync && !prev.continued),
+            Some(Expect::Entry(s)) => self.entry(*s).is_none_or(|prev| !prev.barrier && !prev.sync && !prev.continued),
         }
     }
 

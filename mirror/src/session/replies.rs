@@ -145,7 +145,11 @@ impl MirrorSession {
         let answered = match front {
             Expect::Replay(_) => {
                 if let Some(err) = b.tracker.error() {
-                    log_warning!("session {}: restoring the session state on target '{}': a session command failed: {err}", self.id, b.name);
+                    log_warning!(
+                        "session {}: restoring the session state on target '{}': a session command failed: {err}",
+                        self.id,
+                        b.name
+                    );
                 }
                 None
             }
