@@ -6,6 +6,8 @@ mod diff;
 mod exporter;
 mod history;
 mod report;
+#[cfg(test)]
+mod report_proptests;
 mod session;
 mod stats;
 
