@@ -216,6 +216,9 @@ struct SessionBox<S> {
     poisoned: bool,
     /// Shared with the session's `SessionHost`: the id of the client packet being routed.
     packet_id: Rc<Cell<u32>>,
+    /// For closing the endpoints the session leaves open when it is freed.
+    host: SessionHost,
+    n_endpoints: usize,
 }
 
 /// # Safety
@@ -363,10 +366,13 @@ extern "C" fn session_new<R: Router>(
             }
         };
         let id = info.id;
+        let n_endpoints = info.endpoints.len();
         let packet_id = Rc::new(Cell::new(0));
         match router.router.new_session(SessionHost::new(router.api, ctx, packet_id.clone()), info) {
             Ok(session) => {
-                Box::into_raw(Box::new(SessionBox { session, id, poisoned: false, packet_id })) as *mut ffi::mxsrs_session
+                let host = SessionHost::new(router.api, ctx, packet_id.clone());
+                Box::into_raw(Box::new(SessionBox { session, id, poisoned: false, packet_id, host, n_endpoints }))
+                    as *mut ffi::mxsrs_session
             }
             Err(e) => {
                 log_error!("session {id}: {e}");
@@ -441,14 +447,19 @@ extern "C" fn session_free<R: Router>(s: *mut ffi::mxsrs_session) {
     if s.is_null() {
         return;
     }
-    if guard("session cleanup", || {
-        // SAFETY: the host frees each session once, after its last call.
-        drop(unsafe { Box::from_raw(s as *mut SessionBox<R::Session>) });
-    })
-    .is_none()
-    {
+    // SAFETY: the host frees each session once, after its last call.
+    let SessionBox { session, host, n_endpoints, .. } = *unsafe { Box::from_raw(s as *mut SessionBox<R::Session>) };
+    if guard("session cleanup", || drop(session)).is_none() {
         log_warning!("a panic while freeing a session was contained");
     }
+    // A router session closes its backend connections when it ends: MaxScale 24.08 no longer
+    // does it for the router, and an endpoint left open delivers its next event (a server
+    // closing the connection, a server going down) to the freed session.
+    guard("closing a session's endpoints", || {
+        for i in (0..n_endpoints).filter(|&i| host.is_open(i)) {
+            host.close(i);
+        }
+    });
 }
 
 extern "C" fn free_string(s: *mut c_char) {

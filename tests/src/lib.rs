@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod env;
+pub mod fuzz;
 pub mod harness;
 pub mod history;
 pub mod kafka;
