@@ -11,6 +11,7 @@
 #   make test                 install and start the test services, run every test; the
 #                             end-to-end suite runs inside MaxScale when MAXSCALE_BIN and
 #                             MAXSCALE_LIBDIR are set too
+#   make fuzz [FUZZ_SECONDS=300] protocol fuzzing of both routers inside MaxScale (MAXSCALE_* set)
 #   make bench-mirror / bench-schemarouter / bench-schemarouter-sessions / bench-sync-pg / bench-sync-mysql
 
 CARGO ?= cargo
@@ -24,7 +25,7 @@ endif
 # Where a packaged MaxScale keeps its modules (Debian/Ubuntu, then RHEL/SUSE).
 MAXSCALE_LIBDIR ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/maxscale /usr/lib64/maxscale))
 
-.PHONY: all build install services test test-unit e2e bench-mirror bench-schemarouter bench-schemarouter-sessions bench-report clean
+.PHONY: all build install services test test-unit e2e bench-mirror bench-schemarouter bench-schemarouter-sessions bench-report fuzz clean
 
 all: build
 
@@ -53,6 +54,13 @@ ifneq ($(MODULE_FEATURES),)
 endif
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace -- --test-threads=2
+
+# The protocol fuzzer against a real MaxScale (both routers) for FUZZ_SECONDS (default 300);
+# FUZZ_SEED=<n> replays a run. Needs MAXSCALE_SRC, MAXSCALE_BIN and MAXSCALE_LIBDIR.
+FUZZ_SECONDS ?= 300
+fuzz: services
+	$(CARGO) build --release -p mirror -p schemarouter $(MODULE_FEATURES)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test -p router-tests --test maxscale_fuzz -- --test-threads=1 --nocapture
 
 test-unit:
 	SYNC_TESTS_SKIP=1 $(CARGO) test --workspace --lib --bins
