@@ -77,6 +77,21 @@ fn sync_false_answers_the_client_before_a_slow_target() {
 }
 
 #[test]
+fn sync_false_reports_what_a_target_never_answered_when_the_session_ends() {
+    let s = setup(&[("sync", "false")]);
+    let mut h = Harness::open(&s.router, servers()).unwrap();
+    h.query(&slow_on_s2(5));
+    h.query("SELECT 'last'");
+    assert!(reports(&s.file).is_empty(), "s2 is still busy");
+    drop(h);
+    let r = reports(&s.file);
+    assert_eq!(queries(&s.file), [slow_on_s2(5), "SELECT 'last'".into()], "reported at the session's end");
+    for rep in &r {
+        assert_eq!(targets_of(rep), ["s1"], "without the target that had not answered: {rep}");
+    }
+}
+
+#[test]
 fn the_backlog_bound_drops_a_slow_target_and_says_so() {
     // By count: a fourth request waiting for s2 is one too many.
     let s = setup(&[("sync", "false"), ("max_backlog_requests", "3")]);
