@@ -39,7 +39,13 @@ fn regression_cases() -> Vec<Vec<Step>> {
 }
 
 fn config(sharding: u16, mirror: u16, file: &std::path::Path) -> String {
-    let p = env::mariadb_ports();
+    config_with_s2(sharding, mirror, file, env::mariadb_ports()[1])
+}
+
+/// The same with s2 on another port (a private server).
+fn config_with_s2(sharding: u16, mirror: u16, file: &std::path::Path, s2: u16) -> String {
+    let mut p = env::mariadb_ports();
+    p[1] = s2;
     // Still in the [maxscale] section: COM_CHANGE_USER with wrong passwords must not get the
     // fuzzer's host blocked.
     let mut cnf = String::from("max_auth_errors_until_block=0\n\n");
@@ -200,4 +206,45 @@ fn fuzz_both_routers() {
     assert!(cases > 0);
     let log = ms.log();
     assert!(!log.contains("alert"), "MaxScale logged an alert:\n{log}");
+}
+
+/// The crash seen under sysbench when the monitor marked a shard down (both workers at once):
+/// sessions that had ended still had open connections to it, and the errors MaxScale delivers
+/// on them reached the freed router sessions. Now the sessions close them as they end.
+#[test]
+fn server_down_after_sessions_ended() {
+    let Some(inst) = maxscale::installation() else {
+        eprintln!("skipped: MAXSCALE_BIN and MAXSCALE_LIBDIR are not set, so MaxScale was not run");
+        return;
+    };
+    let (sr, mirror) = (inst.our_module("schemarouter"), inst.our_module("mirror"));
+    let mut srv = router_tests::private_server::PrivateServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mirror.json");
+    let (admin, sharding) = maxscale::ports();
+    let (_, mirror_port) = maxscale::ports();
+    let cnf = config_with_s2(sharding, mirror_port, &file, srv.port);
+    let ms = MaxScale::start(&inst, admin, &cnf, &[("schemarouter", &sr), ("mirror", &mirror)]);
+    ms.wait_running("s1");
+    ms.wait_running("s2");
+    for port in [sharding, mirror_port] {
+        for _ in 0..4 {
+            let mut c = maxscale::client(port, None);
+            let _: Option<u32> = c.query_first("SELECT 1").unwrap();
+        }
+    }
+    if let Err(e) = healthy(&ms, &[sharding, mirror_port]) {
+        fail(&ms, "after the sessions ended", &e);
+    }
+    srv.stop();
+    let down = || ms.get("/v1/servers/s2").is_ok_and(|v| v["data"]["attributes"]["state"].as_str().is_some_and(|s| s.contains("Down")));
+    let end = Instant::now() + Duration::from_secs(30);
+    while !down() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(down(), "the monitor never marked s2 down");
+    std::thread::sleep(Duration::from_secs(2));
+    if !alive(&ms) {
+        fail(&ms, "after s2 went down", "MaxScale is not running");
+    }
 }
