@@ -89,10 +89,11 @@ async fn source_position(cfg: &Config, cp: &Value) -> Result<Value> {
                 .await
                 .context("slot lookup")?
                 .and_then(|r| r.get::<_, Option<String>>(0));
-            let behind = cp["lsn"]
-                .as_str()
-                .and_then(|l| postgres::parse_lsn(l).ok())
-                .map(|l| postgres::parse_lsn(&now).unwrap_or(l).saturating_sub(l));
+            // applied: the checkpoint, or the slot's confirmed position where the tool
+            // acknowledged WAL without changes for it (other databases' traffic) beyond it
+            let lsn = |s: Option<&str>| s.and_then(|l| postgres::parse_lsn(l).ok());
+            let applied = lsn(cp["lsn"].as_str()).max(lsn(slot.as_deref()));
+            let behind = applied.map(|a| lsn(Some(&now)).unwrap_or(a).saturating_sub(a));
             Ok(json!({ "lsn": now, "slot_confirmed_lsn": slot, "bytes_behind": behind }))
         }
         DbType::Mysql => {
@@ -206,7 +207,7 @@ fn print(s: &Value) {
         println!("source: unreachable ({e})");
     } else if let Some(l) = src["lsn"].as_str() {
         println!(
-            "source: lsn {l}, slot confirmed {}, checkpoint {} bytes behind",
+            "source: lsn {l}, slot confirmed {}, {} bytes not applied yet",
             src["slot_confirmed_lsn"].as_str().unwrap_or("-"),
             src["bytes_behind"]
         );
