@@ -322,7 +322,7 @@ pub fn run(port: u16, caps: u64, steps: &[Step]) -> std::io::Result<(usize, bool
 /// Capabilities a case logs in with: multi-statements and results, DEPRECATE_EOF or not.
 pub fn caps(seed: u64) -> u64 {
     let mut c = (1 << 16) | (1 << 17);
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         c |= 1 << 24;
     }
     c

@@ -38,12 +38,20 @@ fn regression_cases() -> Vec<Vec<Step>> {
     ]
 }
 
-fn config(sharding: u16, mirror: u16, file: &std::path::Path) -> String {
-    config_with_s2(sharding, mirror, file, env::mariadb_ports()[1])
+/// MaxScale with both routers (s2 on port `s2`): it, the listeners (schemarouter, mirror), and
+/// the directory of mirror's export.
+fn start(inst: &maxscale::Installation, s2: u16) -> (MaxScale, [u16; 2], tempfile::TempDir) {
+    let (sr, mirror) = (inst.our_module("schemarouter"), inst.our_module("mirror"));
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, sharding) = maxscale::ports();
+    let (_, mirror_port) = maxscale::ports();
+    let cnf = config(sharding, mirror_port, &dir.path().join("mirror.json"), s2);
+    let ms = MaxScale::start(inst, admin, &cnf, &[("schemarouter", &sr), ("mirror", &mirror)]);
+    ms.wait_running("s1");
+    (ms, [sharding, mirror_port], dir)
 }
 
-/// The same with s2 on another port (a private server).
-fn config_with_s2(sharding: u16, mirror: u16, file: &std::path::Path, s2: u16) -> String {
+fn config(sharding: u16, mirror: u16, file: &std::path::Path, s2: u16) -> String {
     let mut p = env::mariadb_ports();
     p[1] = s2;
     // Still in the [maxscale] section: COM_CHANGE_USER with wrong passwords must not get the
@@ -135,14 +143,8 @@ fn fuzz_both_routers() {
         eprintln!("skipped: MAXSCALE_BIN and MAXSCALE_LIBDIR are not set, so MaxScale was not fuzzed");
         return;
     };
-    let (sr, mirror) = (inst.our_module("schemarouter"), inst.our_module("mirror"));
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("mirror.json");
-    let (admin, sharding) = maxscale::ports();
-    let (_, mirror_port) = maxscale::ports();
-    let ms = MaxScale::start(&inst, admin, &config(sharding, mirror_port, &file), &[("schemarouter", &sr), ("mirror", &mirror)]);
-    ms.wait_running("s1");
-    let ports = [sharding, mirror_port];
+    let (ms, ports, _dir) = start(&inst, env::mariadb_ports()[1]);
+    let sharding = ports[0];
     drop(maxscale::client(sharding, None));
     if let Err(e) = healthy(&ms, &ports) {
         fail(&ms, "before fuzzing", &e);
@@ -217,20 +219,16 @@ fn server_down_after_sessions_ended() {
         eprintln!("skipped: MAXSCALE_BIN and MAXSCALE_LIBDIR are not set, so MaxScale was not run");
         return;
     };
-    let (sr, mirror) = (inst.our_module("schemarouter"), inst.our_module("mirror"));
     let mut srv = router_tests::private_server::PrivateServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("mirror.json");
-    let (admin, sharding) = maxscale::ports();
-    let (_, mirror_port) = maxscale::ports();
-    let cnf = config_with_s2(sharding, mirror_port, &file, srv.port);
-    let ms = MaxScale::start(&inst, admin, &cnf, &[("schemarouter", &sr), ("mirror", &mirror)]);
-    ms.wait_running("s1");
+    let (ms, ports, _dir) = start(&inst, srv.port);
     ms.wait_running("s2");
+    let [sharding, mirror_port] = ports;
     for port in [sharding, mirror_port] {
         for _ in 0..4 {
             let mut c = maxscale::client(port, None);
             let _: Option<u32> = c.query_first("SELECT 1").unwrap();
+            // Prepared statements too, as sysbench used them when it crashed.
+            let _: Option<u32> = c.exec_first("SELECT ?", (1,)).unwrap();
         }
     }
     if let Err(e) = healthy(&ms, &[sharding, mirror_port]) {
