@@ -424,17 +424,17 @@ impl ReplyTracker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::packet::{write_lenenc_str, write_packet, Packets};
     use super::*;
 
-    fn ok(status: u16, warnings: u16) -> Vec<u8> {
+    pub(in crate::protocol) fn ok(status: u16, warnings: u16) -> Vec<u8> {
         let mut p = vec![0x00, 0, 0];
         p.extend_from_slice(&status.to_le_bytes());
         p.extend_from_slice(&warnings.to_le_bytes());
         p
     }
-    fn eof(status: u16, warnings: u16) -> Vec<u8> {
+    pub(in crate::protocol) fn eof(status: u16, warnings: u16) -> Vec<u8> {
         let mut p = vec![0xFE];
         p.extend_from_slice(&warnings.to_le_bytes());
         p.extend_from_slice(&status.to_le_bytes());

@@ -4,6 +4,7 @@
 
 use super::command::*;
 use super::packet::{write_lenenc, write_lenenc_str, Packet};
+use super::reply::tests::{self, eof};
 use super::reply::{ReplyState, ReplyTracker};
 use super::status::{CURSOR_EXISTS, LAST_ROW_SENT, MORE_RESULTS_EXIST};
 use proptest::prelude::*;
@@ -27,17 +28,10 @@ enum Part {
     LocalInfile { file: Vec<u8>, warnings: u16 },
 }
 
+/// An OK packet with `header` (0x00, or 0xFE when it ends rows with DEPRECATE_EOF).
 fn ok(header: u8, status: u16, warnings: u16) -> Vec<u8> {
-    let mut p = vec![header, 0, 0];
-    p.extend_from_slice(&status.to_le_bytes());
-    p.extend_from_slice(&warnings.to_le_bytes());
-    p
-}
-
-fn eof(status: u16, warnings: u16) -> Vec<u8> {
-    let mut p = vec![0xFE];
-    p.extend_from_slice(&warnings.to_le_bytes());
-    p.extend_from_slice(&status.to_le_bytes());
+    let mut p = tests::ok(status, warnings);
+    p[0] = header;
     p
 }
 
