@@ -144,8 +144,10 @@ async fn pg_and_etcd_restarted_mid_stream() {
     }
     let name = unique("restart");
     let dir = tmpdir(&name);
-    let base = 20000 + (std::process::id() % 5000) as u16 * 2;
-    let (pg_port, etcd_port) = (base, base + 10000);
+    // three ports (PostgreSQL, etcd client and peer) below the ephemeral range (32768-), where a
+    // client socket of another program could hold one
+    let base = 20000 + (std::process::id() % 4000) as u16 * 3;
+    let (pg_port, etcd_port) = (base, base + 1);
     let pg = PrivatePg::start(&dir.join("pg"), pg_port);
     let mut etcd = PrivateEtcd::start(&dir, etcd_port);
     let c = connect_pg(pg_port).await;
