@@ -24,6 +24,8 @@ pub enum Step {
 
 /// Commands that must not reach the shared test servers with random arguments (shutdown,
 /// flushes, debug dumps, replication) or that MaxScale forwards to every server as they are.
+const COM_CHANGE_USER: u8 = 0x11;
+
 const FORBIDDEN: &[u8] = &[0x05, 0x06, 0x07, 0x08, 0x0D, 0x12, 0x13, 0x14, 0x15, 0x1D, 0x1E, 0x42];
 
 /// Statements a case starts from (and mutates): none changes shared data.
@@ -203,6 +205,15 @@ impl Gen {
     fn request(&mut self) -> Vec<Step> {
         let payload = self.payload();
         let seq = if self.rng.random_bool(0.85) { 0 } else { self.rng.random() };
+        if payload.first() == Some(&COM_CHANGE_USER) {
+            // Nothing may follow a COM_CHANGE_USER until it is answered: MaxScale 24.08.0 itself
+            // crashes when a client sends data while its session waits for a user account
+            // reload (the one a failed COM_CHANGE_USER starts): "sent data when waiting for user
+            // account update. Closing session", then SIGSEGV in
+            // Service::wakeup_sessions_waiting_userdata (the closed connection stays on the
+            // wake-up list). Not the routers' code: kept out of the fuzz cases.
+            return vec![Step::Write(frame(seq, &payload)), Step::Wait(1500), Step::Close];
+        }
         match self.rng.random_range(0..12) {
             0 => {
                 // Length field says more than is sent: the rest comes with the next request.
@@ -253,7 +264,10 @@ impl Gen {
                     let one = self.rng.random_bool(0.5);
                     let fixed = self.payload();
                     for _ in 0..n {
-                        let p = if one { fixed.clone() } else { self.payload() };
+                        let mut p = if one { fixed.clone() } else { self.payload() };
+                        if p.first() == Some(&COM_CHANGE_USER) {
+                            p[0] = 0x0E; // see `request`: a ping instead
+                        }
                         b.extend_from_slice(&frame(0, &p));
                     }
                     steps.push(Step::Write(b));
