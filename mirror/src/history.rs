@@ -13,6 +13,7 @@
 //! copy. Past MAX_ENTRIES or MAX_BYTES the state can no longer be restored.
 
 use bridge::protocol::command::*;
+use bridge::protocol::session_sql::sets_session_state;
 
 pub const MAX_ENTRIES: usize = 50;
 pub const MAX_BYTES: usize = 1 << 20;
@@ -25,52 +26,12 @@ pub struct History {
     overflowed: bool,
 }
 
-/// The first `n` words of some SQL, lowercased, comments skipped (an executable comment's
-/// contents count).
-pub fn first_words(sql: &[u8], n: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while out.len() < n && i < sql.len() {
-        let rest = &sql[i..];
-        if rest[0].is_ascii_whitespace() || rest[0] == b'(' {
-            i += 1;
-        } else if rest.starts_with(b"/*!") || rest.starts_with(b"/*M!") {
-            i += if rest[2] == b'M' { 4 } else { 3 };
-            while i < sql.len() && sql[i].is_ascii_digit() {
-                i += 1;
-            }
-        } else if rest.starts_with(b"*/") {
-            i += 2;
-        } else if rest.starts_with(b"/*") {
-            i += rest.windows(2).position(|w| w == b"*/").map_or(rest.len(), |p| p + 2);
-        } else if rest.starts_with(b"--") || rest[0] == b'#' {
-            i += rest.iter().position(|&c| c == b'\n').map_or(rest.len(), |p| p + 1);
-        } else {
-            let len = rest.iter().position(|c| !(c.is_ascii_alphanumeric() || *c == b'_')).unwrap_or(rest.len());
-            if len == 0 {
-                break;
-            }
-            out.push(String::from_utf8_lossy(&rest[..len]).to_ascii_lowercase());
-            i += len;
-        }
-    }
-    out
-}
-
 /// Whether a client request changes the session's state in a way a new connection must
 /// repeat.
 pub fn is_session_command(packet: &[u8]) -> bool {
     match packet.get(4) {
         Some(&(COM_INIT_DB | COM_SET_OPTION | COM_STMT_PREPARE)) => true,
-        Some(&COM_QUERY) => {
-            let w = first_words(&packet[5..], 2);
-            match (w.first().map(String::as_str), w.get(1).map(String::as_str)) {
-                (Some("set"), Some("global" | "transaction" | "statement")) => false,
-                (Some("set" | "use" | "prepare" | "deallocate"), _) => true,
-                (Some("drop"), Some("prepare")) => true,
-                _ => false,
-            }
-        }
+        Some(&COM_QUERY) => sets_session_state(&packet[5..]),
         _ => false,
     }
 }

@@ -8,6 +8,7 @@ pub mod packet;
 pub mod reply;
 pub mod resultset;
 pub mod rows;
+pub mod session_sql;
 
 #[cfg(test)]
 mod framing_proptests;

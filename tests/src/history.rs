@@ -11,6 +11,7 @@
 //! translates, which this host does not do.
 
 use bridge::protocol::command::{COM_CHANGE_USER, COM_INIT_DB, COM_QUERY};
+use bridge::protocol::session_sql::sets_session_state;
 use bridge::protocol::{will_respond, Packets};
 use std::collections::{HashMap, VecDeque};
 
@@ -28,44 +29,11 @@ pub struct History {
     early: Vec<(usize, String, u32, bool, String)>,
 }
 
-/// The first word of the SQL after comments (executable comments' contents count).
-fn words(sql: &[u8]) -> Vec<String> {
-    let s = String::from_utf8_lossy(sql);
-    let mut out = Vec::new();
-    let mut rest: &str = &s;
-    while out.len() < 2 {
-        rest = rest.trim_start();
-        if let Some(r) = rest.strip_prefix("/*!").or_else(|| rest.strip_prefix("/*M!")) {
-            rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
-        } else if let Some(r) = rest.strip_prefix("/*") {
-            rest = r.split_once("*/").map_or("", |(_, after)| after);
-        } else if rest.starts_with("--") || rest.starts_with('#') {
-            rest = rest.split_once('\n').map_or("", |(_, after)| after);
-        } else {
-            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
-            if end == 0 {
-                break;
-            }
-            out.push(rest[..end].to_ascii_lowercase());
-            rest = &rest[end..];
-        }
-    }
-    out
-}
-
 /// Whether MaxScale keeps this client packet in the history.
 pub fn recorded(packet: &[u8]) -> bool {
     match packet.get(4) {
         Some(&COM_INIT_DB) => true,
-        Some(&COM_QUERY) => {
-            let w = words(&packet[5..]);
-            match (w.first().map(String::as_str), w.get(1).map(String::as_str)) {
-                (Some("set"), Some("global" | "transaction" | "statement")) => false,
-                (Some("set" | "use" | "prepare" | "deallocate"), _) => true,
-                (Some("drop"), Some("prepare")) => true,
-                _ => false,
-            }
-        }
+        Some(&COM_QUERY) => sets_session_state(&packet[5..]),
         _ => false,
     }
 }
