@@ -22,6 +22,7 @@ SERVICES := tests/services
 ifneq ($(MAXSCALE_SRC),)
 MODULE_FEATURES := --features mirror/maxscale,schemarouter/maxscale
 endif
+BUILD_MODULES = $(CARGO) build --release -p mirror -p schemarouter $(MODULE_FEATURES)
 # Where a packaged MaxScale keeps its modules (Debian/Ubuntu, then RHEL/SUSE).
 MAXSCALE_LIBDIR ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/maxscale /usr/lib64/maxscale))
 
@@ -33,13 +34,13 @@ build:
 ifeq ($(MODULE_FEATURES),)
 	@echo "note: MAXSCALE_SRC not set: the modules are built for the test host only and will not load into MaxScale"
 endif
-	$(CARGO) build --release -p mirror -p schemarouter $(MODULE_FEATURES)
+	$(BUILD_MODULES)
 	$(CARGO) build --release -p sync-tool
 
 install:
 	@test -n "$(MODULE_FEATURES)" || { echo "set MAXSCALE_SRC to a MaxScale source tree of your MaxScale's release (git clone --branch maxscale-<version>): MaxScale refuses modules not built against its headers"; exit 1; }
 	@test -n "$(MAXSCALE_LIBDIR)" || { echo "set MAXSCALE_LIBDIR to MaxScale's module directory"; exit 1; }
-	$(CARGO) build --release -p mirror -p schemarouter $(MODULE_FEATURES)
+	$(BUILD_MODULES)
 	src/shim/check_install.sh "$(MAXSCALE_LIBDIR)" "$$(cat $(RELEASE_DIR)/modules-maxscale-version)" "$(or $(MAXSCALE_BIN),$(shell command -v maxscale))"
 	for m in $(MODULES); do install -m 0755 $(RELEASE_DIR)/lib$$m.so "$(MAXSCALE_LIBDIR)/lib$$m.so"; done
 
@@ -50,7 +51,7 @@ services:
 # The modules must exist as files before the test host loads them: build the workspace first.
 test: services
 ifneq ($(MODULE_FEATURES),)
-	$(CARGO) build --release -p mirror -p schemarouter $(MODULE_FEATURES)
+	$(BUILD_MODULES)
 endif
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace -- --test-threads=2
@@ -59,7 +60,7 @@ endif
 # FUZZ_SEED=<n> replays a run. Needs MAXSCALE_SRC, MAXSCALE_BIN and MAXSCALE_LIBDIR.
 FUZZ_SECONDS ?= 300
 fuzz: services
-	$(CARGO) build --release -p mirror -p schemarouter $(MODULE_FEATURES)
+	$(BUILD_MODULES)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test -p router-tests --test maxscale_fuzz -- --test-threads=1 --nocapture
 
 test-unit:

@@ -100,7 +100,6 @@ fn build_shim(src: &Path, build: Option<&Path>, out: &Path) -> Result<(), String
         let file = profile_dir.join("modules-maxscale-version");
         std::fs::write(&file, format!("{version}\n")).map_err(|e| format!("{}: {e}", file.display()))?;
     }
-    println!("cargo:rustc-env=MXSRS_MAXSCALE_VERSION={version}");
     println!("cargo:rustc-cfg=mxs_shim");
     Ok(())
 }
