@@ -24,7 +24,9 @@ fn main() {
     bindgen::Builder::default()
         .header("include/mxsrs.h")
         .allowlist_item("mxsrs_.*|MXSRS_.*")
-        .default_enum_style(bindgen::EnumVariation::Rust { non_exhaustive: false })
+        .default_enum_style(bindgen::EnumVariation::Rust {
+            non_exhaustive: false,
+        })
         .derive_debug(true)
         .derive_default(true)
         .generate()
@@ -35,8 +37,12 @@ fn main() {
     if env::var_os("CARGO_FEATURE_MAXSCALE_SHIM").is_none() {
         return;
     }
-    let src = env::var_os("MAXSCALE_SRC").filter(|s| !s.is_empty()).map(PathBuf::from);
-    let build = env::var_os("MAXSCALE_BUILD").filter(|s| !s.is_empty()).map(PathBuf::from);
+    let src = env::var_os("MAXSCALE_SRC")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    let build = env::var_os("MAXSCALE_BUILD")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
     let Some(src) = src else {
         fail(&format!(
             "the maxscale feature needs MAXSCALE_SRC: a MaxScale source tree of the release the modules are for \
@@ -69,18 +75,26 @@ fn build_shim(src: &Path, build: Option<&Path>, out: &Path) -> Result<(), String
         }
     }
     let generated = maxscale_tree::write_version_hh(src, version, &out.join("maxscale-include"))?;
-    let system_cc = env::var_os("MARIADB_CONNECTOR_INCLUDE").map(PathBuf::from).unwrap_or_else(|| "/usr/include/mariadb".into());
+    let system_cc = env::var_os("MARIADB_CONNECTOR_INCLUDE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/usr/include/mariadb".into());
     let connector = maxscale_tree::connector_include(build, &system_cc)?;
 
     let mut cc = cc::Build::new();
-    cc.cpp(true).file("src/shim/shim.cc").std("gnu++17").include("include");
+    cc.cpp(true)
+        .file("src/shim/shim.cc")
+        .std("gnu++17")
+        .include("include");
     for dir in maxscale_tree::source_includes(src) {
         cc.include(dir);
     }
     cc.include(generated)
         .include(connector)
         // The version the shim's conditionals test, as one number: 240203 for 24.02.3.
-        .define("MXSRS_MAXSCALE_VERSION", version.number().to_string().as_str())
+        .define(
+            "MXSRS_MAXSCALE_VERSION",
+            version.number().to_string().as_str(),
+        )
         // What MaxScale's own modules are compiled with; SS_DEBUG must stay undefined (it
         // changes class layouts).
         .define("_GNU_SOURCE", "1")
@@ -93,12 +107,18 @@ fn build_shim(src: &Path, build: Option<&Path>, out: &Path) -> Result<(), String
         .flag("-fPIC")
         .flag("-Wno-unused-parameter")
         .opt_level(2);
-    cc.try_compile("mxsrs_shim").map_err(|e| format!("compiling the shim against MaxScale {version} (source tag {}) failed: {e}", version.tag()))?;
+    cc.try_compile("mxsrs_shim").map_err(|e| {
+        format!(
+            "compiling the shim against MaxScale {version} (source tag {}) failed: {e}",
+            version.tag()
+        )
+    })?;
     // What `make install` compares with the MaxScale it installs into: target/<profile>/ holds
     // the modules, OUT_DIR is target/<profile>/build/<pkg>-<hash>/out.
     if let Some(profile_dir) = out.ancestors().nth(3) {
         let file = profile_dir.join("modules-maxscale-version");
-        std::fs::write(&file, format!("{version}\n")).map_err(|e| format!("{}: {e}", file.display()))?;
+        std::fs::write(&file, format!("{version}\n"))
+            .map_err(|e| format!("{}: {e}", file.display()))?;
     }
     println!("cargo:rustc-cfg=mxs_shim");
     Ok(())

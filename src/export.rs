@@ -9,9 +9,9 @@ use crate::host::{self, HostApi, SessionHost};
 use crate::params::{ParamKind, Params};
 use crate::router::{EndpointInfo, Router, RouterSession, SessionInfo};
 use crate::{log_error, log_warning};
+use std::cell::Cell;
 use std::ffi::{c_char, c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::{Once, OnceLock};
 
@@ -41,7 +41,8 @@ impl ModuleTable {
 #[macro_export]
 macro_rules! export_router {
     ($router:ty) => {
-        static __MXSRS_TABLE: ::std::sync::OnceLock<$crate::export::ModuleTable> = ::std::sync::OnceLock::new();
+        static __MXSRS_TABLE: ::std::sync::OnceLock<$crate::export::ModuleTable> =
+            ::std::sync::OnceLock::new();
 
         /// The module's C ABI table (`mxsrs_module*`).
         #[no_mangle]
@@ -108,7 +109,10 @@ fn build_table<R: Router>() -> ModuleTable {
     for p in info.params {
         let (kind, values): (ffi::mxsrs_param_type, Vec<*const c_char>) = match p.kind {
             ParamKind::String => (ffi::mxsrs_param_type::MXSRS_PARAM_STRING, vec![]),
-            ParamKind::Enum(v) => (ffi::mxsrs_param_type::MXSRS_PARAM_ENUM, v.iter().map(|s| keep(s)).collect()),
+            ParamKind::Enum(v) => (
+                ffi::mxsrs_param_type::MXSRS_PARAM_ENUM,
+                v.iter().map(|s| keep(s)).collect(),
+            ),
             ParamKind::Target => (ffi::mxsrs_param_type::MXSRS_PARAM_TARGET, vec![]),
             ParamKind::Bool => (ffi::mxsrs_param_type::MXSRS_PARAM_BOOL, vec![]),
             ParamKind::Seconds => (ffi::mxsrs_param_type::MXSRS_PARAM_SECONDS, vec![]),
@@ -128,7 +132,10 @@ fn build_table<R: Router>() -> ModuleTable {
     let commands: Vec<ffi::mxsrs_command> = info
         .commands
         .iter()
-        .map(|c| ffi::mxsrs_command { name: keep(c.name), description: keep(c.description) })
+        .map(|c| ffi::mxsrs_command {
+            name: keep(c.name),
+            description: keep(c.description),
+        })
         .collect();
     let raw = ffi::mxsrs_module {
         abi_version: ffi::MXSRS_ABI_VERSION,
@@ -154,7 +161,13 @@ fn build_table<R: Router>() -> ModuleTable {
         session_free: Some(session_free::<R>),
         free_string: Some(free_string),
     };
-    ModuleTable { raw, _strings: strings, _params: params, _enum_values: enum_values, _commands: commands }
+    ModuleTable {
+        raw,
+        _strings: strings,
+        _params: params,
+        _enum_values: enum_values,
+        _commands: commands,
+    }
 }
 
 fn to_c(s: &str) -> *mut c_char {
@@ -191,7 +204,10 @@ unsafe fn read_params(p: *const ffi::mxsrs_kv, n: usize) -> Params {
     }
     // SAFETY: guaranteed by the caller; each string by the host's contract.
     let kv = unsafe { std::slice::from_raw_parts(p, n) };
-    Params::new(kv.iter().map(|kv| unsafe { (read_str(kv.key), read_str(kv.value)) }))
+    Params::new(
+        kv.iter()
+            .map(|kv| unsafe { (read_str(kv.key), read_str(kv.value)) }),
+    )
 }
 
 /// # Safety
@@ -267,12 +283,20 @@ extern "C" fn router_new<R: Router>(
             vec![]
         } else {
             // SAFETY: the host passes `n_targets` valid strings.
-            unsafe { std::slice::from_raw_parts(targets, n_targets) }.iter().map(|s| unsafe { read_str(*s) }).collect()
+            unsafe { std::slice::from_raw_parts(targets, n_targets) }
+                .iter()
+                .map(|s| unsafe { read_str(*s) })
+                .collect()
         };
         match R::new(&service, &targets) {
-            Ok(router) => Box::into_raw(Box::new(RouterBox { router, api })) as *mut ffi::mxsrs_router,
+            Ok(router) => {
+                Box::into_raw(Box::new(RouterBox { router, api })) as *mut ffi::mxsrs_router
+            }
             Err(e) => {
-                log_error!("{}: cannot create the router of service '{service}': {e}", R::INFO.name);
+                log_error!(
+                    "{}: cannot create the router of service '{service}': {e}",
+                    R::INFO.name
+                );
                 std::ptr::null_mut()
             }
         }
@@ -300,12 +324,19 @@ extern "C" fn router_diagnostics<R: Router>(r: *const ffi::mxsrs_router) -> *mut
     guard("router diagnostics", || {
         // SAFETY: the host passes its live router.
         let router = unsafe { router_ref::<R>(r) };
-        router.router.diagnostics().map_or(std::ptr::null_mut(), |v| to_c(&v.to_string()))
+        router
+            .router
+            .diagnostics()
+            .map_or(std::ptr::null_mut(), |v| to_c(&v.to_string()))
     })
     .unwrap_or(std::ptr::null_mut())
 }
 
-extern "C" fn router_command<R: Router>(r: *mut ffi::mxsrs_router, name: ffi::mxsrs_str, ok: *mut bool) -> *mut c_char {
+extern "C" fn router_command<R: Router>(
+    r: *mut ffi::mxsrs_router,
+    name: ffi::mxsrs_str,
+    ok: *mut bool,
+) -> *mut c_char {
     let (success, text) = guard("module command", || {
         // SAFETY: the host passes its live router and a valid string.
         let (router, name) = unsafe { (router_ref::<R>(r), read_str(name)) };
@@ -351,7 +382,10 @@ extern "C" fn session_new<R: Router>(
             // SAFETY: `n_endpoints` valid entries, by the host's contract.
             unsafe { std::slice::from_raw_parts(info.endpoints, info.n_endpoints) }
                 .iter()
-                .map(|e| EndpointInfo { name: unsafe { read_str(e.name) }, can_connect: e.can_connect })
+                .map(|e| EndpointInfo {
+                    name: unsafe { read_str(e.name) },
+                    can_connect: e.can_connect,
+                })
                 .collect()
         };
         // SAFETY: valid strings, by the host's contract.
@@ -368,11 +402,20 @@ extern "C" fn session_new<R: Router>(
         let id = info.id;
         let n_endpoints = info.endpoints.len();
         let packet_id = Rc::new(Cell::new(0));
-        match router.router.new_session(SessionHost::new(router.api, ctx, packet_id.clone()), info) {
+        match router
+            .router
+            .new_session(SessionHost::new(router.api, ctx, packet_id.clone()), info)
+        {
             Ok(session) => {
                 let host = SessionHost::new(router.api, ctx, packet_id.clone());
-                Box::into_raw(Box::new(SessionBox { session, id, poisoned: false, packet_id, host, n_endpoints }))
-                    as *mut ffi::mxsrs_session
+                Box::into_raw(Box::new(SessionBox {
+                    session,
+                    id,
+                    poisoned: false,
+                    packet_id,
+                    host,
+                    n_endpoints,
+                })) as *mut ffi::mxsrs_session
             }
             Err(e) => {
                 log_error!("session {id}: {e}");
@@ -415,19 +458,33 @@ fn session_call<R: Router>(
     }
 }
 
-extern "C" fn session_route_query<R: Router>(s: *mut ffi::mxsrs_session, data: *const u8, len: usize, id: u32) -> bool {
+extern "C" fn session_route_query<R: Router>(
+    s: *mut ffi::mxsrs_session,
+    data: *const u8,
+    len: usize,
+    id: u32,
+) -> bool {
     // SAFETY: the host passes `len` readable bytes.
     let packet = unsafe { bytes(data, len) };
     session_call::<R>(s, "routing a query", id, |sess| sess.route_query(packet))
 }
 
-extern "C" fn session_client_reply<R: Router>(s: *mut ffi::mxsrs_session, ep: usize, data: *const u8, len: usize) -> bool {
+extern "C" fn session_client_reply<R: Router>(
+    s: *mut ffi::mxsrs_session,
+    ep: usize,
+    data: *const u8,
+    len: usize,
+) -> bool {
     // SAFETY: the host passes `len` readable bytes.
     let buf = unsafe { bytes(data, len) };
     session_call::<R>(s, "handling a reply", 0, |sess| sess.client_reply(ep, buf))
 }
 
-extern "C" fn session_handle_error<R: Router>(s: *mut ffi::mxsrs_session, ep: usize, msg: ffi::mxsrs_str) -> bool {
+extern "C" fn session_handle_error<R: Router>(
+    s: *mut ffi::mxsrs_session,
+    ep: usize,
+    msg: ffi::mxsrs_str,
+) -> bool {
     // SAFETY: the host passes a valid string.
     let msg = unsafe { read_str(msg) };
     session_call::<R>(s, "handling a backend error", 0, |sess| {
@@ -448,7 +505,12 @@ extern "C" fn session_free<R: Router>(s: *mut ffi::mxsrs_session) {
         return;
     }
     // SAFETY: the host frees each session once, after its last call.
-    let SessionBox { session, host, n_endpoints, .. } = *unsafe { Box::from_raw(s as *mut SessionBox<R::Session>) };
+    let SessionBox {
+        session,
+        host,
+        n_endpoints,
+        ..
+    } = *unsafe { Box::from_raw(s as *mut SessionBox<R::Session>) };
     if guard("session cleanup", || drop(session)).is_none() {
         log_warning!("a panic while freeing a session was contained");
     }

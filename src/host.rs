@@ -33,7 +33,10 @@ fn level(l: Level) -> ffi::mxsrs_log_level {
 }
 
 pub(crate) fn str_arg(s: &[u8]) -> ffi::mxsrs_str {
-    ffi::mxsrs_str { ptr: s.as_ptr().cast(), len: s.len() }
+    ffi::mxsrs_str {
+        ptr: s.as_ptr().cast(),
+        len: s.len(),
+    }
 }
 
 /// Logs through the host. False if there is no host yet.
@@ -62,13 +65,25 @@ pub struct SessionHost {
 
 macro_rules! host_fn {
     ($self:ident, $name:ident) => {
-        $self.api.0.$name.expect(concat!("host API lacks ", stringify!($name)))
+        $self
+            .api
+            .0
+            .$name
+            .expect(concat!("host API lacks ", stringify!($name)))
     };
 }
 
 impl SessionHost {
-    pub(crate) fn new(api: HostApi, ctx: *mut ffi::mxsrs_session_ctx, packet_id: Rc<Cell<u32>>) -> Self {
-        SessionHost { api, ctx, packet_id }
+    pub(crate) fn new(
+        api: HostApi,
+        ctx: *mut ffi::mxsrs_session_ctx,
+        packet_id: Rc<Cell<u32>>,
+    ) -> Self {
+        SessionHost {
+            api,
+            ctx,
+            packet_id,
+        }
     }
 
     /// The host's id of the client packet being routed now (0 outside `route_query`). Keep it
@@ -97,7 +112,9 @@ impl SessionHost {
     /// Writes a client packet routed earlier (`id` from `packet_id` at that time).
     pub fn write_with_id(&self, endpoint: usize, packet: &[u8], id: u32) -> bool {
         // SAFETY: as in `connect`; the host copies the bytes before returning.
-        unsafe { host_fn!(self, endpoint_write)(self.ctx, endpoint, packet.as_ptr(), packet.len(), id) }
+        unsafe {
+            host_fn!(self, endpoint_write)(self.ctx, endpoint, packet.as_ptr(), packet.len(), id)
+        }
     }
 
     pub fn close(&self, endpoint: usize) {
@@ -128,7 +145,9 @@ impl SessionHost {
     /// Backends opened from now on get no connect-time default database (the router applies
     /// it itself). False if the host cannot do that.
     pub fn clear_connect_db(&self) -> bool {
-        let Some(f) = self.api.0.session_clear_connect_db else { return false };
+        let Some(f) = self.api.0.session_clear_connect_db else {
+            return false;
+        };
         // SAFETY: as in `connect`.
         unsafe { f(self.ctx) };
         true
@@ -137,7 +156,9 @@ impl SessionHost {
     /// Whether a backend connection opened now gets the session's state back (the host replays
     /// its session-command history). False if the host cannot tell.
     pub fn can_recover_state(&self) -> bool {
-        let Some(f) = self.api.0.session_can_recover_state else { return false };
+        let Some(f) = self.api.0.session_can_recover_state else {
+            return false;
+        };
         // SAFETY: as in `connect`.
         unsafe { f(self.ctx) }
     }

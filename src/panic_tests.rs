@@ -21,7 +21,10 @@ impl Router for Panicky {
         version: "0",
         capabilities: 0,
         params: &[],
-        commands: &[CommandSpec { name: "boom", description: "panics" }],
+        commands: &[CommandSpec {
+            name: "boom",
+            description: "panics",
+        }],
     };
     fn validate(p: &Params) -> Result<(), String> {
         if p.iter().any(|(k, _)| k == "boom") {
@@ -93,7 +96,14 @@ fn module() -> Module {
 }
 
 fn info() -> SessionInfo {
-    SessionInfo { id: 7, user: "u".into(), client_host: "h".into(), default_db: String::new(), client_caps: 0, endpoints: vec![] }
+    SessionInfo {
+        id: 7,
+        user: "u".into(),
+        client_host: "h".into(),
+        default_db: String::new(),
+        client_caps: 0,
+        endpoints: vec![],
+    }
 }
 
 #[test]
@@ -103,7 +113,9 @@ fn a_panicking_session_ends_alone() {
     let out = NullHost::default();
     let seen = out.0.clone();
     let mut a = r.new_session(Box::new(out), &info()).unwrap();
-    let mut b = r.new_session(Box::new(NullHost::default()), &info()).unwrap();
+    let mut b = r
+        .new_session(Box::new(NullHost::default()), &info())
+        .unwrap();
     assert!(a.route_query(b"hello"));
     assert_eq!(seen.borrow().len(), 1);
     assert!(!a.route_query(b"boom"), "a panic fails the call");
@@ -111,7 +123,10 @@ fn a_panicking_session_ends_alone() {
     assert_eq!(seen.borrow().len(), 1, "a poisoned session does nothing");
     assert!(!a.client_reply(0, b"x") && !a.handle_error(0, "x") && !a.resume());
     assert!(b.route_query(b"hello"), "other sessions go on");
-    assert!(!b.route_query(b"err"), "an error is a refusal, not a poisoning");
+    assert!(
+        !b.route_query(b"err"),
+        "an error is a refusal, not a poisoning"
+    );
     assert!(b.route_query(b"hello"));
     drop(a);
     drop(b);
@@ -125,5 +140,8 @@ fn panics_outside_sessions_fail_only_that_call() {
     assert!(err.contains("internal error"), "{err}");
     let r = m.new_router("svc", &[]).unwrap();
     assert!(r.command("boom").is_err());
-    assert!(r.configure(&Params::default()).is_ok(), "the router still works");
+    assert!(
+        r.configure(&Params::default()).is_ok(),
+        "the router still works"
+    );
 }

@@ -43,7 +43,12 @@ impl Params {
             .rev()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
-            .or_else(|| specs.iter().find(|s| s.name == name).and_then(|s| s.default))
+            .or_else(|| {
+                specs
+                    .iter()
+                    .find(|s| s.name == name)
+                    .and_then(|s| s.default)
+            })
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -63,7 +68,9 @@ impl<'a> Reader<'a> {
     }
 
     fn get(&self, name: &str) -> Result<&'a str, String> {
-        self.params.raw(self.specs, name).ok_or_else(|| format!("'{name}' is mandatory"))
+        self.params
+            .raw(self.specs, name)
+            .ok_or_else(|| format!("'{name}' is mandatory"))
     }
 
     pub fn string(&self, name: &str) -> Result<String, String> {
@@ -74,11 +81,14 @@ impl<'a> Reader<'a> {
         let v = self.get(name)?.trim();
         let spec = self.specs.iter().find(|s| s.name == name);
         match spec.map(|s| s.kind) {
-            Some(ParamKind::Enum(values)) => values
-                .iter()
-                .find(|x| **x == v)
-                .copied()
-                .ok_or_else(|| format!("invalid value '{v}' for '{name}': expected one of {}", values.join(", "))),
+            Some(ParamKind::Enum(values)) => {
+                values.iter().find(|x| **x == v).copied().ok_or_else(|| {
+                    format!(
+                        "invalid value '{v}' for '{name}': expected one of {}",
+                        values.join(", ")
+                    )
+                })
+            }
             _ => Err(format!("'{name}' is not an enumeration")),
         }
     }
@@ -103,7 +113,9 @@ impl<'a> Reader<'a> {
 
 fn unquote(s: &str) -> &str {
     let t = s.trim();
-    if t.len() >= 2 && ((t.starts_with('"') && t.ends_with('"')) || (t.starts_with('\'') && t.ends_with('\''))) {
+    if t.len() >= 2
+        && ((t.starts_with('"') && t.ends_with('"')) || (t.starts_with('\'') && t.ends_with('\'')))
+    {
         &t[1..t.len() - 1]
     } else {
         s
@@ -136,7 +148,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn parse_list(s: &str) -> Vec<String> {
-    s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()
+    s.split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect()
 }
 
 pub fn strip_slashes(s: &str) -> &str {
@@ -152,9 +167,24 @@ mod tests {
     use super::*;
 
     const SPECS: &[ParamSpec] = &[
-        ParamSpec { name: "mode", description: "", kind: ParamKind::Enum(&["a", "b"]), default: Some("a") },
-        ParamSpec { name: "t", description: "", kind: ParamKind::Seconds, default: Some("300s") },
-        ParamSpec { name: "need", description: "", kind: ParamKind::String, default: None },
+        ParamSpec {
+            name: "mode",
+            description: "",
+            kind: ParamKind::Enum(&["a", "b"]),
+            default: Some("a"),
+        },
+        ParamSpec {
+            name: "t",
+            description: "",
+            kind: ParamKind::Seconds,
+            default: Some("300s"),
+        },
+        ParamSpec {
+            name: "need",
+            description: "",
+            kind: ParamKind::String,
+            default: None,
+        },
     ];
 
     #[test]
@@ -165,12 +195,18 @@ mod tests {
         assert_eq!(r.duration("t").unwrap(), Duration::from_secs(300));
         assert!(r.string("need").unwrap_err().contains("mandatory"));
         let bad = Params::new([("mode", "c")]);
-        assert!(Reader::new(SPECS, &bad).enumeration("mode").unwrap_err().contains("expected one of a, b"));
+        assert!(Reader::new(SPECS, &bad)
+            .enumeration("mode")
+            .unwrap_err()
+            .contains("expected one of a, b"));
     }
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("300000ms").unwrap(), Duration::from_secs(300));
+        assert_eq!(
+            parse_duration("300000ms").unwrap(),
+            Duration::from_secs(300)
+        );
         assert_eq!(parse_duration("5MIN").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert!(parse_duration("300").is_err());

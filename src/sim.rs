@@ -59,7 +59,8 @@ unsafe fn text(s: ffi::mxsrs_str) -> String {
         return String::new();
     }
     // SAFETY: guaranteed by the caller.
-    String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(s.ptr.cast::<u8>(), s.len) }).into_owned()
+    String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(s.ptr.cast::<u8>(), s.len) })
+        .into_owned()
 }
 
 /// # Safety
@@ -77,7 +78,9 @@ extern "C" fn sim_log(level: ffi::mxsrs_log_level, msg: ffi::mxsrs_str) {
     if std::env::var_os("MXSRS_SIM_QUIET").is_none() {
         eprintln!("[module {:?}] {msg}", level_of(level));
     }
-    LOG.lock().unwrap_or_else(|e| e.into_inner()).push((level_of(level), msg));
+    LOG.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((level_of(level), msg));
 }
 extern "C" fn sim_log_enabled(_: ffi::mxsrs_log_level) -> bool {
     true
@@ -90,7 +93,13 @@ extern "C" fn sim_is_open(ctx: *mut ffi::mxsrs_session_ctx, ep: usize) -> bool {
     // SAFETY: see `host`.
     unsafe { host(ctx) }.is_open(ep)
 }
-extern "C" fn sim_write(ctx: *mut ffi::mxsrs_session_ctx, ep: usize, data: *const u8, len: usize, id: u32) -> bool {
+extern "C" fn sim_write(
+    ctx: *mut ffi::mxsrs_session_ctx,
+    ep: usize,
+    data: *const u8,
+    len: usize,
+    id: u32,
+) -> bool {
     // SAFETY: see `host`; the module passes `len` readable bytes.
     unsafe { host(ctx).write(ep, std::slice::from_raw_parts(data, len), id) }
 }
@@ -98,7 +107,13 @@ extern "C" fn sim_close(ctx: *mut ffi::mxsrs_session_ctx, ep: usize) {
     // SAFETY: see `host`.
     unsafe { host(ctx) }.close(ep)
 }
-extern "C" fn sim_reply(ctx: *mut ffi::mxsrs_session_ctx, ep: usize, data: *const u8, len: usize, complete: bool) -> bool {
+extern "C" fn sim_reply(
+    ctx: *mut ffi::mxsrs_session_ctx,
+    ep: usize,
+    data: *const u8,
+    len: usize,
+    complete: bool,
+) -> bool {
     let ep = (ep != usize::MAX).then_some(ep);
     // SAFETY: see `host`; the module passes `len` readable bytes.
     unsafe { host(ctx).client_reply(ep, std::slice::from_raw_parts(data, len), complete) }
@@ -126,7 +141,10 @@ extern "C" fn sim_route_hint(ctx: *mut ffi::mxsrs_session_ctx) -> ffi::mxsrs_str
     HINT.with(|c| {
         *c.borrow_mut() = h;
         let b = c.borrow();
-        ffi::mxsrs_str { ptr: b.as_ptr().cast(), len: b.len() }
+        ffi::mxsrs_str {
+            ptr: b.as_ptr().cast(),
+            len: b.len(),
+        }
     })
 }
 
@@ -163,7 +181,13 @@ fn take_string(m: &ffi::mxsrs_module, s: *mut c_char) -> Option<String> {
 }
 
 fn kv(params: &Params) -> Vec<ffi::mxsrs_kv> {
-    params.iter().map(|(k, v)| ffi::mxsrs_kv { key: str_arg(k.as_bytes()), value: str_arg(v.as_bytes()) }).collect()
+    params
+        .iter()
+        .map(|(k, v)| ffi::mxsrs_kv {
+            key: str_arg(k.as_bytes()),
+            value: str_arg(v.as_bytes()),
+        })
+        .collect()
 }
 
 impl Module {
@@ -171,15 +195,21 @@ impl Module {
     pub fn load(path: &Path) -> Result<Module, String> {
         // SAFETY: loading one of this project's modules runs no initialisers with
         // preconditions; the library is leaked so every pointer it hands out stays valid.
-        let lib = unsafe { libloading::Library::new(path) }.map_err(|e| format!("{}: {e}", path.display()))?;
+        let lib = unsafe { libloading::Library::new(path) }
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let lib: &'static libloading::Library = Box::leak(Box::new(lib));
         // SAFETY: the symbol has this signature in every module (bridge::export_router!).
         let get: libloading::Symbol<'static, extern "C" fn() -> *const c_void> =
-            unsafe { lib.get(b"mxsrs_get_module\0") }.map_err(|e| format!("{}: {e}", path.display()))?;
+            unsafe { lib.get(b"mxsrs_get_module\0") }
+                .map_err(|e| format!("{}: {e}", path.display()))?;
         // SAFETY: the table is a static of the (never unloaded) library.
         let raw = unsafe { &*(get() as *const ffi::mxsrs_module) };
         if raw.abi_version != ffi::MXSRS_ABI_VERSION {
-            return Err(format!("ABI version {} != {}", raw.abi_version, ffi::MXSRS_ABI_VERSION));
+            return Err(format!(
+                "ABI version {} != {}",
+                raw.abi_version,
+                ffi::MXSRS_ABI_VERSION
+            ));
         }
         Ok(Module { raw })
     }
@@ -187,12 +217,16 @@ impl Module {
     /// A module linked into this process (its table from `export_router!`/`export::table`).
     pub fn in_process(table: &'static crate::export::ModuleTable) -> Module {
         // SAFETY: `as_ptr` points to the table's `mxsrs_module`, a static.
-        Module { raw: unsafe { &*(table.as_ptr() as *const ffi::mxsrs_module) } }
+        Module {
+            raw: unsafe { &*(table.as_ptr() as *const ffi::mxsrs_module) },
+        }
     }
 
     pub fn name(&self) -> String {
         // SAFETY: a NUL-terminated static string of the module.
-        unsafe { CStr::from_ptr(self.raw.name) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(self.raw.name) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// Declared parameters: name and default (None: mandatory).
@@ -202,8 +236,11 @@ impl Module {
             std::slice::from_raw_parts(self.raw.params, self.raw.n_params)
                 .iter()
                 .map(|p| {
-                    let d = (!p.default_value.is_null())
-                        .then(|| CStr::from_ptr(p.default_value).to_string_lossy().into_owned());
+                    let d = (!p.default_value.is_null()).then(|| {
+                        CStr::from_ptr(p.default_value)
+                            .to_string_lossy()
+                            .into_owned()
+                    });
                     (CStr::from_ptr(p.name).to_string_lossy().into_owned(), d)
                 })
                 .collect()
@@ -220,7 +257,14 @@ impl Module {
     pub fn new_router(&self, service: &str, targets: &[&str]) -> Result<SimRouter, String> {
         let t: Vec<ffi::mxsrs_str> = targets.iter().map(|s| str_arg(s.as_bytes())).collect();
         // SAFETY: the API table is a static; the strings live for the call.
-        let ptr = unsafe { (self.raw.router_new.expect("router_new"))(&SIM_API, str_arg(service.as_bytes()), t.as_ptr(), t.len()) };
+        let ptr = unsafe {
+            (self.raw.router_new.expect("router_new"))(
+                &SIM_API,
+                str_arg(service.as_bytes()),
+                t.as_ptr(),
+                t.len(),
+            )
+        };
         if ptr.is_null() {
             return Err("router creation failed".into());
         }
@@ -238,7 +282,9 @@ impl SimRouter {
     pub fn configure(&self, params: &Params) -> Result<(), String> {
         let kv = kv(params);
         // SAFETY: live router; `kv` alive for the call.
-        let err = unsafe { (self.m.router_configure.expect("router_configure"))(self.ptr, kv.as_ptr(), kv.len()) };
+        let err = unsafe {
+            (self.m.router_configure.expect("router_configure"))(self.ptr, kv.as_ptr(), kv.len())
+        };
         take_string(self.m, err).map_or(Ok(()), Err)
     }
 
@@ -251,7 +297,13 @@ impl SimRouter {
     pub fn command(&self, name: &str) -> Result<Option<String>, String> {
         let mut ok = false;
         // SAFETY: live router; valid string and out pointer.
-        let s = unsafe { (self.m.router_command.expect("router_command"))(self.ptr, str_arg(name.as_bytes()), &mut ok) };
+        let s = unsafe {
+            (self.m.router_command.expect("router_command"))(
+                self.ptr,
+                str_arg(name.as_bytes()),
+                &mut ok,
+            )
+        };
         let s = take_string(self.m, s);
         if ok {
             Ok(s)
@@ -266,7 +318,10 @@ impl SimRouter {
         let eps: Vec<ffi::mxsrs_endpoint_info> = info
             .endpoints
             .iter()
-            .map(|e| ffi::mxsrs_endpoint_info { name: str_arg(e.name.as_bytes()), can_connect: e.can_connect })
+            .map(|e| ffi::mxsrs_endpoint_info {
+                name: str_arg(e.name.as_bytes()),
+                can_connect: e.can_connect,
+            })
             .collect();
         let raw = ffi::mxsrs_session_info {
             id: info.id,
@@ -285,7 +340,11 @@ impl SimRouter {
             drop(unsafe { Box::from_raw(ctx) });
             return None;
         }
-        Some(SimSession { m: self.m, ptr, ctx })
+        Some(SimSession {
+            m: self.m,
+            ptr,
+            ctx,
+        })
     }
 }
 
@@ -309,15 +368,35 @@ impl SimSession {
     }
     pub fn route_query_with_id(&mut self, packet: &[u8], id: u32) -> bool {
         // SAFETY: live session; `packet` alive for the call.
-        unsafe { (self.m.session_route_query.expect("route_query"))(self.ptr, packet.as_ptr(), packet.len(), id) }
+        unsafe {
+            (self.m.session_route_query.expect("route_query"))(
+                self.ptr,
+                packet.as_ptr(),
+                packet.len(),
+                id,
+            )
+        }
     }
     pub fn client_reply(&mut self, endpoint: usize, data: &[u8]) -> bool {
         // SAFETY: as above.
-        unsafe { (self.m.session_client_reply.expect("client_reply"))(self.ptr, endpoint, data.as_ptr(), data.len()) }
+        unsafe {
+            (self.m.session_client_reply.expect("client_reply"))(
+                self.ptr,
+                endpoint,
+                data.as_ptr(),
+                data.len(),
+            )
+        }
     }
     pub fn handle_error(&mut self, endpoint: usize, message: &str) -> bool {
         // SAFETY: as above.
-        unsafe { (self.m.session_handle_error.expect("handle_error"))(self.ptr, endpoint, str_arg(message.as_bytes())) }
+        unsafe {
+            (self.m.session_handle_error.expect("handle_error"))(
+                self.ptr,
+                endpoint,
+                str_arg(message.as_bytes()),
+            )
+        }
     }
     pub fn resume(&mut self) -> bool {
         // SAFETY: live session.

@@ -98,7 +98,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("invalid size '{s}': expected a number with an optional suffix such as 16Mi"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid size '{s}': expected a number with an optional suffix such as 16Mi")
+    })?;
     let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" => 1,
         "k" => 1000,
@@ -109,9 +111,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "gi" => 1 << 30,
         "t" => 1_000_000_000_000,
         "ti" => 1 << 40,
-        _ => return Err(format!("invalid size suffix in '{s}': expected k, Ki, M, Mi, G, Gi, T or Ti")),
+        _ => {
+            return Err(format!(
+                "invalid size suffix in '{s}': expected k, Ki, M, Mi, G, Gi, T or Ti"
+            ))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size '{s}' is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size '{s}' is too large"))
 }
 
 impl Config {
@@ -140,9 +147,18 @@ impl Config {
                 ExporterConfig::Kafka { broker, topic }
             }
         };
-        let on_error = if r.enumeration("on_error")? == "close" { OnError::Close } else { OnError::Ignore };
-        let report = if r.enumeration("report")? == "on_conflict" { ReportWhen::OnConflict } else { ReportWhen::Always };
-        let bytes = parse_size(&r.string("max_backlog")?).map_err(|e| format!("'max_backlog': {e}"))?;
+        let on_error = if r.enumeration("on_error")? == "close" {
+            OnError::Close
+        } else {
+            OnError::Ignore
+        };
+        let report = if r.enumeration("report")? == "on_conflict" {
+            ReportWhen::OnConflict
+        } else {
+            ReportWhen::Always
+        };
+        let bytes =
+            parse_size(&r.string("max_backlog")?).map_err(|e| format!("'max_backlog': {e}"))?;
         if bytes == 0 {
             return Err("'max_backlog' must be above 0".into());
         }
@@ -175,17 +191,37 @@ mod tests {
     #[test]
     fn defaults() {
         let c = cfg(&[("main", "s1"), ("exporter", "log")]).unwrap();
-        assert_eq!((c.on_error, c.report, c.exporter), (OnError::Ignore, ReportWhen::Always, ExporterConfig::Log));
+        assert_eq!(
+            (c.on_error, c.report, c.exporter),
+            (OnError::Ignore, ReportWhen::Always, ExporterConfig::Log)
+        );
         assert!(c.sync && !c.reconnect && !c.report_diff);
-        assert_eq!(c.backlog, Backlog { bytes: 16 << 20, requests: 0 });
+        assert_eq!(
+            c.backlog,
+            Backlog {
+                bytes: 16 << 20,
+                requests: 0
+            }
+        );
     }
 
     #[test]
     fn cross_parameter_errors() {
-        assert_eq!(cfg(&[("main", "s1"), ("exporter", "file")]).unwrap_err(), "'file' must be defined when exporter=file is used.");
-        assert!(cfg(&[("main", "s1"), ("exporter", "kafka"), ("kafka_broker", "b")]).unwrap_err().starts_with("Both 'kafka_broker'"));
-        assert!(cfg(&[("exporter", "log")]).unwrap_err().contains("'main' is mandatory"));
-        assert!(cfg(&[("main", "s1"), ("exporter", "syslog")]).unwrap_err().contains("expected one of log, file, kafka"));
+        assert_eq!(
+            cfg(&[("main", "s1"), ("exporter", "file")]).unwrap_err(),
+            "'file' must be defined when exporter=file is used."
+        );
+        assert!(
+            cfg(&[("main", "s1"), ("exporter", "kafka"), ("kafka_broker", "b")])
+                .unwrap_err()
+                .starts_with("Both 'kafka_broker'")
+        );
+        assert!(cfg(&[("exporter", "log")])
+            .unwrap_err()
+            .contains("'main' is mandatory"));
+        assert!(cfg(&[("main", "s1"), ("exporter", "syslog")])
+            .unwrap_err()
+            .contains("expected one of log, file, kafka"));
         assert!(cfg(&[("main", "s1"), ("exporter", "log"), ("on_error", "retry")]).is_err());
     }
 
@@ -198,14 +234,31 @@ mod tests {
             cfg(&v)
         };
         assert_eq!(with(("max_backlog", "1Ki")).unwrap().backlog.bytes, 1024);
-        assert_eq!(with(("max_backlog", "2M")).unwrap().backlog.bytes, 2_000_000);
+        assert_eq!(
+            with(("max_backlog", "2M")).unwrap().backlog.bytes,
+            2_000_000
+        );
         assert_eq!(with(("max_backlog", "4096")).unwrap().backlog.bytes, 4096);
-        assert!(with(("max_backlog", "16Xi")).unwrap_err().contains("invalid size suffix"));
-        assert!(with(("max_backlog", "lots")).unwrap_err().contains("'max_backlog': invalid size"));
+        assert!(with(("max_backlog", "16Xi"))
+            .unwrap_err()
+            .contains("invalid size suffix"));
+        assert!(with(("max_backlog", "lots"))
+            .unwrap_err()
+            .contains("'max_backlog': invalid size"));
         assert!(with(("max_backlog", "0")).unwrap_err().contains("above 0"));
-        assert!(with(("max_backlog", "99999999999Ti")).unwrap_err().contains("too large"));
-        assert_eq!(with(("max_backlog_requests", "100")).unwrap().backlog.requests, 100);
-        assert!(with(("max_backlog_requests", "-1")).unwrap_err().contains("max_backlog_requests"));
+        assert!(with(("max_backlog", "99999999999Ti"))
+            .unwrap_err()
+            .contains("too large"));
+        assert_eq!(
+            with(("max_backlog_requests", "100"))
+                .unwrap()
+                .backlog
+                .requests,
+            100
+        );
+        assert!(with(("max_backlog_requests", "-1"))
+            .unwrap_err()
+            .contains("max_backlog_requests"));
         assert!(!with(("sync", "false")).unwrap().sync);
         assert!(with(("sync", "maybe")).unwrap_err().contains("'sync'"));
         assert!(with(("reconnect", "true")).unwrap().reconnect);

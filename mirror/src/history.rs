@@ -67,7 +67,12 @@ impl History {
 
     /// Main answered the COM_STMT_PREPARE with host id `id`: the client knows it as `stmt`.
     pub fn prepared(&mut self, id: u32, stmt: u32) {
-        if let Some(e) = self.entries.iter_mut().rev().find(|e| e.1 == id && e.0.get(4) == Some(&COM_STMT_PREPARE)) {
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .rev()
+            .find(|e| e.1 == id && e.0.get(4) == Some(&COM_STMT_PREPARE))
+        {
             e.2 = Some(stmt);
         }
     }
@@ -147,8 +152,18 @@ mod tests {
         h.record(&prep, 7);
         h.prepared(7, 3);
         h.record(&q("SELECT 1"), 0);
-        let got: Vec<_> = h.replay().map(|(p, id)| (String::from_utf8_lossy(&p[5..]).into_owned(), id)).collect();
-        assert_eq!(got, [("USE db".to_string(), 0), ("SET @a = 1".into(), 0), ("SELECT ?".into(), 7)]);
+        let got: Vec<_> = h
+            .replay()
+            .map(|(p, id)| (String::from_utf8_lossy(&p[5..]).into_owned(), id))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("USE db".to_string(), 0),
+                ("SET @a = 1".into(), 0),
+                ("SELECT ?".into(), 7)
+            ]
+        );
         h.record(&[5, 0, 0, 0, COM_STMT_CLOSE, 3, 0, 0, 0], 0);
         assert_eq!(h.replay().count(), 2);
         for i in 0..MAX_ENTRIES {

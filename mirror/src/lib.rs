@@ -97,10 +97,15 @@ impl Router for Mirror {
         }
         let old = sh.active().map(|(_, a)| a);
         let exporter = match &old {
-            Some(a) if !exporter::needs_rebuild(&a.config.exporter, &config.exporter) => a.exporter.clone(),
+            Some(a) if !exporter::needs_rebuild(&a.config.exporter, &config.exporter) => {
+                a.exporter.clone()
+            }
             _ => exporter::build(&config.exporter, sh.stats.clone())?,
         };
-        let new = Active { config: Arc::new(config), exporter };
+        let new = Active {
+            config: Arc::new(config),
+            exporter,
+        };
         let replaced = {
             let mut a = sh.active.write().unwrap_or_else(|e| e.into_inner());
             sh.generation.fetch_add(1, Ordering::AcqRel);
@@ -126,7 +131,11 @@ impl Router for Mirror {
 
     fn shutdown(&self) {
         // Dropping the exporter here flushes a Kafka queue before MaxScale exits.
-        self.shared.active.write().unwrap_or_else(|e| e.into_inner()).take();
+        self.shared
+            .active
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 }
 

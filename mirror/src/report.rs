@@ -73,7 +73,11 @@ impl Report<'_> {
 
     /// Written without `core::fmt` (the report is made for every request).
     fn write(&self, o: &mut String) {
-        let diffs: usize = self.results.iter().map(|r| r.diff.as_ref().map_or(0, |d| d.len() + 8)).sum();
+        let diffs: usize = self
+            .results
+            .iter()
+            .map(|r| r.diff.as_ref().map_or(0, |d| d.len() + 8))
+            .sum();
         o.reserve(161 + self.query.len() + 120 * self.results.len() + diffs);
         o.push_str("{\"query\":");
         json_string(o, &String::from_utf8_lossy(self.query));
@@ -141,7 +145,9 @@ mod tests {
     #[test]
     fn checksum_test_vector() {
         // A plain OK packet with autocommit status, header included.
-        let ok = [0x07, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00];
+        let ok = [
+            0x07, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+        ];
         let crc = crc32fast::hash(&ok);
         assert_eq!(crc, 0x241F6C7A);
         assert_eq!(checksum_hex(crc), "7a6c1f24");
@@ -165,7 +171,15 @@ mod tests {
                     kind: "resultset",
                     diff: None,
                 },
-                TargetResult { target: "server2", checksum: 1, rows: 1, warnings: 2, duration_ms: 15, kind: "ok", diff: None },
+                TargetResult {
+                    target: "server2",
+                    checksum: 1,
+                    rows: 1,
+                    warnings: 2,
+                    duration_ms: 15,
+                    kind: "ok",
+                    diff: None,
+                },
             ],
         };
         assert_eq!(
@@ -231,7 +245,13 @@ mod tests {
 
     #[test]
     fn invalid_utf8_keeps_the_query_key() {
-        let r = Report { query: b"SELECT '\xff'", command: 3, session: 1, query_id: 1, results: vec![] };
+        let r = Report {
+            query: b"SELECT '\xff'",
+            command: 3,
+            session: 1,
+            query_id: 1,
+            results: vec![],
+        };
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(v["query"], "SELECT '\u{fffd}'");
     }

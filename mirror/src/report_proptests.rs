@@ -7,7 +7,10 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 fn text() -> impl Strategy<Value = String> {
-    prop_oneof![any::<String>(), "[\\x00-\\x1f\"\\\\/a\u{7f}\u{80}\u{2028}é😀]{0,20}"]
+    prop_oneof![
+        any::<String>(),
+        "[\\x00-\\x1f\"\\\\/a\u{7f}\u{80}\u{2028}é😀]{0,20}"
+    ]
 }
 
 fn result() -> impl Strategy<Value = (String, u32, u64, u16, u64, String, Option<Value>)> {

@@ -40,7 +40,12 @@ pub const PARAMS: &[ParamSpec] = &[
         kind: ParamKind::Seconds,
         default: Some("150s"),
     },
-    ParamSpec { name: "debug", description: "Enable debug mode", kind: ParamKind::Bool, default: Some("false") },
+    ParamSpec {
+        name: "debug",
+        description: "Enable debug mode",
+        kind: ParamKind::Bool,
+        default: Some("false"),
+    },
     // 2.3 generation.
     ParamSpec {
         name: "ignore_databases",
@@ -86,7 +91,9 @@ fn regex(r: &Reader, name: &str) -> Result<Option<Regex>, String> {
     if pattern.is_empty() {
         return Ok(None);
     }
-    Regex::new(&pattern).map(Some).map_err(|e| format!("Invalid regular expression '{pattern}' for '{name}': {e}"))
+    Regex::new(&pattern)
+        .map(Some)
+        .map_err(|e| format!("Invalid regular expression '{pattern}' for '{name}': {e}"))
 }
 
 impl Config {
@@ -99,9 +106,14 @@ impl Config {
         }
         let refresh_interval = r.duration("refresh_interval")?;
         let max_staleness = r.duration("max_staleness")?;
-        for (name, d) in [("refresh_interval", refresh_interval), ("max_staleness", max_staleness)] {
+        for (name, d) in [
+            ("refresh_interval", refresh_interval),
+            ("max_staleness", max_staleness),
+        ] {
             if d.as_millis() % 1000 != 0 && d < Duration::from_secs(1) {
-                return Err(format!("Invalid duration for '{name}': value must be defined in seconds"));
+                return Err(format!(
+                    "Invalid duration for '{name}': value must be defined in seconds"
+                ));
             }
         }
         let preferred = r.string("preferred_server")?;
@@ -124,9 +136,18 @@ impl Config {
         const SYSTEM: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
         SYSTEM.contains(&db)
             || self.ignore_tables.iter().any(|t| t == full)
-            || self.ignore_tables_regex.as_ref().is_some_and(|r| r.is_match(full).unwrap_or(false))
-            || self.ignore_databases.iter().any(|d| d.eq_ignore_ascii_case(db))
-            || self.ignore_databases_regex.as_ref().is_some_and(|r| r.is_match(db).unwrap_or(false))
+            || self
+                .ignore_tables_regex
+                .as_ref()
+                .is_some_and(|r| r.is_match(full).unwrap_or(false))
+            || self
+                .ignore_databases
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(db))
+            || self
+                .ignore_databases_regex
+                .as_ref()
+                .is_some_and(|r| r.is_match(db).unwrap_or(false))
     }
 }
 
@@ -147,7 +168,11 @@ mod tests {
         assert!(!c.refresh_databases && !c.debug);
         assert_eq!(c.refresh_interval, Duration::from_secs(300));
         assert_eq!(c.max_staleness, Duration::from_secs(150));
-        assert!(c.ignore_tables.is_empty() && c.ignore_tables_regex.is_none() && c.preferred_server.is_none());
+        assert!(
+            c.ignore_tables.is_empty()
+                && c.ignore_tables_regex.is_none()
+                && c.preferred_server.is_none()
+        );
     }
 
     #[test]
@@ -167,22 +192,54 @@ mod tests {
         assert_eq!(c.refresh_interval, Duration::from_secs(120));
         assert_eq!(c.max_staleness, Duration::from_secs(5));
         assert_eq!(c.preferred_server.as_deref(), Some("s2"));
-        assert!(c.ignores("db1", "db1.t1") && c.ignores("db2", "db2.") && !c.ignores("db2", "db2.t"));
-        assert!(c.ignores("db3x", "db3x.t") && !c.ignores("xdb3", "xdb3.t"), "unanchored but ^ anchors");
-        assert!(c.ignores("shared", "shared.t"), "ignore_databases is case-insensitive");
-        assert!(c.ignores("tmp_1", "tmp_1.") && c.ignores("sys", "sys.x") && !c.ignores("db9", "db9."));
-        assert!(cfg(&[("ignore_tables", "DB1.T1")]).map(|c| !c.ignores("db1", "db1.t1")).unwrap(), "case-sensitive as native");
+        assert!(
+            c.ignores("db1", "db1.t1") && c.ignores("db2", "db2.") && !c.ignores("db2", "db2.t")
+        );
+        assert!(
+            c.ignores("db3x", "db3x.t") && !c.ignores("xdb3", "xdb3.t"),
+            "unanchored but ^ anchors"
+        );
+        assert!(
+            c.ignores("shared", "shared.t"),
+            "ignore_databases is case-insensitive"
+        );
+        assert!(
+            c.ignores("tmp_1", "tmp_1.") && c.ignores("sys", "sys.x") && !c.ignores("db9", "db9.")
+        );
+        assert!(
+            cfg(&[("ignore_tables", "DB1.T1")])
+                .map(|c| !c.ignores("db1", "db1.t1"))
+                .unwrap(),
+            "case-sensitive as native"
+        );
 
-        assert!(cfg(&[("ignore_tables_regex", "(unclosed")]).unwrap_err().contains("ignore_tables_regex"));
-        assert!(cfg(&[("ignore_databases_regex", "a[")]).unwrap_err().contains("ignore_databases_regex"));
+        assert!(cfg(&[("ignore_tables_regex", "(unclosed")])
+            .unwrap_err()
+            .contains("ignore_tables_regex"));
+        assert!(cfg(&[("ignore_databases_regex", "a[")])
+            .unwrap_err()
+            .contains("ignore_databases_regex"));
         // PCRE2 look-around, as operators write it for the native module.
         let c = cfg(&[("ignore_tables_regex", "^(?!shop\\.)")]).unwrap();
         assert!(c.ignores("misc", "misc.t") && !c.ignores("shop", "shop.carts"));
-        assert!(cfg(&[("refresh_interval", "300")]).unwrap_err().contains("unit"));
-        assert!(cfg(&[("max_staleness", "500ms")]).unwrap_err().contains("seconds"));
-        assert!(cfg(&[("refresh_databases", "maybe")]).unwrap_err().contains("refresh_databases"));
-        assert!(cfg(&[("auth_all_servers", "true")]).unwrap_err().contains("Unknown parameter"));
+        assert!(cfg(&[("refresh_interval", "300")])
+            .unwrap_err()
+            .contains("unit"));
+        assert!(cfg(&[("max_staleness", "500ms")])
+            .unwrap_err()
+            .contains("seconds"));
+        assert!(cfg(&[("refresh_databases", "maybe")])
+            .unwrap_err()
+            .contains("refresh_databases"));
+        assert!(cfg(&[("auth_all_servers", "true")])
+            .unwrap_err()
+            .contains("Unknown parameter"));
         // Fractions of a second are truncated.
-        assert_eq!(cfg(&[("refresh_interval", "1500ms")]).unwrap().refresh_interval, Duration::from_secs(1));
+        assert_eq!(
+            cfg(&[("refresh_interval", "1500ms")])
+                .unwrap()
+                .refresh_interval,
+            Duration::from_secs(1)
+        );
     }
 }

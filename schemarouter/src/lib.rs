@@ -30,7 +30,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -48,8 +51,14 @@ impl Router for SchemaRouter {
         capabilities: CAPABILITIES,
         params: config::PARAMS,
         commands: &[
-            CommandSpec { name: "invalidate", description: "Invalidate the schemarouter database map cache" },
-            CommandSpec { name: "clear", description: "Clear the schemarouter database map cache" },
+            CommandSpec {
+                name: "invalidate",
+                description: "Invalidate the schemarouter database map cache",
+            },
+            CommandSpec {
+                name: "clear",
+                description: "Clear the schemarouter database map cache",
+            },
         ],
     };
 

@@ -60,7 +60,12 @@ pub enum Dedup {
 pub enum Mode {
     /// The rows of every shard, `dedup`, then sorted by `order` (column, descending), then
     /// `limit` (offset, count); the last `added` columns are the router's and go.
-    Union { dedup: Dedup, order: Vec<(ColRef, bool)>, limit: Option<(u64, u64)>, added: usize },
+    Union {
+        dedup: Dedup,
+        order: Vec<(ColRef, bool)>,
+        limit: Option<(u64, u64)>,
+        added: usize,
+    },
     /// The first shard (in the service's order) that answered without an error.
     FirstSuccess,
     /// Every shard must succeed: the first error, else the first OK.
@@ -70,7 +75,12 @@ pub enum Mode {
 impl Mode {
     /// A SHOW listing.
     pub fn listing() -> Mode {
-        Mode::Union { dedup: Dedup::Names, order: vec![], limit: None, added: 0 }
+        Mode::Union {
+            dedup: Dedup::Names,
+            order: vec![],
+            limit: None,
+            added: 0,
+        }
     }
 }
 
@@ -98,14 +108,29 @@ fn column(def: &[u8]) -> Option<Col> {
     // 0x0c, charset (2), length (4), type (1), flags (2), decimals (1)
     let ty = *rest.get(7)?;
     let numeric = matches!(ty, 0x00..=0x05 | 0x08 | 0x09 | 0x0d | 0xf6);
-    Some(Col { name: texts[4].clone(), org: texts[5].clone(), numeric })
+    Some(Col {
+        name: texts[4].clone(),
+        org: texts[5].clone(),
+        numeric,
+    })
 }
 
 /// Whether a column of a SHOW listing names the object a row is about.
 fn names_object(c: &Col) -> bool {
     let n = if c.org.is_empty() { &c.name } else { &c.org }.to_ascii_lowercase();
     n.starts_with("tables_in_")
-        || ["db", "name", "type", "trigger", "event", "table", "field", "key_name", "seq_in_index"].contains(&n.as_str())
+        || [
+            "db",
+            "name",
+            "type",
+            "trigger",
+            "event",
+            "table",
+            "field",
+            "key_name",
+            "seq_in_index",
+        ]
+        .contains(&n.as_str())
 }
 
 fn error_reply(payload: &[u8]) -> Vec<u8> {
@@ -126,7 +151,13 @@ fn answer(p: &Part, deprecate_eof: bool) -> Vec<u8> {
     if p.count.is_empty() {
         return error_reply(p.ok.as_deref().unwrap_or(&[0, 0, 0, 2, 0, 0, 0]));
     }
-    resultset_from_payloads(&p.count, &p.defs, &p.rows, p.status & !MORE_RESULTS_EXIST, deprecate_eof)
+    resultset_from_payloads(
+        &p.count,
+        &p.defs,
+        &p.rows,
+        p.status & !MORE_RESULTS_EXIST,
+        deprecate_eof,
+    )
 }
 
 /// Compares two values of a column: numbers as numbers, text case-insensitively by upper
@@ -144,7 +175,9 @@ fn compare(a: Option<&[u8]>, b: Option<&[u8]>, numeric: bool) -> Ordering {
                     return x.partial_cmp(&y).unwrap_or(Ordering::Equal);
                 }
             }
-            sa.to_uppercase().cmp(&sb.to_uppercase()).then_with(|| a.cmp(b))
+            sa.to_uppercase()
+                .cmp(&sb.to_uppercase())
+                .then_with(|| a.cmp(b))
         }
     }
 }
@@ -157,7 +190,9 @@ fn resolve(r: &ColRef, cols: &[Col], added: usize) -> Option<usize> {
         ColRef::Added(k) => (*k < added).then(|| visible + k),
         ColRef::Name(n) => {
             let v = &cols[..visible];
-            v.iter().position(|c| c.name.eq_ignore_ascii_case(n)).or_else(|| v.iter().position(|c| c.org.eq_ignore_ascii_case(n)))
+            v.iter()
+                .position(|c| c.name.eq_ignore_ascii_case(n))
+                .or_else(|| v.iter().position(|c| c.org.eq_ignore_ascii_case(n)))
         }
     }
 }
@@ -167,7 +202,9 @@ type Key = Vec<Option<Vec<u8>>>;
 type Decoded<'a> = (Vec<Option<&'a [u8]>>, &'a Vec<u8>);
 
 fn key(values: &[Option<&[u8]>], cols: &[usize]) -> Key {
-    cols.iter().map(|&i| values.get(i).copied().flatten().map(<[u8]>::to_vec)).collect()
+    cols.iter()
+        .map(|&i| values.get(i).copied().flatten().map(<[u8]>::to_vec))
+        .collect()
 }
 
 /// The rows of `parts` with each object once (see `Dedup`), each with its values.
@@ -205,7 +242,10 @@ fn strip(values: &[Option<&[u8]>], keep: usize) -> Vec<u8> {
 
 /// The merged answer of `parts` (in the service's order of their servers).
 pub fn merge(parts: &[Part], mode: &Mode, deprecate_eof: bool) -> Vec<u8> {
-    if let Some(e) = parts.iter().find_map(|p| p.error.as_ref().filter(|_| *mode != Mode::FirstSuccess)) {
+    if let Some(e) = parts
+        .iter()
+        .find_map(|p| p.error.as_ref().filter(|_| *mode != Mode::FirstSuccess))
+    {
         return error_reply(e);
     }
     let (how, order, limit, added) = match mode {
@@ -219,7 +259,13 @@ pub fn merge(parts: &[Part], mode: &Mode, deprecate_eof: bool) -> Vec<u8> {
             };
         }
         _ if parts.iter().any(|p| p.lost) => {
-            return lost_reply(&parts.iter().find(|p| p.lost).map(|p| p.server.clone()).unwrap_or_default())
+            return lost_reply(
+                &parts
+                    .iter()
+                    .find(|p| p.lost)
+                    .map(|p| p.server.clone())
+                    .unwrap_or_default(),
+            )
         }
         Mode::AllOk => {
             return parts
@@ -228,21 +274,46 @@ pub fn merge(parts: &[Part], mode: &Mode, deprecate_eof: bool) -> Vec<u8> {
                 .or(parts.first())
                 .map_or_else(|| lost_reply(""), |p| answer(p, deprecate_eof))
         }
-        Mode::Union { dedup, order, limit, added } => (dedup, order, limit, *added),
+        Mode::Union {
+            dedup,
+            order,
+            limit,
+            added,
+        } => (dedup, order, limit, *added),
     };
     let Some(first) = parts.iter().find(|p| !p.count.is_empty()) else {
-        return parts.first().map_or_else(|| lost_reply(""), |p| answer(p, deprecate_eof));
+        return parts
+            .first()
+            .map_or_else(|| lost_reply(""), |p| answer(p, deprecate_eof));
     };
-    if let Some(odd) = parts.iter().find(|p| !p.count.is_empty() && p.defs.len() != first.defs.len()) {
-        let msg = format!("'{}' and '{}' answered with different columns: no merged result", first.server, odd.server);
+    if let Some(odd) = parts
+        .iter()
+        .find(|p| !p.count.is_empty() && p.defs.len() != first.defs.len())
+    {
+        let msg = format!(
+            "'{}' and '{}' answered with different columns: no merged result",
+            first.server, odd.server
+        );
         return err_packet(1, 1105, "HY000", &msg);
     }
-    let cols: Vec<Col> =
-        first.defs.iter().map(|d| column(d).unwrap_or(Col { name: String::new(), org: String::new(), numeric: false })).collect();
+    let cols: Vec<Col> = first
+        .defs
+        .iter()
+        .map(|d| {
+            column(d).unwrap_or(Col {
+                name: String::new(),
+                org: String::new(),
+                numeric: false,
+            })
+        })
+        .collect();
     let added = added.min(cols.len());
     let visible = cols.len() - added;
     let ident: Vec<usize> = match how {
-        Dedup::Owner(refs) => refs.iter().filter_map(|r| resolve(r, &cols, added)).collect(),
+        Dedup::Owner(refs) => refs
+            .iter()
+            .filter_map(|r| resolve(r, &cols, added))
+            .collect(),
         Dedup::Names => (0..visible).filter(|&i| names_object(&cols[i])).collect(),
         Dedup::WholeRow => vec![],
     };
@@ -250,8 +321,15 @@ pub fn merge(parts: &[Part], mode: &Mode, deprecate_eof: bool) -> Vec<u8> {
     let mut rows = dedup(&with_rows, how, &ident, visible);
     let by_names = *how == Dedup::Names;
     let keys: Vec<(usize, bool, bool)> = if by_names {
-        let by = if ident.is_empty() { vec![0] } else { ident.clone() };
-        by.into_iter().filter(|&i| i < cols.len()).map(|i| (i, false, false)).collect()
+        let by = if ident.is_empty() {
+            vec![0]
+        } else {
+            ident.clone()
+        };
+        by.into_iter()
+            .filter(|&i| i < cols.len())
+            .map(|i| (i, false, false))
+            .collect()
     } else {
         // An ORDER BY the merge cannot follow leaves the shards' rows in shard order.
         order
@@ -266,7 +344,11 @@ pub fn merge(parts: &[Part], mode: &Mode, deprecate_eof: bool) -> Vec<u8> {
                 .map(|&(i, desc, numeric)| {
                     let (x, y) = (a.get(i).copied().flatten(), b.get(i).copied().flatten());
                     // SHOW lists names in byte order (`B` before `a`).
-                    let o = if by_names { x.cmp(&y) } else { compare(x, y, numeric) };
+                    let o = if by_names {
+                        x.cmp(&y)
+                    } else {
+                        compare(x, y, numeric)
+                    };
                     if desc {
                         o.reverse()
                     } else {
@@ -278,15 +360,32 @@ pub fn merge(parts: &[Part], mode: &Mode, deprecate_eof: bool) -> Vec<u8> {
         });
     }
     let (offset, count) = limit.unwrap_or((0, u64::MAX));
-    let rows = rows.into_iter().skip(usize::try_from(offset).unwrap_or(usize::MAX)).take(usize::try_from(count).unwrap_or(usize::MAX));
+    let rows = rows
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(count).unwrap_or(usize::MAX));
     let (count_pl, defs, rows): (Vec<u8>, &[Vec<u8>], Vec<Vec<u8>>) = if added == 0 {
-        (first.count.clone(), &first.defs, rows.map(|(_, r)| r.clone()).collect())
+        (
+            first.count.clone(),
+            &first.defs,
+            rows.map(|(_, r)| r.clone()).collect(),
+        )
     } else {
         let mut c = Vec::new();
         write_lenenc(&mut c, visible as u64);
-        (c, &first.defs[..visible], rows.map(|(v, _)| strip(&v, visible)).collect())
+        (
+            c,
+            &first.defs[..visible],
+            rows.map(|(v, _)| strip(&v, visible)).collect(),
+        )
     };
-    resultset_from_payloads(&count_pl, defs, &rows, first.status & !MORE_RESULTS_EXIST, deprecate_eof)
+    resultset_from_payloads(
+        &count_pl,
+        defs,
+        &rows,
+        first.status & !MORE_RESULTS_EXIST,
+        deprecate_eof,
+    )
 }
 
 #[cfg(test)]
@@ -296,7 +395,14 @@ mod tests {
 
     fn def(name: &str, ty: u8) -> Vec<u8> {
         let mut p = Vec::new();
-        for s in ["def", "information_schema", "t", "T", name, &name.to_ascii_uppercase()] {
+        for s in [
+            "def",
+            "information_schema",
+            "t",
+            "T",
+            name,
+            &name.to_ascii_uppercase(),
+        ] {
             write_lenenc_str(&mut p, s.as_bytes());
         }
         p.extend_from_slice(&[0x0c, 33, 0, 64, 0, 0, 0, ty, 0, 0, 0, 0, 0]);
@@ -310,7 +416,15 @@ mod tests {
             server: server.into(),
             count,
             defs: cols.iter().map(|(n, t)| def(n, *t)).collect(),
-            rows: rows.iter().map(|r| strip(&r.iter().map(|v| v.map(str::as_bytes)).collect::<Vec<_>>(), r.len())).collect(),
+            rows: rows
+                .iter()
+                .map(|r| {
+                    strip(
+                        &r.iter().map(|v| v.map(str::as_bytes)).collect::<Vec<_>>(),
+                        r.len(),
+                    )
+                })
+                .collect(),
             status: 2,
             ..Part::default()
         }
@@ -318,12 +432,20 @@ mod tests {
 
     /// The column names and rows of a merged reply (classic EOFs), as text.
     fn result(reply: &[u8]) -> (Vec<String>, Vec<Vec<Option<String>>>) {
-        let pk: Vec<Vec<u8>> = Packets::new(reply).map(|p| p.unwrap().payload.to_vec()).collect();
+        let pk: Vec<Vec<u8>> = Packets::new(reply)
+            .map(|p| p.unwrap().payload.to_vec())
+            .collect();
         let n = pk[0][0] as usize;
         let names = pk[1..=n].iter().map(|d| column(d).unwrap().name).collect();
         let rows = pk[2 + n..pk.len() - 1]
             .iter()
-            .map(|r| text_row(r).unwrap().into_iter().map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned())).collect())
+            .map(|r| {
+                text_row(r)
+                    .unwrap()
+                    .into_iter()
+                    .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
+                    .collect()
+            })
             .collect();
         (names, rows)
     }
@@ -336,60 +458,150 @@ mod tests {
         v.iter().map(|x| Some(x.to_string())).collect()
     }
 
-    fn union(dedup: Dedup, order: Vec<(ColRef, bool)>, limit: Option<(u64, u64)>, added: usize) -> Mode {
-        Mode::Union { dedup, order, limit, added }
+    fn union(
+        dedup: Dedup,
+        order: Vec<(ColRef, bool)>,
+        limit: Option<(u64, u64)>,
+        added: usize,
+    ) -> Mode {
+        Mode::Union {
+            dedup,
+            order,
+            limit,
+            added,
+        }
     }
 
     #[test]
     fn union_keeps_each_object_once_sorts_and_limits() {
-        let cols = [("table_schema", 0xfd), ("table_name", 0xfd), ("table_rows", 0x08)];
+        let cols = [
+            ("table_schema", 0xfd),
+            ("table_name", 0xfd),
+            ("table_rows", 0x08),
+        ];
         let a = part(
             "s1",
             &cols,
-            &[&[Some("mysql"), Some("user"), Some("5")], &[Some("shop"), Some("Carts"), Some("10")], &[Some("d1"), Some("t"), Some("2")]],
+            &[
+                &[Some("mysql"), Some("user"), Some("5")],
+                &[Some("shop"), Some("Carts"), Some("10")],
+                &[Some("d1"), Some("t"), Some("2")],
+            ],
         );
-        let b = part("s2", &cols, &[&[Some("mysql"), Some("user"), Some("7")], &[Some("shop"), Some("items"), Some("9")]]);
+        let b = part(
+            "s2",
+            &cols,
+            &[
+                &[Some("mysql"), Some("user"), Some("7")],
+                &[Some("shop"), Some("items"), Some("9")],
+            ],
+        );
         let owner = || Dedup::Owner(vec![ColRef::At(0), ColRef::At(1)]);
-        let got = rows_of(&merge(&[a.clone(), b.clone()], &union(owner(), vec![], None, 0), false));
+        let got = rows_of(&merge(
+            &[a.clone(), b.clone()],
+            &union(owner(), vec![], None, 0),
+            false,
+        ));
         assert_eq!(
             got,
-            vec![s(&["mysql", "user", "5"]), s(&["shop", "Carts", "10"]), s(&["d1", "t", "2"]), s(&["shop", "items", "9"])],
+            vec![
+                s(&["mysql", "user", "5"]),
+                s(&["shop", "Carts", "10"]),
+                s(&["d1", "t", "2"]),
+                s(&["shop", "items", "9"])
+            ],
             "system table once, from the first shard"
         );
         let got = rows_of(&merge(
             &[a.clone(), b.clone()],
-            &union(owner(), vec![(ColRef::Name("TABLE_NAME".into()), false)], Some((1, 2)), 0),
+            &union(
+                owner(),
+                vec![(ColRef::Name("TABLE_NAME".into()), false)],
+                Some((1, 2)),
+                0,
+            ),
             false,
         ));
-        assert_eq!(got, vec![s(&["shop", "items", "9"]), s(&["d1", "t", "2"])], "case-insensitive order, then offset 1 count 2");
-        let got = rows_of(&merge(&[a.clone(), b.clone()], &union(owner(), vec![(ColRef::At(2), true)], None, 0), false));
+        assert_eq!(
+            got,
+            vec![s(&["shop", "items", "9"]), s(&["d1", "t", "2"])],
+            "case-insensitive order, then offset 1 count 2"
+        );
+        let got = rows_of(&merge(
+            &[a.clone(), b.clone()],
+            &union(owner(), vec![(ColRef::At(2), true)], None, 0),
+            false,
+        ));
         let n: Vec<String> = got.iter().map(|r| r[2].clone().unwrap()).collect();
         assert_eq!(n, vec!["10", "9", "5", "2"], "numbers as numbers");
         // An ORDER BY it cannot follow: shard order, still limited.
-        let got =
-            rows_of(&merge(&[a.clone(), b.clone()], &union(owner(), vec![(ColRef::Name("nope".into()), false)], Some((0, 1)), 0), false));
+        let got = rows_of(&merge(
+            &[a.clone(), b.clone()],
+            &union(
+                owner(),
+                vec![(ColRef::Name("nope".into()), false)],
+                Some((0, 1)),
+                0,
+            ),
+            false,
+        ));
         assert_eq!(got.len(), 1);
         // DISTINCT: identical rows once, also within a shard's own rows.
         let c = [("table_name", 0xfd)];
-        let (x, y) = (part("s1", &c, &[&[Some("_x")], &[Some("B")]]), part("s2", &c, &[&[Some("a")], &[Some("Zz")]]));
-        let got = rows_of(&merge(&[x, y], &union(Dedup::WholeRow, vec![(ColRef::At(0), false)], None, 0), false));
-        assert_eq!(got, vec![s(&["a"]), s(&["B"]), s(&["Zz"]), s(&["_x"])], "as the server orders them");
-        let x = part("s1", &[("table_schema", 0xfd)], &[&[Some("d")], &[Some("e")]]);
+        let (x, y) = (
+            part("s1", &c, &[&[Some("_x")], &[Some("B")]]),
+            part("s2", &c, &[&[Some("a")], &[Some("Zz")]]),
+        );
+        let got = rows_of(&merge(
+            &[x, y],
+            &union(Dedup::WholeRow, vec![(ColRef::At(0), false)], None, 0),
+            false,
+        ));
+        assert_eq!(
+            got,
+            vec![s(&["a"]), s(&["B"]), s(&["Zz"]), s(&["_x"])],
+            "as the server orders them"
+        );
+        let x = part(
+            "s1",
+            &[("table_schema", 0xfd)],
+            &[&[Some("d")], &[Some("e")]],
+        );
         let y = part("s2", &[("table_schema", 0xfd)], &[&[Some("d")]]);
-        assert_eq!(rows_of(&merge(&[x, y], &union(Dedup::WholeRow, vec![], None, 0), false)).len(), 2);
+        assert_eq!(
+            rows_of(&merge(
+                &[x, y],
+                &union(Dedup::WholeRow, vec![], None, 0),
+                false
+            ))
+            .len(),
+            2
+        );
     }
 
     #[test]
     fn added_columns_identify_sort_and_go() {
         // SELECT column_name FROM columns ... ORDER BY table_name, ordinal_position, sent as
         // SELECT column_name, TABLE_SCHEMA, TABLE_NAME, table_name, ordinal_position FROM ...
-        let cols = [("column_name", 0xfd), ("TABLE_SCHEMA", 0xfd), ("TABLE_NAME", 0xfd), ("table_name", 0xfd), ("ordinal_position", 0x08)];
+        let cols = [
+            ("column_name", 0xfd),
+            ("TABLE_SCHEMA", 0xfd),
+            ("TABLE_NAME", 0xfd),
+            ("table_name", 0xfd),
+            ("ordinal_position", 0x08),
+        ];
         let a = part(
             "s1",
             &cols,
             &[
                 &[Some("id"), Some("d"), Some("ta"), Some("ta"), Some("1")],
-                &[Some("x"), Some("mysql"), Some("user"), Some("user"), Some("1")],
+                &[
+                    Some("x"),
+                    Some("mysql"),
+                    Some("user"),
+                    Some("user"),
+                    Some("1"),
+                ],
             ],
         );
         let b = part(
@@ -398,7 +610,13 @@ mod tests {
             &[
                 &[Some("id"), Some("d"), Some("tb"), Some("tb"), Some("1")],
                 &[Some("srv"), Some("d"), Some("tb"), Some("tb"), Some("2")],
-                &[Some("x"), Some("mysql"), Some("user"), Some("user"), Some("1")],
+                &[
+                    Some("x"),
+                    Some("mysql"),
+                    Some("user"),
+                    Some("user"),
+                    Some("1"),
+                ],
             ],
         );
         let mode = union(
@@ -419,25 +637,64 @@ mod tests {
     #[test]
     fn show_listings_errors_and_other_modes() {
         let cols = [("Tables_in_shop", 0xfd), ("Table_type", 0xfd)];
-        let a = part("s1", &cols, &[&[Some("zeta"), Some("BASE TABLE")], &[Some("B"), Some("BASE TABLE")]]);
-        let b = part("s2", &cols, &[&[Some("ab"), Some("BASE TABLE")], &[Some("b"), Some("VIEW")]]);
+        let a = part(
+            "s1",
+            &cols,
+            &[
+                &[Some("zeta"), Some("BASE TABLE")],
+                &[Some("B"), Some("BASE TABLE")],
+            ],
+        );
+        let b = part(
+            "s2",
+            &cols,
+            &[
+                &[Some("ab"), Some("BASE TABLE")],
+                &[Some("b"), Some("VIEW")],
+            ],
+        );
         let got = rows_of(&merge(&[a.clone(), b.clone()], &Mode::listing(), false));
         let names: Vec<String> = got.iter().map(|r| r[0].clone().unwrap()).collect();
-        assert_eq!(names, vec!["B", "ab", "b", "zeta"], "sorted by name in byte order (as SHOW TABLES), not by packet bytes");
+        assert_eq!(
+            names,
+            vec!["B", "ab", "b", "zeta"],
+            "sorted by name in byte order (as SHOW TABLES), not by packet bytes"
+        );
         let mut e = b.clone();
         e.error = Some(b"\xff\x7a\x04#42S02no such table".to_vec());
         let reply = merge(&[a.clone(), e.clone()], &Mode::listing(), false);
         assert_eq!(&reply[3..5], &[1, 0xff], "an error wins, in sequence");
-        assert_eq!(merge(&[e.clone(), a.clone()], &Mode::FirstSuccess, false), answer(&a, false), "first shard that knows it");
+        assert_eq!(
+            merge(&[e.clone(), a.clone()], &Mode::FirstSuccess, false),
+            answer(&a, false),
+            "first shard that knows it"
+        );
         let mut lost = a.clone();
         lost.lost = true;
         let reply = merge(&[lost, b.clone()], &Mode::listing(), false);
         assert!(String::from_utf8_lossy(&reply).contains("Lost connection to 's1'"));
         let mut wide = b.clone();
         wide.defs.push(def("extra", 0xfd));
-        assert!(String::from_utf8_lossy(&merge(&[a.clone(), wide], &Mode::listing(), false)).contains("different columns"));
-        let ok = Part { server: "s1".into(), ok: Some(vec![0, 0, 0, 2, 0, 0, 0]), ..Part::default() };
-        let reply = merge(&[ok.clone(), Part { server: "s2".into(), ..ok.clone() }], &Mode::AllOk, true);
+        assert!(
+            String::from_utf8_lossy(&merge(&[a.clone(), wide], &Mode::listing(), false))
+                .contains("different columns")
+        );
+        let ok = Part {
+            server: "s1".into(),
+            ok: Some(vec![0, 0, 0, 2, 0, 0, 0]),
+            ..Part::default()
+        };
+        let reply = merge(
+            &[
+                ok.clone(),
+                Part {
+                    server: "s2".into(),
+                    ..ok.clone()
+                },
+            ],
+            &Mode::AllOk,
+            true,
+        );
         assert_eq!(reply, vec![7, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]);
     }
 }

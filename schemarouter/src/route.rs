@@ -31,7 +31,9 @@ pub enum NoTarget {
 
 impl<'a> View<'a> {
     fn index(&self, name: &str) -> Option<usize> {
-        self.servers.iter().position(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.servers
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
     fn in_use(&self, i: usize) -> bool {
@@ -44,24 +46,37 @@ impl<'a> View<'a> {
     /// none of them is.
     pub fn choose(&self, candidates: &[String]) -> Result<usize, NoTarget> {
         if let Some(p) = self.preferred {
-            if let Some(i) = self.index(p).filter(|&i| self.in_use(i) && candidates.iter().any(|c| c.eq_ignore_ascii_case(p))) {
+            if let Some(i) = self
+                .index(p)
+                .filter(|&i| self.in_use(i) && candidates.iter().any(|c| c.eq_ignore_ascii_case(p)))
+            {
                 return Ok(i);
             }
         }
-        let in_use: Vec<usize> = (0..self.servers.len()).filter(|&i| self.in_use(i)).collect();
-        let holds = |i: usize| candidates.iter().any(|c| c.eq_ignore_ascii_case(&self.servers[i].0));
+        let in_use: Vec<usize> = (0..self.servers.len())
+            .filter(|&i| self.in_use(i))
+            .collect();
+        let holds = |i: usize| {
+            candidates
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(&self.servers[i].0))
+        };
         if !self.current_db.is_empty() && !in_use.is_empty() && in_use.iter().all(|&i| holds(i)) {
             if let Some(i) = self.current_db_server() {
                 return Ok(i);
             }
         }
-        in_use.into_iter().find(|&i| holds(i)).ok_or_else(|| NoTarget::Lost(candidates.to_vec()))
+        in_use
+            .into_iter()
+            .find(|&i| holds(i))
+            .ok_or_else(|| NoTarget::Lost(candidates.to_vec()))
     }
 
     /// The first server in use holding the current database.
     pub fn current_db_server(&self) -> Option<usize> {
         let holders = self.map.db_servers(self.current_db);
-        (0..self.servers.len()).find(|&i| self.in_use(i) && holders.iter().any(|h| h == &self.servers[i].0))
+        (0..self.servers.len())
+            .find(|&i| self.in_use(i) && holders.iter().any(|h| h == &self.servers[i].0))
     }
 
     /// Any-backend selection: the previous target if still in use, else the first server in
@@ -71,7 +86,10 @@ impl<'a> View<'a> {
             return Ok(p);
         }
         let in_use = || (0..self.servers.len()).filter(|&i| self.in_use(i));
-        in_use().find(|&i| self.map.has_server(&self.servers[i].0)).or_else(|| in_use().next()).ok_or(NoTarget::None)
+        in_use()
+            .find(|&i| self.map.has_server(&self.servers[i].0))
+            .or_else(|| in_use().next())
+            .ok_or(NoTarget::None)
     }
 
     fn intersect(sets: impl Iterator<Item = Vec<String>>) -> Vec<String> {
@@ -102,7 +120,10 @@ impl<'a> View<'a> {
         }
         // Queries on system schemas that name a user database (information_schema with
         // `table_schema = 'db'`) go where that database is.
-        let only_system = !a.tables.is_empty() && a.tables.iter().all(|t| t.db.as_deref().is_some_and(is_system));
+        let only_system = !a.tables.is_empty()
+            && a.tables
+                .iter()
+                .all(|t| t.db.as_deref().is_some_and(is_system));
         let user_dbs: Vec<&String> = a.databases.iter().filter(|d| !is_system(d)).collect();
         if !a.tables.is_empty() && (!only_system || user_dbs.is_empty()) {
             let set = Self::intersect(a.tables.iter().map(|t| self.table_locations(t)));
@@ -111,7 +132,11 @@ impl<'a> View<'a> {
             }
         }
         if !a.databases.is_empty() {
-            let dbs: Vec<&String> = if only_system && !user_dbs.is_empty() { user_dbs } else { a.databases.iter().collect() };
+            let dbs: Vec<&String> = if only_system && !user_dbs.is_empty() {
+                user_dbs
+            } else {
+                a.databases.iter().collect()
+            };
             let set = Self::intersect(dbs.iter().map(|d| self.map.db_servers(d)));
             if !set.is_empty() {
                 return self.choose(&set);
@@ -160,42 +185,134 @@ mod tests {
     }
 
     fn target(v: &View, sql: &str) -> Result<String, NoTarget> {
-        v.query_target(&analyze(sql), None).map(|i| v.servers[i].0.clone())
+        v.query_target(&analyze(sql), None)
+            .map(|i| v.servers[i].0.clone())
     }
 
     #[test]
     fn decisions() {
         let (m, servers) = setup();
-        let v = View { map: &m, servers: &servers, current_db: "", preferred: None, previous: None };
+        let v = View {
+            map: &m,
+            servers: &servers,
+            current_db: "",
+            preferred: None,
+            previous: None,
+        };
         assert_eq!(target(&v, "SELECT * FROM db2.t2").unwrap(), "s2");
-        assert_eq!(target(&v, "SELECT * FROM DB3.T3").unwrap(), "s3", "case-insensitive");
-        assert_eq!(target(&v, "SELECT * FROM shared.b").unwrap(), "s3", "table family");
-        assert_eq!(target(&v, "SELECT * FROM shared.a JOIN shared.`a` x").unwrap(), "s2");
-        assert_eq!(target(&v, "CREATE TABLE db3.newt (id INT)").unwrap(), "s3", "unknown table: database rule");
-        assert_eq!(target(&v, "SELECT 1").unwrap(), "s1", "no database: first server with data");
-        assert_eq!(target(&v, "SELECT * FROM information_schema.tables WHERE table_schema = 'db3'").unwrap(), "s3");
-        assert_eq!(target(&v, "SELECT * FROM db1.t1 JOIN db2.t2").unwrap(), "s1", "cross-shard join: first named database");
+        assert_eq!(
+            target(&v, "SELECT * FROM DB3.T3").unwrap(),
+            "s3",
+            "case-insensitive"
+        );
+        assert_eq!(
+            target(&v, "SELECT * FROM shared.b").unwrap(),
+            "s3",
+            "table family"
+        );
+        assert_eq!(
+            target(&v, "SELECT * FROM shared.a JOIN shared.`a` x").unwrap(),
+            "s2"
+        );
+        assert_eq!(
+            target(&v, "CREATE TABLE db3.newt (id INT)").unwrap(),
+            "s3",
+            "unknown table: database rule"
+        );
+        assert_eq!(
+            target(&v, "SELECT 1").unwrap(),
+            "s1",
+            "no database: first server with data"
+        );
+        assert_eq!(
+            target(
+                &v,
+                "SELECT * FROM information_schema.tables WHERE table_schema = 'db3'"
+            )
+            .unwrap(),
+            "s3"
+        );
+        assert_eq!(
+            target(&v, "SELECT * FROM db1.t1 JOIN db2.t2").unwrap(),
+            "s1",
+            "cross-shard join: first named database"
+        );
         assert_eq!(target(&v, "SHOW TABLES FROM db2").unwrap(), "s2");
 
-        let v = View { map: &m, servers: &servers, current_db: "shared", preferred: None, previous: Some(0) };
-        assert_eq!(target(&v, "SELECT * FROM b").unwrap(), "s3", "unqualified table inherits the current database");
-        assert_eq!(target(&v, "SELECT * FROM information_schema.tables").unwrap(), "s2", "universal table: current database's server");
-        assert_eq!(target(&v, "SELECT 1").unwrap(), "s2", "no tables: current database");
+        let v = View {
+            map: &m,
+            servers: &servers,
+            current_db: "shared",
+            preferred: None,
+            previous: Some(0),
+        };
+        assert_eq!(
+            target(&v, "SELECT * FROM b").unwrap(),
+            "s3",
+            "unqualified table inherits the current database"
+        );
+        assert_eq!(
+            target(&v, "SELECT * FROM information_schema.tables").unwrap(),
+            "s2",
+            "universal table: current database's server"
+        );
+        assert_eq!(
+            target(&v, "SELECT 1").unwrap(),
+            "s2",
+            "no tables: current database"
+        );
 
-        let hinted = v.query_target(&analyze("SELECT * FROM b"), Some("S1")).unwrap();
+        let hinted = v
+            .query_target(&analyze("SELECT * FROM b"), Some("S1"))
+            .unwrap();
         assert_eq!(hinted, 0, "named-server hint wins");
 
-        let v = View { map: &m, servers: &servers, current_db: "", preferred: Some("s3"), previous: None };
-        assert_eq!(target(&v, "SELECT * FROM shared.a, information_schema.tables").unwrap(), "s2");
-        assert_eq!(v.choose(&["s2".into(), "s3".into()]).unwrap(), 2, "preferred_server decides between holders");
+        let v = View {
+            map: &m,
+            servers: &servers,
+            current_db: "",
+            preferred: Some("s3"),
+            previous: None,
+        };
+        assert_eq!(
+            target(&v, "SELECT * FROM shared.a, information_schema.tables").unwrap(),
+            "s2"
+        );
+        assert_eq!(
+            v.choose(&["s2".into(), "s3".into()]).unwrap(),
+            2,
+            "preferred_server decides between holders"
+        );
 
         // A dead shard: what needs it cannot go elsewhere; what does not still routes.
-        let down: Vec<(String, bool)> = servers.iter().map(|(n, _)| (n.clone(), n != "s2")).collect();
-        let v = View { map: &m, servers: &down, current_db: "", preferred: None, previous: Some(1) };
-        assert_eq!(target(&v, "SELECT * FROM db2.t2"), Err(NoTarget::Lost(vec!["s2".into()])));
+        let down: Vec<(String, bool)> = servers
+            .iter()
+            .map(|(n, _)| (n.clone(), n != "s2"))
+            .collect();
+        let v = View {
+            map: &m,
+            servers: &down,
+            current_db: "",
+            preferred: None,
+            previous: Some(1),
+        };
+        assert_eq!(
+            target(&v, "SELECT * FROM db2.t2"),
+            Err(NoTarget::Lost(vec!["s2".into()]))
+        );
         assert_eq!(target(&v, "SELECT * FROM db3.t3").unwrap(), "s3");
-        assert_eq!(target(&v, "SELECT 1").unwrap(), "s1", "previous target gone: first live server");
-        let v = View { map: &m, servers: &down, current_db: "db2", preferred: None, previous: None };
+        assert_eq!(
+            target(&v, "SELECT 1").unwrap(),
+            "s1",
+            "previous target gone: first live server"
+        );
+        let v = View {
+            map: &m,
+            servers: &down,
+            current_db: "db2",
+            preferred: None,
+            previous: None,
+        };
         assert!(matches!(target(&v, "SELECT 1"), Err(NoTarget::Lost(_))));
         assert_eq!(target(&v, "SELECT * FROM db1.t1").unwrap(), "s1");
     }

@@ -40,7 +40,12 @@ impl ShardMap {
         if db.is_empty() {
             return;
         }
-        let locs = self.dbs.entry(db.to_ascii_lowercase()).or_default().entry(table.to_ascii_lowercase()).or_default();
+        let locs = self
+            .dbs
+            .entry(db.to_ascii_lowercase())
+            .or_default()
+            .entry(table.to_ascii_lowercase())
+            .or_default();
         if !locs.iter().any(|s| s == server) {
             locs.push(server.to_string());
             let pos = |s: &String| order.iter().position(|o| o == s).unwrap_or(usize::MAX);
@@ -54,7 +59,10 @@ impl ShardMap {
 
     /// Servers holding `db.table` (`table` "" for the database), case-insensitive.
     pub fn locations(&self, db: &str, table: &str) -> &[String] {
-        self.dbs.get(lower(db).as_ref()).and_then(|t| t.get(lower(table).as_ref())).map_or(&[], |v| v.as_slice())
+        self.dbs
+            .get(lower(db).as_ref())
+            .and_then(|t| t.get(lower(table).as_ref()))
+            .map_or(&[], |v| v.as_slice())
     }
 
     /// Every server holding anything of `db`.
@@ -73,7 +81,9 @@ impl ShardMap {
     }
 
     pub fn has_server(&self, server: &str) -> bool {
-        self.dbs.values().any(|t| t.values().any(|l| l.iter().any(|s| s == server)))
+        self.dbs
+            .values()
+            .any(|t| t.values().any(|l| l.iter().any(|s| s == server)))
     }
 
     /// Entries on several servers that no ignore rule exempts. With `preferred_server`
@@ -86,10 +96,18 @@ impl ShardMap {
                     continue;
                 }
                 let full = format!("{db}.{table}");
-                if cfg.ignores(db, &full) || cfg.preferred_server.as_ref().is_some_and(|p| locs.iter().any(|s| s.eq_ignore_ascii_case(p))) {
+                if cfg.ignores(db, &full)
+                    || cfg
+                        .preferred_server
+                        .as_ref()
+                        .is_some_and(|p| locs.iter().any(|s| s.eq_ignore_ascii_case(p)))
+                {
                     continue;
                 }
-                out.push(Duplicate { name: full, servers: locs.clone() });
+                out.push(Duplicate {
+                    name: full,
+                    servers: locs.clone(),
+                });
             }
         }
         out
@@ -167,7 +185,13 @@ impl Cache {
         let now = Instant::now();
         let found = {
             let entries = Self::lock(&self.entries);
-            entries.get(key).map(|e| (e.map.clone(), e.created, e.invalidated || now.duration_since(e.created).as_secs() > refresh.as_secs()))
+            entries.get(key).map(|e| {
+                (
+                    e.map.clone(),
+                    e.created,
+                    e.invalidated || now.duration_since(e.created).as_secs() > refresh.as_secs(),
+                )
+            })
         };
         match &found {
             None => {
@@ -198,9 +222,18 @@ impl Cache {
     pub fn publish(&self, key: &str, map: Arc<ShardMap>, started: Instant, claimed: bool) {
         {
             let mut entries = Self::lock(&self.entries);
-            let newer = entries.get(key).is_none_or(|e| e.invalidated || e.created < started);
+            let newer = entries
+                .get(key)
+                .is_none_or(|e| e.invalidated || e.created < started);
             if newer {
-                entries.insert(key.to_string(), Entry { map, created: started, invalidated: false });
+                entries.insert(
+                    key.to_string(),
+                    Entry {
+                        map,
+                        created: started,
+                        invalidated: false,
+                    },
+                );
                 self.stats.updates.fetch_add(1, Relaxed);
             }
         }
@@ -256,13 +289,25 @@ mod tests {
         m.add("information_schema", "tables", "s2", &o);
         m.add("", "x", "s1", &o);
         assert_eq!(m.locations("Db1", "t1"), ["s2"]);
-        assert_eq!(m.locations("shared", ""), ["s1", "s3"], "configuration order");
+        assert_eq!(
+            m.locations("shared", ""),
+            ["s1", "s3"],
+            "configuration order"
+        );
         assert_eq!(m.db_servers("SHARED"), vec!["s1", "s3"]);
         let d = m.duplicates(&Config::default());
-        assert_eq!(d, vec![Duplicate { name: "shared.".into(), servers: vec!["s1".into(), "s3".into()] }]);
-        let cfg = Config::from_params(&bridge::params::Params::new([("ignore_tables", "shared.")])).unwrap();
+        assert_eq!(
+            d,
+            vec![Duplicate {
+                name: "shared.".into(),
+                servers: vec!["s1".into(), "s3".into()]
+            }]
+        );
+        let cfg = Config::from_params(&bridge::params::Params::new([("ignore_tables", "shared.")]))
+            .unwrap();
         assert!(m.duplicates(&cfg).is_empty());
-        let cfg = Config::from_params(&bridge::params::Params::new([("preferred_server", "s3")])).unwrap();
+        let cfg = Config::from_params(&bridge::params::Params::new([("preferred_server", "s3")]))
+            .unwrap();
         assert!(m.duplicates(&cfg).is_empty());
         assert!(m.shard_rows().contains(&("db1.t1".into(), "s2".into())));
         assert!(m.has_server("s3") && !m.has_server("s9"));
@@ -273,7 +318,10 @@ mod tests {
         let c = Cache::default();
         let (r, s) = (Duration::from_secs(300), Duration::from_secs(150));
         let k = cache_key("bob", &order());
-        assert_ne!(cache_key("bob", &["s1s2".into()]), cache_key("bobs1", &["s2".into()]));
+        assert_ne!(
+            cache_key("bob", &["s1s2".into()]),
+            cache_key("bobs1", &["s2".into()])
+        );
         assert!(matches!(c.lookup(&k, r, s), Lookup::Build));
         // A second session while the first maps: nothing cached, builds without the slot.
         assert!(matches!(c.lookup(&k, r, s), Lookup::BuildUnclaimed));
@@ -287,9 +335,25 @@ mod tests {
         c.clear();
         assert!(matches!(c.lookup(&k, r, s), Lookup::Build));
         let j = c.to_json();
-        assert_eq!((j["shard_map_hits"].as_u64(), j["shard_map_misses"].as_u64(), j["shard_map_stale"].as_u64(), j["shard_map_updates"].as_u64()), (Some(1), Some(3), Some(2), Some(1)));
+        assert_eq!(
+            (
+                j["shard_map_hits"].as_u64(),
+                j["shard_map_misses"].as_u64(),
+                j["shard_map_stale"].as_u64(),
+                j["shard_map_updates"].as_u64()
+            ),
+            (Some(1), Some(3), Some(2), Some(1))
+        );
         // An old entry is stale past refresh_interval.
-        c.publish(&k, Arc::new(ShardMap::default()), Instant::now() - Duration::from_secs(10), true);
-        assert!(matches!(c.lookup(&k, Duration::from_secs(5), s), Lookup::Build));
+        c.publish(
+            &k,
+            Arc::new(ShardMap::default()),
+            Instant::now() - Duration::from_secs(10),
+            true,
+        );
+        assert!(matches!(
+            c.lookup(&k, Duration::from_secs(5), s),
+            Lookup::Build
+        ));
     }
 }

@@ -1,12 +1,37 @@
 //! Command bytes: their names (as MaxScale prints them) and whether the server answers.
 
 const NAMES: [&str; 32] = [
-    "COM_SLEEP", "COM_QUIT", "COM_INIT_DB", "COM_QUERY", "COM_FIELD_LIST", "COM_CREATE_DB",
-    "COM_DROP_DB", "COM_REFRESH", "COM_SHUTDOWN", "COM_STATISTICS", "COM_PROCESS_INFO",
-    "COM_CONNECT", "COM_PROCESS_KILL", "COM_DEBUG", "COM_PING", "COM_TIME", "COM_DELAYED_INSERT",
-    "COM_CHANGE_USER", "COM_BINLOG_DUMP", "COM_TABLE_DUMP", "COM_CONNECT_OUT",
-    "COM_REGISTER_SLAVE", "COM_STMT_PREPARE", "COM_STMT_EXECUTE", "COM_STMT_SEND_LONG_DATA",
-    "COM_STMT_CLOSE", "COM_STMT_RESET", "COM_SET_OPTION", "COM_STMT_FETCH", "COM_DAEMON", "",
+    "COM_SLEEP",
+    "COM_QUIT",
+    "COM_INIT_DB",
+    "COM_QUERY",
+    "COM_FIELD_LIST",
+    "COM_CREATE_DB",
+    "COM_DROP_DB",
+    "COM_REFRESH",
+    "COM_SHUTDOWN",
+    "COM_STATISTICS",
+    "COM_PROCESS_INFO",
+    "COM_CONNECT",
+    "COM_PROCESS_KILL",
+    "COM_DEBUG",
+    "COM_PING",
+    "COM_TIME",
+    "COM_DELAYED_INSERT",
+    "COM_CHANGE_USER",
+    "COM_BINLOG_DUMP",
+    "COM_TABLE_DUMP",
+    "COM_CONNECT_OUT",
+    "COM_REGISTER_SLAVE",
+    "COM_STMT_PREPARE",
+    "COM_STMT_EXECUTE",
+    "COM_STMT_SEND_LONG_DATA",
+    "COM_STMT_CLOSE",
+    "COM_STMT_RESET",
+    "COM_SET_OPTION",
+    "COM_STMT_FETCH",
+    "COM_DAEMON",
+    "",
     "COM_RESET_CONNECTION",
 ];
 
@@ -33,7 +58,9 @@ pub fn command_name(cmd: u8) -> String {
         0x42 => "COM_XPAND_REPL".into(),
         0xFA => "COM_STMT_BULK_EXECUTE".into(),
         0xFE => "COM_MULTI".into(),
-        c if (c as usize) < NAMES.len() && !NAMES[c as usize].is_empty() => NAMES[c as usize].into(),
+        c if (c as usize) < NAMES.len() && !NAMES[c as usize].is_empty() => {
+            NAMES[c as usize].into()
+        }
         c => format!("COM_UNKNOWN({c:02x})"),
     }
 }

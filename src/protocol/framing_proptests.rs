@@ -49,8 +49,15 @@ impl Reader {
                         self.payloads.push(std::mem::take(&mut self.partial));
                     }
                 }
-                Err(PacketError::Truncated { offset, needed, have }) => {
-                    assert_eq!(offset, consumed, "a truncation is reported where the incomplete packet starts");
+                Err(PacketError::Truncated {
+                    offset,
+                    needed,
+                    have,
+                }) => {
+                    assert_eq!(
+                        offset, consumed,
+                        "a truncation is reported where the incomplete packet starts"
+                    );
                     assert!(have < needed, "truncated: {have} present of {needed}");
                     break;
                 }
@@ -132,19 +139,38 @@ proptest! {
 #[test]
 fn continuations_of_16_mib_and_more() {
     let big = |n: usize| (0..n).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>();
-    let payloads = vec![b"\x03SELECT 1".to_vec(), big(MAX_PAYLOAD), big(MAX_PAYLOAD + 7), big(2 * MAX_PAYLOAD), vec![]];
+    let payloads = vec![
+        b"\x03SELECT 1".to_vec(),
+        big(MAX_PAYLOAD),
+        big(MAX_PAYLOAD + 7),
+        big(2 * MAX_PAYLOAD),
+        vec![],
+    ];
     let bytes = stream(&payloads);
     // Where the headers are.
     let mut headers = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
         headers.push(at);
-        at += HEADER_LEN + u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], 0]) as usize;
+        at +=
+            HEADER_LEN + u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], 0]) as usize;
     }
-    assert_eq!(headers.len(), 1 + 2 + 2 + 3 + 1, "the chunks the protocol prescribes");
+    assert_eq!(
+        headers.len(),
+        1 + 2 + 2 + 3 + 1,
+        "the chunks the protocol prescribes"
+    );
     let mut cuts: Vec<usize> = headers
         .iter()
-        .flat_map(|&h| [h.saturating_sub(1), h, h + 1, h + HEADER_LEN - 1, h + HEADER_LEN])
+        .flat_map(|&h| {
+            [
+                h.saturating_sub(1),
+                h,
+                h + 1,
+                h + HEADER_LEN - 1,
+                h + HEADER_LEN,
+            ]
+        })
         .filter(|&c| c <= bytes.len())
         .chain([bytes.len() / 3, bytes.len() / 2])
         .collect();

@@ -29,13 +29,21 @@ impl<'a> Packet<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PacketError {
     /// The buffer ends inside a header or a payload.
-    Truncated { offset: usize, needed: usize, have: usize },
+    Truncated {
+        offset: usize,
+        needed: usize,
+        have: usize,
+    },
 }
 
 impl fmt::Display for PacketError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PacketError::Truncated { offset, needed, have } => write!(
+            PacketError::Truncated {
+                offset,
+                needed,
+                have,
+            } => write!(
                 f,
                 "malformed packet at offset {offset}: {needed} bytes needed, {have} present"
             ),
@@ -66,7 +74,11 @@ impl<'a> Iterator for Packets<'a> {
             return None;
         }
         if rest.len() < HEADER_LEN {
-            let err = PacketError::Truncated { offset: self.offset, needed: HEADER_LEN, have: rest.len() };
+            let err = PacketError::Truncated {
+                offset: self.offset,
+                needed: HEADER_LEN,
+                have: rest.len(),
+            };
             self.offset = self.buf.len();
             return Some(Err(err));
         }
@@ -81,7 +93,10 @@ impl<'a> Iterator for Packets<'a> {
             return Some(Err(err));
         }
         self.offset += HEADER_LEN + len;
-        Some(Ok(Packet { seq: rest[3], payload: &rest[HEADER_LEN..HEADER_LEN + len] }))
+        Some(Ok(Packet {
+            seq: rest[3],
+            payload: &rest[HEADER_LEN..HEADER_LEN + len],
+        }))
     }
 }
 
@@ -90,9 +105,17 @@ pub fn single(buf: &[u8]) -> Result<Packet<'_>, PacketError> {
     let mut it = Packets::new(buf);
     match it.next() {
         Some(Ok(p)) if it.offset == buf.len() => Ok(p),
-        Some(Ok(_)) => Err(PacketError::Truncated { offset: it.offset, needed: 0, have: buf.len() }),
+        Some(Ok(_)) => Err(PacketError::Truncated {
+            offset: it.offset,
+            needed: 0,
+            have: buf.len(),
+        }),
         Some(Err(e)) => Err(e),
-        None => Err(PacketError::Truncated { offset: 0, needed: HEADER_LEN, have: 0 }),
+        None => Err(PacketError::Truncated {
+            offset: 0,
+            needed: HEADER_LEN,
+            have: 0,
+        }),
     }
 }
 
@@ -156,19 +179,49 @@ mod tests {
         write_packet(&mut buf, 1, b"\x03abc");
         write_packet(&mut buf, 2, b"");
         let v: Vec<_> = Packets::new(&buf).collect::<Result<_, _>>().unwrap();
-        assert_eq!(v, vec![Packet { seq: 1, payload: b"\x03abc" }, Packet { seq: 2, payload: b"" }]);
+        assert_eq!(
+            v,
+            vec![
+                Packet {
+                    seq: 1,
+                    payload: b"\x03abc"
+                },
+                Packet {
+                    seq: 2,
+                    payload: b""
+                }
+            ]
+        );
     }
 
     #[test]
     fn truncated_header_and_payload_are_errors() {
-        assert!(matches!(Packets::new(&[1, 0]).next(), Some(Err(PacketError::Truncated { .. }))));
-        assert!(matches!(Packets::new(&[5, 0, 0, 0, 1]).next(), Some(Err(PacketError::Truncated { .. }))));
-        assert!(single(&[1, 0, 0, 0, 9, 0]).is_err(), "trailing bytes after one packet");
+        assert!(matches!(
+            Packets::new(&[1, 0]).next(),
+            Some(Err(PacketError::Truncated { .. }))
+        ));
+        assert!(matches!(
+            Packets::new(&[5, 0, 0, 0, 1]).next(),
+            Some(Err(PacketError::Truncated { .. }))
+        ));
+        assert!(
+            single(&[1, 0, 0, 0, 9, 0]).is_err(),
+            "trailing bytes after one packet"
+        );
     }
 
     #[test]
     fn lenenc_round_trip() {
-        for v in [0u64, 250, 251, 65535, 65536, 0xFF_FFFF, 0x100_0000, u64::MAX] {
+        for v in [
+            0u64,
+            250,
+            251,
+            65535,
+            65536,
+            0xFF_FFFF,
+            0x100_0000,
+            u64::MAX,
+        ] {
             let mut b = Vec::new();
             write_lenenc(&mut b, v);
             assert_eq!(read_lenenc(&b), Some((v, b.len())), "value {v}");

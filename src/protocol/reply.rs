@@ -19,9 +19,15 @@ pub enum ReplyState {
     Start,
     /// COM_STMT_PREPARE: parameter and column definitions still to come (each followed by an
     /// EOF unless DEPRECATE_EOF).
-    PrepareDefs { params: u64, columns: u64, eof_pending: bool },
+    PrepareDefs {
+        params: u64,
+        columns: u64,
+        eof_pending: bool,
+    },
     /// Column definitions still to come.
-    ColumnDefs { remaining: u64 },
+    ColumnDefs {
+        remaining: u64,
+    },
     /// The EOF after the column definitions (classic protocol).
     ColumnEof,
     Rows,
@@ -29,7 +35,9 @@ pub enum ReplyState {
     FieldList,
     /// The server asked for a LOCAL INFILE; the client's data goes to it until an empty packet,
     /// then the server's OK or ERR ends the reply.
-    LoadData { request_seq: u8 },
+    LoadData {
+        request_seq: u8,
+    },
     /// COM_CHANGE_USER: authentication exchange until OK or ERR.
     Auth,
     Complete,
@@ -51,11 +59,18 @@ impl ReplyError {
         let code = u16::from_le_bytes([payload[1], payload[2]]);
         let rest = &payload[3..];
         let (sqlstate, message) = if rest.first() == Some(&b'#') && rest.len() >= 6 {
-            (String::from_utf8_lossy(&rest[1..6]).into_owned(), &rest[6..])
+            (
+                String::from_utf8_lossy(&rest[1..6]).into_owned(),
+                &rest[6..],
+            )
         } else {
             (String::new(), rest)
         };
-        Some(ReplyError { code, sqlstate, message: String::from_utf8_lossy(message).into_owned() })
+        Some(ReplyError {
+            code,
+            sqlstate,
+            message: String::from_utf8_lossy(message).into_owned(),
+        })
     }
 
     /// Errors a server sends without being asked: killed connection, shutdown.
@@ -111,7 +126,11 @@ impl ReplyTracker {
 
     /// Starts tracking the reply to `command`; the counters start from zero.
     pub fn start(&mut self, command: u8) {
-        *self = ReplyTracker { command, state: ReplyState::Start, ..ReplyTracker::new(self.deprecate_eof) };
+        *self = ReplyTracker {
+            command,
+            state: ReplyState::Start,
+            ..ReplyTracker::new(self.deprecate_eof)
+        };
         if !will_respond(command) {
             self.state = ReplyState::Complete;
         }
@@ -180,10 +199,16 @@ impl ReplyTracker {
                 )))
             }
             Start => self.on_start(p)?,
-            PrepareDefs { params, columns, eof_pending } => {
+            PrepareDefs {
+                params,
+                columns,
+                eof_pending,
+            } => {
                 if eof_pending {
                     if !self.is_eof(p) {
-                        return Err(ProtocolViolation("missing EOF after prepared statement definitions".into()));
+                        return Err(ProtocolViolation(
+                            "missing EOF after prepared statement definitions".into(),
+                        ));
                     }
                     self.read_eof(p);
                     self.next_prepare_phase(params, columns);
@@ -198,7 +223,9 @@ impl ReplyTracker {
                     return self.on_err(p);
                 }
                 if remaining > 1 {
-                    self.state = ColumnDefs { remaining: remaining - 1 };
+                    self.state = ColumnDefs {
+                        remaining: remaining - 1,
+                    };
                 } else if self.deprecate_eof {
                     self.state = Rows;
                 } else {
@@ -210,11 +237,15 @@ impl ReplyTracker {
                     return self.on_err(p);
                 }
                 if !self.is_eof(p) {
-                    return Err(ProtocolViolation("missing EOF after column definitions".into()));
+                    return Err(ProtocolViolation(
+                        "missing EOF after column definitions".into(),
+                    ));
                 }
                 self.read_eof(p);
                 // A COM_STMT_EXECUTE that opened a cursor ends here; rows come with COM_STMT_FETCH.
-                self.state = if self.command == COM_STMT_EXECUTE && self.server_status & status::CURSOR_EXISTS != 0 {
+                self.state = if self.command == COM_STMT_EXECUTE
+                    && self.server_status & status::CURSOR_EXISTS != 0
+                {
                     Complete
                 } else {
                     Rows
@@ -235,7 +266,11 @@ impl ReplyTracker {
                     self.read_ok(p);
                     self.next_result();
                 }
-                _ => return Err(ProtocolViolation("unexpected packet after LOCAL INFILE data".into())),
+                _ => {
+                    return Err(ProtocolViolation(
+                        "unexpected packet after LOCAL INFILE data".into(),
+                    ))
+                }
             },
             Auth => match first {
                 Some(0xFF) => return self.on_err(p),
@@ -250,7 +285,9 @@ impl ReplyTracker {
     }
 
     fn on_start(&mut self, p: &Packet<'_>) -> Result<(), ProtocolViolation> {
-        let first = p.first().ok_or_else(|| ProtocolViolation("empty reply packet".into()))?;
+        let first = p
+            .first()
+            .ok_or_else(|| ProtocolViolation("empty reply packet".into()))?;
         if first == 0xFF {
             return self.on_err(p);
         }
@@ -305,14 +342,19 @@ impl ReplyTracker {
                 self.state = ReplyState::LoadData { request_seq: p.seq };
             }
             _ => {
-                let (n, used) = read_lenenc(p.payload)
-                    .ok_or_else(|| ProtocolViolation(format!("bad result set header {first:#04x}")))?;
+                let (n, used) = read_lenenc(p.payload).ok_or_else(|| {
+                    ProtocolViolation(format!("bad result set header {first:#04x}"))
+                })?;
                 // With MARIADB_CLIENT_CACHE_METADATA a byte follows: 0 means the column
                 // definitions are not sent again.
                 let metadata_follows = match &p.payload[used..] {
                     [] => true,
                     [flag] => *flag != 0,
-                    _ => return Err(ProtocolViolation(format!("bad result set header {first:#04x}"))),
+                    _ => {
+                        return Err(ProtocolViolation(format!(
+                            "bad result set header {first:#04x}"
+                        )))
+                    }
                 };
                 if n == 0 {
                     return Err(ProtocolViolation("result set with no columns".into()));
@@ -350,18 +392,30 @@ impl ReplyTracker {
         if params == 0 && columns == 0 {
             self.state = ReplyState::Complete;
         } else {
-            self.state = ReplyState::PrepareDefs { params, columns, eof_pending: false };
+            self.state = ReplyState::PrepareDefs {
+                params,
+                columns,
+                eof_pending: false,
+            };
         }
     }
 
     fn after_prepare_def(&mut self, params: u64, columns: u64, was_param: bool) {
         let section_done = if was_param { params == 0 } else { columns == 0 };
         if section_done && !self.deprecate_eof {
-            self.state = ReplyState::PrepareDefs { params, columns, eof_pending: true };
+            self.state = ReplyState::PrepareDefs {
+                params,
+                columns,
+                eof_pending: true,
+            };
         } else if section_done {
             self.next_prepare_phase(params, columns);
         } else {
-            self.state = ReplyState::PrepareDefs { params, columns, eof_pending: false };
+            self.state = ReplyState::PrepareDefs {
+                params,
+                columns,
+                eof_pending: false,
+            };
         }
     }
 
@@ -369,7 +423,11 @@ impl ReplyTracker {
         self.state = if params == 0 && columns == 0 {
             ReplyState::Complete
         } else {
-            ReplyState::PrepareDefs { params, columns, eof_pending: false }
+            ReplyState::PrepareDefs {
+                params,
+                columns,
+                eof_pending: false,
+            }
         };
     }
 
@@ -405,8 +463,12 @@ impl ReplyTracker {
 
     fn read_ok(&mut self, p: &Packet<'_>) {
         let pl = &p.payload[1..];
-        let Some((_, a)) = read_lenenc(pl) else { return };
-        let Some((_, b)) = read_lenenc(&pl[a..]) else { return };
+        let Some((_, a)) = read_lenenc(pl) else {
+            return;
+        };
+        let Some((_, b)) = read_lenenc(&pl[a..]) else {
+            return;
+        };
         let rest = &pl[a + b..];
         if rest.len() >= 4 {
             self.server_status = u16::from_le_bytes([rest[0], rest[1]]);
@@ -477,7 +539,10 @@ pub(super) mod tests {
     fn classic_resultset_counts_rows_and_last_warnings() {
         let mut t = ReplyTracker::new(false);
         t.start(COM_QUERY);
-        run(&mut t, &[vec![1], coldef("a"), eof(2, 1), row("x"), row("y")]);
+        run(
+            &mut t,
+            &[vec![1], coldef("a"), eof(2, 1), row("x"), row("y")],
+        );
         assert!(!t.is_complete());
         assert_eq!(t.warnings(), 1, "warnings of the column EOF");
         run(&mut t, &[eof(2, 4)]);
@@ -529,9 +594,29 @@ pub(super) mod tests {
         let more = status::MORE_RESULTS_EXIST | 2;
         let mut t = ReplyTracker::new(false);
         t.start(COM_QUERY);
-        run(&mut t, &[vec![1], coldef("a"), eof(more, 0), row("1"), eof(more, 0), ok(more, 0)]);
+        run(
+            &mut t,
+            &[
+                vec![1],
+                coldef("a"),
+                eof(more, 0),
+                row("1"),
+                eof(more, 0),
+                ok(more, 0),
+            ],
+        );
         assert!(!t.is_complete());
-        run(&mut t, &[vec![1], coldef("b"), eof(more, 0), row("2"), row("3"), eof(more, 0)]);
+        run(
+            &mut t,
+            &[
+                vec![1],
+                coldef("b"),
+                eof(more, 0),
+                row("2"),
+                row("3"),
+                eof(more, 0),
+            ],
+        );
         let mut err = vec![0xFF, 0x7A, 0x04, b'#'];
         err.extend_from_slice(b"42S02Table 'x' doesn't exist");
         run(&mut t, &[err]);
@@ -549,7 +634,16 @@ pub(super) mod tests {
         resp.extend_from_slice(&[0, 5, 0]); // filler, warnings (not read)
         let mut t = ReplyTracker::new(false);
         t.start(COM_STMT_PREPARE);
-        run(&mut t, &[resp.clone(), coldef("?"), coldef("?"), eof(2, 0), coldef("c")]);
+        run(
+            &mut t,
+            &[
+                resp.clone(),
+                coldef("?"),
+                coldef("?"),
+                eof(2, 0),
+                coldef("c"),
+            ],
+        );
         assert!(!t.is_complete());
         run(&mut t, &[eof(2, 0)]);
         assert!(t.is_complete());
@@ -618,10 +712,16 @@ pub(super) mod tests {
     fn cursor_execute_completes_after_column_eof() {
         let mut t = ReplyTracker::new(false);
         t.start(COM_STMT_EXECUTE);
-        run(&mut t, &[vec![1], coldef("a"), eof(2 | status::CURSOR_EXISTS, 0)]);
+        run(
+            &mut t,
+            &[vec![1], coldef("a"), eof(2 | status::CURSOR_EXISTS, 0)],
+        );
         assert!(t.is_complete());
         t.start(COM_STMT_FETCH);
-        run(&mut t, &[row("1"), row("2"), eof(2 | status::LAST_ROW_SENT, 0)]);
+        run(
+            &mut t,
+            &[row("1"), row("2"), eof(2 | status::LAST_ROW_SENT, 0)],
+        );
         assert!(t.is_complete());
         assert_eq!(t.rows(), 2);
     }

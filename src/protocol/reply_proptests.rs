@@ -23,9 +23,19 @@ struct Reply {
 /// One result of a (multi-)result reply to COM_QUERY or COM_STMT_EXECUTE.
 #[derive(Debug, Clone)]
 enum Part {
-    Ok { warnings: u16 },
-    Rows { columns: Vec<Vec<u8>>, cached_metadata: bool, rows: Vec<Vec<u8>>, warnings: u16 },
-    LocalInfile { file: Vec<u8>, warnings: u16 },
+    Ok {
+        warnings: u16,
+    },
+    Rows {
+        columns: Vec<Vec<u8>>,
+        cached_metadata: bool,
+        rows: Vec<Vec<u8>>,
+        warnings: u16,
+    },
+    LocalInfile {
+        file: Vec<u8>,
+        warnings: u16,
+    },
 }
 
 /// An OK packet with `header` (0x00, or 0xFE when it ends rows with DEPRECATE_EOF).
@@ -67,7 +77,11 @@ fn column_name() -> impl Strategy<Value = Vec<u8>> {
 /// A text row: each value NULL or a length-encoded string (up to 300 bytes, so both the
 /// one-byte and the 0xFC length forms occur).
 fn text_row(columns: usize) -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(prop::option::weighted(0.9, prop::collection::vec(any::<u8>(), 0..300)), columns).prop_map(|vals| {
+    prop::collection::vec(
+        prop::option::weighted(0.9, prop::collection::vec(any::<u8>(), 0..300)),
+        columns,
+    )
+    .prop_map(|vals| {
         let mut p = Vec::new();
         for v in vals {
             match v {
@@ -90,16 +104,39 @@ fn binary_row(columns: usize) -> impl Strategy<Value = Vec<u8>> {
 
 fn part(binary: bool) -> impl Strategy<Value = Part> {
     let rows = (1usize..5).prop_flat_map(move |n| {
-        let row = if binary { binary_row(n).boxed() } else { text_row(n).boxed() };
-        (prop::collection::vec(column_name(), n), any::<bool>(), prop::collection::vec(row, 0..6), any::<u16>())
-            .prop_map(|(columns, cached_metadata, rows, warnings)| Part::Rows { columns, cached_metadata, rows, warnings })
+        let row = if binary {
+            binary_row(n).boxed()
+        } else {
+            text_row(n).boxed()
+        };
+        (
+            prop::collection::vec(column_name(), n),
+            any::<bool>(),
+            prop::collection::vec(row, 0..6),
+            any::<u16>(),
+        )
+            .prop_map(|(columns, cached_metadata, rows, warnings)| Part::Rows {
+                columns,
+                cached_metadata,
+                rows,
+                warnings,
+            })
     });
-    let infile =
-        (prop::collection::vec(any::<u8>(), 0..20), any::<u16>()).prop_map(|(file, warnings)| Part::LocalInfile { file, warnings });
+    let infile = (prop::collection::vec(any::<u8>(), 0..20), any::<u16>())
+        .prop_map(|(file, warnings)| Part::LocalInfile { file, warnings });
     if binary {
-        prop_oneof![any::<u16>().prop_map(|warnings| Part::Ok { warnings }), rows].boxed()
+        prop_oneof![
+            any::<u16>().prop_map(|warnings| Part::Ok { warnings }),
+            rows
+        ]
+        .boxed()
     } else {
-        prop_oneof![any::<u16>().prop_map(|warnings| Part::Ok { warnings }), rows, infile].boxed()
+        prop_oneof![
+            any::<u16>().prop_map(|warnings| Part::Ok { warnings }),
+            rows,
+            infile
+        ]
+        .boxed()
     }
 }
 
@@ -107,51 +144,67 @@ fn part(binary: bool) -> impl Strategy<Value = Part> {
 /// results, the last one possibly an ERR.
 fn results(deprecate_eof: bool) -> impl Strategy<Value = Reply> {
     any::<bool>().prop_flat_map(move |binary| {
-        (prop::collection::vec(part(binary), 1..4), prop::option::of(any::<u16>())).prop_map(move |(parts, error)| {
-            let command = if binary { COM_STMT_EXECUTE } else { COM_QUERY };
-            let mut r = Reply { command, packets: vec![], rows: 0, warnings: 0, resultset: false, error };
-            let n = parts.len();
-            for (i, part) in parts.into_iter().enumerate() {
-                let more = i + 1 < n || error.is_some();
-                let status = 0x0002 | if more { MORE_RESULTS_EXIST } else { 0 };
-                match part {
-                    Part::Ok { warnings } => {
-                        r.packets.push(ok(0x00, status, warnings));
-                        r.warnings = warnings;
-                    }
-                    Part::LocalInfile { file, warnings } => {
-                        let mut req = vec![0xFB];
-                        req.extend_from_slice(&file);
-                        r.packets.push(req);
-                        r.packets.push(ok(0x00, status, warnings));
-                        r.warnings = warnings;
-                    }
-                    Part::Rows { columns, cached_metadata, rows, warnings } => {
-                        let mut head = Vec::new();
-                        write_lenenc(&mut head, columns.len() as u64);
-                        if cached_metadata {
-                            head.push(0);
+        (
+            prop::collection::vec(part(binary), 1..4),
+            prop::option::of(any::<u16>()),
+        )
+            .prop_map(move |(parts, error)| {
+                let command = if binary { COM_STMT_EXECUTE } else { COM_QUERY };
+                let mut r = Reply {
+                    command,
+                    packets: vec![],
+                    rows: 0,
+                    warnings: 0,
+                    resultset: false,
+                    error,
+                };
+                let n = parts.len();
+                for (i, part) in parts.into_iter().enumerate() {
+                    let more = i + 1 < n || error.is_some();
+                    let status = 0x0002 | if more { MORE_RESULTS_EXIST } else { 0 };
+                    match part {
+                        Part::Ok { warnings } => {
+                            r.packets.push(ok(0x00, status, warnings));
+                            r.warnings = warnings;
                         }
-                        r.packets.push(head);
-                        if !cached_metadata {
-                            r.packets.extend(columns.iter().map(|c| coldef(c)));
+                        Part::LocalInfile { file, warnings } => {
+                            let mut req = vec![0xFB];
+                            req.extend_from_slice(&file);
+                            r.packets.push(req);
+                            r.packets.push(ok(0x00, status, warnings));
+                            r.warnings = warnings;
                         }
-                        if !deprecate_eof {
-                            r.packets.push(eof(0x0002, 0));
+                        Part::Rows {
+                            columns,
+                            cached_metadata,
+                            rows,
+                            warnings,
+                        } => {
+                            let mut head = Vec::new();
+                            write_lenenc(&mut head, columns.len() as u64);
+                            if cached_metadata {
+                                head.push(0);
+                            }
+                            r.packets.push(head);
+                            if !cached_metadata {
+                                r.packets.extend(columns.iter().map(|c| coldef(c)));
+                            }
+                            if !deprecate_eof {
+                                r.packets.push(eof(0x0002, 0));
+                            }
+                            r.rows += rows.len() as u64;
+                            r.packets.extend(rows);
+                            r.packets.push(end_of_rows(deprecate_eof, status, warnings));
+                            r.warnings = warnings;
+                            r.resultset = true;
                         }
-                        r.rows += rows.len() as u64;
-                        r.packets.extend(rows);
-                        r.packets.push(end_of_rows(deprecate_eof, status, warnings));
-                        r.warnings = warnings;
-                        r.resultset = true;
                     }
                 }
-            }
-            if let Some(code) = error {
-                r.packets.push(err(code));
-            }
-            r
-        })
+                if let Some(code) = error {
+                    r.packets.push(err(code));
+                }
+                r
+            })
     })
 }
 
@@ -159,7 +212,14 @@ fn results(deprecate_eof: bool) -> impl Strategy<Value = Reply> {
 /// ended by an EOF unless DEPRECATE_EOF; or an ERR.
 fn prepare(deprecate_eof: bool) -> impl Strategy<Value = Reply> {
     (0u16..5, 0u16..5, any::<bool>()).prop_map(move |(params, columns, fails)| {
-        let mut r = Reply { command: COM_STMT_PREPARE, packets: vec![], rows: 0, warnings: 0, resultset: false, error: None };
+        let mut r = Reply {
+            command: COM_STMT_PREPARE,
+            packets: vec![],
+            rows: 0,
+            warnings: 0,
+            resultset: false,
+            error: None,
+        };
         if fails {
             r.packets.push(err(1064));
             r.error = Some(1064);
@@ -183,23 +243,35 @@ fn prepare(deprecate_eof: bool) -> impl Strategy<Value = Reply> {
 /// COM_STMT_EXECUTE that opens a cursor (ends after the column EOF), or the COM_STMT_FETCH of
 /// its rows. MaxScale tracks cursors in the classic protocol only, and so does the tracker.
 fn cursor() -> impl Strategy<Value = Reply> {
-    (1usize..4, any::<bool>(), 0usize..6, any::<bool>()).prop_flat_map(|(columns, fetch, n, last)| {
-        prop::collection::vec(binary_row(columns), n).prop_map(move |rows| {
-            let mut r = Reply { command: COM_STMT_EXECUTE, packets: vec![], rows: 0, warnings: 0, resultset: true, error: None };
-            if fetch {
-                r.command = COM_STMT_FETCH;
-                r.resultset = false;
-                r.rows = rows.len() as u64;
-                r.packets.extend(rows);
-                r.packets.push(eof(0x0002 | CURSOR_EXISTS | if last { LAST_ROW_SENT } else { 0 }, 0));
-            } else {
-                r.packets.push(vec![columns as u8]);
-                r.packets.extend((0..columns).map(|_| coldef(b"c")));
-                r.packets.push(eof(0x0002 | CURSOR_EXISTS, 0));
-            }
-            r
-        })
-    })
+    (1usize..4, any::<bool>(), 0usize..6, any::<bool>()).prop_flat_map(
+        |(columns, fetch, n, last)| {
+            prop::collection::vec(binary_row(columns), n).prop_map(move |rows| {
+                let mut r = Reply {
+                    command: COM_STMT_EXECUTE,
+                    packets: vec![],
+                    rows: 0,
+                    warnings: 0,
+                    resultset: true,
+                    error: None,
+                };
+                if fetch {
+                    r.command = COM_STMT_FETCH;
+                    r.resultset = false;
+                    r.rows = rows.len() as u64;
+                    r.packets.extend(rows);
+                    r.packets.push(eof(
+                        0x0002 | CURSOR_EXISTS | if last { LAST_ROW_SENT } else { 0 },
+                        0,
+                    ));
+                } else {
+                    r.packets.push(vec![columns as u8]);
+                    r.packets.extend((0..columns).map(|_| coldef(b"c")));
+                    r.packets.push(eof(0x0002 | CURSOR_EXISTS, 0));
+                }
+                r
+            })
+        },
+    )
 }
 
 /// COM_FIELD_LIST, COM_CHANGE_USER (with an auth switch), COM_STATISTICS, COM_PING.
@@ -207,40 +279,74 @@ fn other(deprecate_eof: bool) -> impl Strategy<Value = Reply> {
     let field_list = prop::collection::vec(column_name(), 0..5).prop_map(move |names| {
         let mut packets: Vec<Vec<u8>> = names.iter().map(|n| coldef(n)).collect();
         packets.push(end_of_rows(deprecate_eof, 2, 0));
-        Reply { command: COM_FIELD_LIST, rows: names.len() as u64, packets, warnings: 0, resultset: false, error: None }
-    });
-    let change_user = (any::<bool>(), 0usize..3, any::<bool>()).prop_map(|(switch, more, fails)| {
-        let mut packets = Vec::new();
-        if switch {
-            let mut p = vec![0xFE];
-            p.extend_from_slice(b"mysql_native_password\0abcdefghijklmnopqrst\0");
-            packets.push(p);
+        Reply {
+            command: COM_FIELD_LIST,
+            rows: names.len() as u64,
+            packets,
+            warnings: 0,
+            resultset: false,
+            error: None,
         }
-        packets.extend((0..more).map(|i| vec![0x01, i as u8, 3]));
-        packets.push(if fails { err(1045) } else { ok(0x00, 2, 0) });
-        Reply { command: COM_CHANGE_USER, packets, rows: 0, warnings: 0, resultset: false, error: fails.then_some(1045) }
     });
-    let statistics = prop::collection::vec(any::<u8>(), 1..40).prop_filter("not an ERR", |p| p[0] != 0xFF).prop_map(|p| Reply {
-        command: COM_STATISTICS,
-        packets: vec![p],
+    let change_user =
+        (any::<bool>(), 0usize..3, any::<bool>()).prop_map(|(switch, more, fails)| {
+            let mut packets = Vec::new();
+            if switch {
+                let mut p = vec![0xFE];
+                p.extend_from_slice(b"mysql_native_password\0abcdefghijklmnopqrst\0");
+                packets.push(p);
+            }
+            packets.extend((0..more).map(|i| vec![0x01, i as u8, 3]));
+            packets.push(if fails { err(1045) } else { ok(0x00, 2, 0) });
+            Reply {
+                command: COM_CHANGE_USER,
+                packets,
+                rows: 0,
+                warnings: 0,
+                resultset: false,
+                error: fails.then_some(1045),
+            }
+        });
+    let statistics = prop::collection::vec(any::<u8>(), 1..40)
+        .prop_filter("not an ERR", |p| p[0] != 0xFF)
+        .prop_map(|p| Reply {
+            command: COM_STATISTICS,
+            packets: vec![p],
+            rows: 0,
+            warnings: 0,
+            resultset: false,
+            error: None,
+        });
+    let ping = Just(Reply {
+        command: COM_PING,
+        packets: vec![ok(0, 2, 0)],
         rows: 0,
         warnings: 0,
         resultset: false,
         error: None,
     });
-    let ping = Just(Reply { command: COM_PING, packets: vec![ok(0, 2, 0)], rows: 0, warnings: 0, resultset: false, error: None });
     prop_oneof![field_list, change_user, statistics, ping]
 }
 
 fn reply() -> impl Strategy<Value = (bool, Reply)> {
     any::<bool>().prop_flat_map(|d| {
-        let classic_only = if d { prepare(d).boxed() } else { cursor().boxed() };
-        (Just(d), prop_oneof![4 => results(d), 2 => prepare(d), 1 => classic_only, 2 => other(d)])
+        let classic_only = if d {
+            prepare(d).boxed()
+        } else {
+            cursor().boxed()
+        };
+        (
+            Just(d),
+            prop_oneof![4 => results(d), 2 => prepare(d), 1 => classic_only, 2 => other(d)],
+        )
     })
 }
 
 fn packet(seq: usize, payload: &[u8]) -> Packet<'_> {
-    Packet { seq: seq as u8, payload }
+    Packet {
+        seq: seq as u8,
+        payload,
+    }
 }
 
 /// Feeds a possibly broken stream: never panics; once the reply is complete or a violation was
@@ -249,7 +355,10 @@ fn feed_untrusted(t: &mut ReplyTracker, packets: &[Vec<u8>]) -> Result<(), TestC
     for (i, p) in packets.iter().enumerate() {
         let was_complete = t.is_complete();
         match t.feed(&packet(i + 1, p)) {
-            Ok(()) => prop_assert!(!was_complete, "packet {i} accepted after the reply was complete"),
+            Ok(()) => prop_assert!(
+                !was_complete,
+                "packet {i} accepted after the reply was complete"
+            ),
             Err(_) => return Ok(()),
         }
     }
@@ -273,7 +382,8 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (any::<Index>(), any::<Index>()).prop_map(|(a, b)| Mutation::Truncate(a, b)),
         any::<Index>().prop_map(Mutation::Drop),
         any::<Index>().prop_map(Mutation::Repeat),
-        (any::<Index>(), prop::collection::vec(any::<u8>(), 0..12)).prop_map(|(a, p)| Mutation::Insert(a, p)),
+        (any::<Index>(), prop::collection::vec(any::<u8>(), 0..12))
+            .prop_map(|(a, p)| Mutation::Insert(a, p)),
     ]
 }
 

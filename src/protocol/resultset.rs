@@ -28,7 +28,12 @@ pub fn ok_packet(seq: u8, status: u16) -> Vec<u8> {
 
 /// A text result set of string columns (NULL as None), starting at sequence 1.
 /// `deprecate_eof` must match what the client negotiated.
-pub fn text_resultset(columns: &[&str], rows: &[Vec<Option<String>>], status: u16, deprecate_eof: bool) -> Vec<u8> {
+pub fn text_resultset(
+    columns: &[&str],
+    rows: &[Vec<Option<String>>],
+    status: u16,
+    deprecate_eof: bool,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut seq = 1u8;
     let mut put = |out: &mut Vec<u8>, pl: &[u8]| {
@@ -85,7 +90,10 @@ mod tests {
     fn made_up_resultset_parses_back() {
         for dep in [false, true] {
             let long = "x".repeat(300); // lengths of 251 bytes and more need a 3-byte prefix
-            let rows = vec![vec![Some("a".to_string()), None], vec![Some(long), Some("b".into())]];
+            let rows = vec![
+                vec![Some("a".to_string()), None],
+                vec![Some(long), Some("b".into())],
+            ];
             let buf = text_resultset(&["c1", "c2"], &rows, 2, dep);
             let mut t = ReplyTracker::new(dep);
             t.start(COM_QUERY);

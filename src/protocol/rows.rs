@@ -41,7 +41,13 @@ pub fn text_row(payload: &[u8]) -> Option<Vec<Option<&[u8]>>> {
 /// A complete result set from payloads: the column-count packet, the column definitions and
 /// the rows (as servers sent them), with fresh sequence numbers from 1 and EOFs as the client
 /// negotiated.
-pub fn resultset_from_payloads(count: &[u8], coldefs: &[Vec<u8>], rows: &[Vec<u8>], status: u16, deprecate_eof: bool) -> Vec<u8> {
+pub fn resultset_from_payloads(
+    count: &[u8],
+    coldefs: &[Vec<u8>],
+    rows: &[Vec<u8>],
+    status: u16,
+    deprecate_eof: bool,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut seq = 1u8;
     let mut put = |out: &mut Vec<u8>, pl: &[u8]| {
@@ -82,7 +88,10 @@ mod tests {
     #[test]
     fn rows_are_found_and_rebuilt() {
         for dep in [false, true] {
-            let rows = vec![vec![Some("a".to_string()), None], vec![Some("x".repeat(300)), Some("b".into())]];
+            let rows = vec![
+                vec![Some("a".to_string()), None],
+                vec![Some("x".repeat(300)), Some("b".into())],
+            ];
             let buf = text_resultset(&["c1", "c2"], &rows, 2, dep);
             let mut t = ReplyTracker::new(dep);
             t.start(COM_QUERY);

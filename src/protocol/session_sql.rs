@@ -19,11 +19,20 @@ pub fn first_words(sql: &[u8], n: usize) -> Vec<String> {
         } else if rest.starts_with(b"*/") {
             i += 2;
         } else if rest.starts_with(b"/*") {
-            i += rest.windows(2).position(|w| w == b"*/").map_or(rest.len(), |p| p + 2);
+            i += rest
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map_or(rest.len(), |p| p + 2);
         } else if rest.starts_with(b"--") || rest[0] == b'#' {
-            i += rest.iter().position(|&c| c == b'\n').map_or(rest.len(), |p| p + 1);
+            i += rest
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(rest.len(), |p| p + 1);
         } else {
-            let len = rest.iter().position(|c| !(c.is_ascii_alphanumeric() || *c == b'_')).unwrap_or(rest.len());
+            let len = rest
+                .iter()
+                .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                .unwrap_or(rest.len());
             if len == 0 {
                 break;
             }

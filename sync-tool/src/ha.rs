@@ -44,7 +44,11 @@ impl Drop for Leader {
 pub async fn campaign(client: &Client, name: &str, value: &str, ttl: Duration) -> Result<Leader> {
     let ttl_s = ttl.as_secs().max(1) as i64;
     let mut lc = client.lease_client();
-    let lease = lc.grant(ttl_s, None).await.context("etcd: grant lease")?.id();
+    let lease = lc
+        .grant(ttl_s, None)
+        .await
+        .context("etcd: grant lease")?
+        .id();
     let (lost_tx, mut lost_rx) = watch::channel(false);
     let keeper = tokio::spawn(keep_alive(client.clone(), lease, ttl, lost_tx));
     let mut ec = client.election_client();
@@ -60,7 +64,15 @@ pub async fn campaign(client: &Client, name: &str, value: &str, ttl: Duration) -
         keeper.abort();
         anyhow::bail!("etcd: campaign returned no leader key");
     };
-    Ok(Leader { fence: Fence { key: lk.key().to_vec(), rev: lk.rev() }, lease, lost: lost_rx, keeper })
+    Ok(Leader {
+        fence: Fence {
+            key: lk.key().to_vec(),
+            rev: lk.rev(),
+        },
+        lease,
+        lost: lost_rx,
+        keeper,
+    })
 }
 
 async fn keep_alive(client: Client, lease: i64, ttl: Duration, lost: watch::Sender<bool>) {

@@ -8,7 +8,11 @@ use anyhow::{bail, Result};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 pub fn encode(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
@@ -107,7 +111,9 @@ pub fn pk_segment<'a>(values: impl IntoIterator<Item = &'a Value>) -> Result<Str
 
 /// Appends the encoding of `s` (fast path when nothing needs escaping).
 fn push_encoded(out: &mut String, s: &str) {
-    if s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')) {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    {
         out.push_str(s);
     } else {
         out.extend(utf8_percent_encode(s, SEGMENT));
@@ -115,7 +121,10 @@ fn push_encoded(out: &mut String, s: &str) {
 }
 
 /// Appends the `{pk}` segment to `out` (a key being built, no intermediate strings).
-pub fn push_pk_segment<'a>(out: &mut String, values: impl IntoIterator<Item = &'a Value>) -> Result<()> {
+pub fn push_pk_segment<'a>(
+    out: &mut String,
+    values: impl IntoIterator<Item = &'a Value>,
+) -> Result<()> {
     let start = out.len();
     for (i, v) in values.into_iter().enumerate() {
         if i > 0 {
@@ -143,7 +152,10 @@ mod tests {
     #[test]
     fn default_template() {
         let t = KeyTemplate::parse("/{path}/{table}/{pk}", "contrail").unwrap();
-        assert_eq!(t.table_prefix("public", "virtual_network"), "/contrail/virtual_network/");
+        assert_eq!(
+            t.table_prefix("public", "virtual_network"),
+            "/contrail/virtual_network/"
+        );
         assert_eq!(t.static_prefix(), "/contrail/");
         let t = KeyTemplate::parse("/{path}/{schema}.{table}/{pk}", "/a/b/").unwrap();
         assert_eq!(t.table_prefix("s 1", "t/x"), "/a/b/s%201.t%2Fx/");
@@ -151,14 +163,24 @@ mod tests {
 
     #[test]
     fn bad_templates() {
-        for t in ["/{path}/{table}", "{table}/{pk}", "/{path}/{pk}", "/{x}/{table}/{pk}", "/{table}/{pk}/{pk}", "/{table/{pk}"] {
+        for t in [
+            "/{path}/{table}",
+            "{table}/{pk}",
+            "/{path}/{pk}",
+            "/{x}/{table}/{pk}",
+            "/{table}/{pk}/{pk}",
+            "/{table/{pk}",
+        ] {
             assert!(KeyTemplate::parse(t, "p").is_err(), "{t}");
         }
     }
 
     #[test]
     fn pk_encoding() {
-        assert_eq!(pk_segment([&json!(1), &json!("a/b,c")]).unwrap(), "1,a%2Fb%2Cc");
+        assert_eq!(
+            pk_segment([&json!(1), &json!("a/b,c")]).unwrap(),
+            "1,a%2Fb%2Cc"
+        );
         assert_eq!(pk_segment([&json!("5720afd0-x")]).unwrap(), "5720afd0-x");
         assert!(pk_segment([&json!(null)]).is_err());
     }

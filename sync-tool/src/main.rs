@@ -107,8 +107,17 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Some(Command::Verify { settle, chunk, show }) = cli.command {
-        let opts = ops::verify::Options { settle, chunk: chunk as usize, show };
+    if let Some(Command::Verify {
+        settle,
+        chunk,
+        show,
+    }) = cli.command
+    {
+        let opts = ops::verify::Options {
+            settle,
+            chunk: chunk as usize,
+            show,
+        };
         return match runtime().map(|rt| rt.block_on(ops::verify::run(&cfg, &opts))) {
             Ok(Ok(true)) => ExitCode::SUCCESS,
             Ok(Ok(false)) => ExitCode::from(3),
@@ -150,5 +159,8 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| anyhow!("cannot start runtime: {e}"))
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("cannot start runtime: {e}"))
 }

@@ -52,7 +52,10 @@ pub struct Metrics {
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
 pub fn now_unix() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl Metrics {
@@ -80,7 +83,8 @@ impl Metrics {
     pub fn observe_commit(&self, commit_unix: f64) {
         let now = now_unix();
         self.last_commit_ms.set((commit_unix * 1000.0) as u64);
-        self.lag_ms.set(((now - commit_unix).max(0.0) * 1000.0) as u64);
+        self.lag_ms
+            .set(((now - commit_unix).max(0.0) * 1000.0) as u64);
     }
 
     pub fn render(&self) -> String {
@@ -88,27 +92,90 @@ impl Metrics {
         let mut c = |name: &str, kind: &str, help: &str, v: String| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         };
-        c("sync_rows_applied_total", "counter", "Row operations written to etcd (stream and dump)", self.rows_applied.get().to_string());
-        c("sync_etcd_txns_total", "counter", "etcd transactions committed", self.etcd_txns.get().to_string());
-        c("sync_errors_total", "counter", "Errors that caused a retry", self.errors.get().to_string());
-        c("sync_dump_rows_total", "counter", "Rows read by dumps", self.dump_rows.get().to_string());
-        c("sync_dumps_total", "counter", "Dumps started", self.dumps.get().to_string());
-        c("sync_stale_keys_removed_total", "counter", "Keys removed after a re-dump", self.stale_keys_removed.get().to_string());
-        c("sync_is_leader", "gauge", "1 if this instance is the active one", self.is_leader.get().to_string());
-        c("sync_checkpoint_position", "gauge", "Last checkpoint written (PG LSN / binlog offset)", self.checkpoint_position.get().to_string());
-        c("sync_checkpoint_timestamp_seconds", "gauge", "Unix time of the last checkpoint write", format!("{:.3}", self.checkpoint_time_ms.get() as f64 / 1000.0));
-        c("sync_last_source_commit_timestamp_seconds", "gauge", "Commit time of the last applied source transaction", format!("{:.3}", self.last_commit_ms.get() as f64 / 1000.0));
-        c("sync_lag_seconds", "gauge", "Source commit to etcd commit delay of the last applied transaction", format!("{:.3}", self.lag_ms.get() as f64 / 1000.0));
+        c(
+            "sync_rows_applied_total",
+            "counter",
+            "Row operations written to etcd (stream and dump)",
+            self.rows_applied.get().to_string(),
+        );
+        c(
+            "sync_etcd_txns_total",
+            "counter",
+            "etcd transactions committed",
+            self.etcd_txns.get().to_string(),
+        );
+        c(
+            "sync_errors_total",
+            "counter",
+            "Errors that caused a retry",
+            self.errors.get().to_string(),
+        );
+        c(
+            "sync_dump_rows_total",
+            "counter",
+            "Rows read by dumps",
+            self.dump_rows.get().to_string(),
+        );
+        c(
+            "sync_dumps_total",
+            "counter",
+            "Dumps started",
+            self.dumps.get().to_string(),
+        );
+        c(
+            "sync_stale_keys_removed_total",
+            "counter",
+            "Keys removed after a re-dump",
+            self.stale_keys_removed.get().to_string(),
+        );
+        c(
+            "sync_is_leader",
+            "gauge",
+            "1 if this instance is the active one",
+            self.is_leader.get().to_string(),
+        );
+        c(
+            "sync_checkpoint_position",
+            "gauge",
+            "Last checkpoint written (PG LSN / binlog offset)",
+            self.checkpoint_position.get().to_string(),
+        );
+        c(
+            "sync_checkpoint_timestamp_seconds",
+            "gauge",
+            "Unix time of the last checkpoint write",
+            format!("{:.3}", self.checkpoint_time_ms.get() as f64 / 1000.0),
+        );
+        c(
+            "sync_last_source_commit_timestamp_seconds",
+            "gauge",
+            "Commit time of the last applied source transaction",
+            format!("{:.3}", self.last_commit_ms.get() as f64 / 1000.0),
+        );
+        c(
+            "sync_lag_seconds",
+            "gauge",
+            "Source commit to etcd commit delay of the last applied transaction",
+            format!("{:.3}", self.lag_ms.get() as f64 / 1000.0),
+        );
         let _ = writeln!(s, "# HELP sync_table_rows_applied_total Row operations written per table\n# TYPE sync_table_rows_applied_total counter");
         if let Ok(m) = self.tables.lock() {
             for (t, n) in m.iter() {
-                let _ = writeln!(s, "sync_table_rows_applied_total{{table=\"{}\"}} {n}", t.replace('"', "\\\""));
+                let _ = writeln!(
+                    s,
+                    "sync_table_rows_applied_total{{table=\"{}\"}} {n}",
+                    t.replace('"', "\\\"")
+                );
             }
         }
         let _ = writeln!(s, "# HELP sync_table_dump_rows_total Rows dumped per table\n# TYPE sync_table_dump_rows_total counter");
         if let Ok(m) = self.dump_tables.lock() {
             for (t, n) in m.iter() {
-                let _ = writeln!(s, "sync_table_dump_rows_total{{table=\"{}\"}} {n}", t.replace('"', "\\\""));
+                let _ = writeln!(
+                    s,
+                    "sync_table_dump_rows_total{{table=\"{}\"}} {n}",
+                    t.replace('"', "\\\"")
+                );
             }
         }
         s
@@ -116,14 +183,20 @@ impl Metrics {
 }
 
 pub async fn serve(addr: &str) -> Result<()> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("metrics: bind {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("metrics: bind {addr}"))?;
     tracing::info!(address = addr, "metrics endpoint listening");
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { continue };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 2048];
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+                        .await;
                 let body = METRICS.render();
                 let resp = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

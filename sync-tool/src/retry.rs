@@ -31,7 +31,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Backoff {
-        Backoff { base, cap: cap.max(base), attempt: 0 }
+        Backoff {
+            base,
+            cap: cap.max(base),
+            attempt: 0,
+        }
     }
     /// Next delay: uniform in [base/2, min(cap, base * 2^attempt)].
     pub fn next_delay(&mut self) -> Duration {
@@ -55,7 +59,10 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         for _ in 0..20 {
             let d = b.next_delay();
-            assert!(d >= Duration::from_millis(50) && d <= Duration::from_secs(1), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(50) && d <= Duration::from_secs(1),
+                "{d:?}"
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));

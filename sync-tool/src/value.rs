@@ -60,7 +60,10 @@ pub fn pg_text(kind: &Kind, s: &str) -> Result<Value> {
             "NaN" => Value::String("NaN".into()),
             "Infinity" => Value::String("Infinity".into()),
             "-Infinity" => Value::String("-Infinity".into()),
-            _ => float_value(s.parse::<f64>().map_err(|_| anyhow!("invalid float {s:?}"))?),
+            _ => float_value(
+                s.parse::<f64>()
+                    .map_err(|_| anyhow!("invalid float {s:?}"))?,
+            ),
         },
         Kind::Decimal | Kind::Text => Value::String(s.to_string()),
         Kind::Bytes => {
@@ -73,7 +76,11 @@ pub fn pg_text(kind: &Kind, s: &str) -> Result<Value> {
         Kind::Timestamp => Value::String(pg_timestamp(s, false)),
         Kind::TimestampTz => Value::String(pg_timestamp(s, true)),
         Kind::Array(elem, delim) => {
-            let mut p = ArrayParser { s: s.as_bytes(), i: 0, delim: *delim };
+            let mut p = ArrayParser {
+                s: s.as_bytes(),
+                i: 0,
+                delim: *delim,
+            };
             // optional dimension decoration: [1:2]={...}
             if p.s.first() == Some(&b'[') {
                 match s.find('=') {
@@ -103,7 +110,9 @@ fn decode_hex(h: &str) -> Result<Vec<u8>> {
             _ => bail!("invalid hex digit"),
         })
     };
-    (0..b.len() / 2).map(|i| Ok(nib(b[2 * i])? << 4 | nib(b[2 * i + 1])?)).collect()
+    (0..b.len() / 2)
+        .map(|i| Ok(nib(b[2 * i])? << 4 | nib(b[2 * i + 1])?))
+        .collect()
 }
 
 /// `2024-01-02 03:04:05.5+00` → `2024-01-02T03:04:05.5Z`; `infinity`, BC dates: unchanged.
@@ -146,7 +155,12 @@ impl ArrayParser<'_> {
                     loop {
                         match self.s.get(self.i) {
                             Some(b'\\') => {
-                                buf.push(*self.s.get(self.i + 1).ok_or_else(|| anyhow!("bad escape"))?);
+                                buf.push(
+                                    *self
+                                        .s
+                                        .get(self.i + 1)
+                                        .ok_or_else(|| anyhow!("bad escape"))?,
+                                );
                                 self.i += 2;
                             }
                             Some(b'"') => {
@@ -202,16 +216,34 @@ mod tests {
     #[test]
     fn scalars() {
         assert_eq!(pg_text(&Kind::Int, "-42").unwrap(), json!(-42));
-        assert_eq!(pg_text(&Kind::Int, "9223372036854775807").unwrap(), json!(9223372036854775807i64));
+        assert_eq!(
+            pg_text(&Kind::Int, "9223372036854775807").unwrap(),
+            json!(9223372036854775807i64)
+        );
         assert_eq!(pg_text(&Kind::Float, "1.5").unwrap(), json!(1.5));
         assert_eq!(pg_text(&Kind::Float, "NaN").unwrap(), json!("NaN"));
-        assert_eq!(pg_text(&Kind::Decimal, "12345678901234567890.000001").unwrap(), json!("12345678901234567890.000001"));
+        assert_eq!(
+            pg_text(&Kind::Decimal, "12345678901234567890.000001").unwrap(),
+            json!("12345678901234567890.000001")
+        );
         assert_eq!(pg_text(&Kind::Bool, "t").unwrap(), json!(true));
         assert_eq!(pg_text(&Kind::Bytes, "\\x00ff").unwrap(), json!("AP8="));
-        assert_eq!(pg_text(&Kind::Json, "{\"a\": [1, 2]}").unwrap(), json!({"a": [1, 2]}));
-        assert_eq!(pg_text(&Kind::TimestampTz, "2024-01-02 03:04:05.123+00").unwrap(), json!("2024-01-02T03:04:05.123Z"));
-        assert_eq!(pg_text(&Kind::Timestamp, "2024-01-02 03:04:05").unwrap(), json!("2024-01-02T03:04:05"));
-        assert_eq!(pg_text(&Kind::Timestamp, "infinity").unwrap(), json!("infinity"));
+        assert_eq!(
+            pg_text(&Kind::Json, "{\"a\": [1, 2]}").unwrap(),
+            json!({"a": [1, 2]})
+        );
+        assert_eq!(
+            pg_text(&Kind::TimestampTz, "2024-01-02 03:04:05.123+00").unwrap(),
+            json!("2024-01-02T03:04:05.123Z")
+        );
+        assert_eq!(
+            pg_text(&Kind::Timestamp, "2024-01-02 03:04:05").unwrap(),
+            json!("2024-01-02T03:04:05")
+        );
+        assert_eq!(
+            pg_text(&Kind::Timestamp, "infinity").unwrap(),
+            json!("infinity")
+        );
         assert!(pg_text(&Kind::Int, "x").is_err());
     }
 
@@ -219,11 +251,17 @@ mod tests {
     fn arrays() {
         let a = Kind::Array(Box::new(Kind::Int), b',');
         assert_eq!(pg_text(&a, "{1,NULL,3}").unwrap(), json!([1, null, 3]));
-        assert_eq!(pg_text(&a, "{{1,2},{3,4}}").unwrap(), json!([[1, 2], [3, 4]]));
+        assert_eq!(
+            pg_text(&a, "{{1,2},{3,4}}").unwrap(),
+            json!([[1, 2], [3, 4]])
+        );
         assert_eq!(pg_text(&a, "{}").unwrap(), json!([]));
         assert_eq!(pg_text(&a, "[0:1]={5,6}").unwrap(), json!([5, 6]));
         let t = Kind::Array(Box::new(Kind::Text), b',');
-        assert_eq!(pg_text(&t, r#"{"a b","x\"y",NULL,"NULL",c}"#).unwrap(), json!(["a b", "x\"y", null, "NULL", "c"]));
+        assert_eq!(
+            pg_text(&t, r#"{"a b","x\"y",NULL,"NULL",c}"#).unwrap(),
+            json!(["a b", "x\"y", null, "NULL", "c"])
+        );
         let b = Kind::Array(Box::new(Kind::Bytes), b',');
         assert_eq!(pg_text(&b, r#"{"\\x01"}"#).unwrap(), json!(["AQ=="]));
         assert!(pg_text(&a, "{1,2").is_err());

@@ -30,7 +30,10 @@ use etcd_client::{GetOptions, Txn, TxnOp, WatchOptions};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
 fn env_usize(k: &str, d: usize) -> usize {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 /// Data operations per etcd transaction: the tool's default `sync.max_txn_ops` (128) minus the
@@ -53,10 +56,15 @@ const DUMP_TS: i64 = 1_700_000_000_000;
 /// the source commits as many, as fast as it can, into a table the tool does not follow (the
 /// tool runs and skips them), so that etcd gets the CPU the source leaves it.
 async fn raw_etcd_rate(name: &str, watched: bool, load: Option<(&Insert, usize)>) -> f64 {
-    let rows = load.map_or_else(|| env_usize("BENCH_RAW_ROWS", 200_000), |(_, n)| n / PER_TXN * PER_TXN);
+    let rows = load.map_or_else(
+        || env_usize("BENCH_RAW_ROWS", 200_000),
+        |(_, n)| n / PER_TXN * PER_TXN,
+    );
     let e = etcd().await;
     let prefix = format!("/{name}/{name}.r/");
-    let value = br#"{"id":123456,"v":123456,"t":"row-123456-xxxxxxxxxxxxxxxxxxxxxxxx","ts":1700000000000}"#.to_vec();
+    let value =
+        br#"{"id":123456,"v":123456,"t":"row-123456-xxxxxxxxxxxxxxxxxxxxxxxx","ts":1700000000000}"#
+            .to_vec();
     settle_etcd().await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let loader = load.map(|(insert, _)| {
@@ -74,8 +82,14 @@ async fn raw_etcd_rate(name: &str, watched: bool, load: Option<(&Insert, usize)>
         })
     });
     let watcher = if watched {
-        let mut ws = e.watch_client().watch(prefix.clone(), Some(WatchOptions::new().with_prefix())).await.unwrap();
-        Some(tokio::spawn(async move { watch_rows(&mut ws, rows, DUMP_TS).await }))
+        let mut ws = e
+            .watch_client()
+            .watch(prefix.clone(), Some(WatchOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        Some(tokio::spawn(async move {
+            watch_rows(&mut ws, rows, DUMP_TS).await
+        }))
     } else {
         None
     };
@@ -85,8 +99,9 @@ async fn raw_etcd_rate(name: &str, watched: bool, load: Option<(&Insert, usize)>
     while i < rows || !inflight.is_empty() {
         while i < rows && inflight.len() < in_flight() {
             let n = BATCH.min(rows - i);
-            let ops: Vec<TxnOp> =
-                (i..i + n).map(|k| TxnOp::put(format!("{prefix}{}", 100_000 + k), value.clone(), None)).collect();
+            let ops: Vec<TxnOp> = (i..i + n)
+                .map(|k| TxnOp::put(format!("{prefix}{}", 100_000 + k), value.clone(), None))
+                .collect();
             let mut c = e.clone();
             inflight.push_back(async move { c.txn(Txn::new().and_then(ops)).await.unwrap() });
             i += n;
@@ -127,7 +142,11 @@ async fn watch_rows(ws: &mut etcd_client::WatchStream, target: usize, min_ts: i6
     let mut lags = Vec::with_capacity(target);
     let (mut first, mut last) = (None, Instant::now());
     while seen.len() < target {
-        let resp = tokio::time::timeout(Duration::from_secs(60), ws.message()).await.expect("stream stalled").unwrap().unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(60), ws.message())
+            .await
+            .expect("stream stalled")
+            .unwrap()
+            .unwrap();
         let now = now_ms();
         for ev in resp.events() {
             if let Some(kv) = ev.kv() {
@@ -141,7 +160,12 @@ async fn watch_rows(ws: &mut etcd_client::WatchStream, target: usize, min_ts: i6
             }
         }
     }
-    Seen { first: first.unwrap_or(last), last, lags, rows: seen.len() }
+    Seen {
+        first: first.unwrap_or(last),
+        last,
+        lags,
+        rows: seen.len(),
+    }
 }
 
 /// Compacts etcd's history up to now and defragments its database, so that every
@@ -151,17 +175,37 @@ async fn watch_rows(ws: &mut etcd_client::WatchStream, target: usize, min_ts: i6
 /// next writes too, until a defragmentation.
 async fn settle_etcd() {
     let mut e = etcd().await;
-    let rev = e.get("/", Some(GetOptions::new().with_count_only())).await.unwrap().header().unwrap().revision();
-    if let Err(err) = e.compact(rev, Some(etcd_client::CompactionOptions::new().with_physical())).await {
+    let rev = e
+        .get("/", Some(GetOptions::new().with_count_only()))
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    if let Err(err) = e
+        .compact(
+            rev,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+    {
         // nothing written since the last compaction
-        assert!(err.to_string().contains("compacted"), "etcd compaction: {err}");
+        assert!(
+            err.to_string().contains("compacted"),
+            "etcd compaction: {err}"
+        );
     }
     e.defragment().await.unwrap();
 }
 
 fn vm_hwm_kb(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// CPU seconds (user + system) used by process `pid` so far.
@@ -175,7 +219,12 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -187,7 +236,11 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn now_ms() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
 }
 
 /// One round: the tool dumps the table into an empty prefix, streams a backlog, then live rows.
@@ -251,7 +304,11 @@ impl Round {
 
 /// Prints every round and the medians over the rounds.
 fn print_report(title: &str, rounds: &[Round], load_start: &str) {
-    println!("=== {title}, {BATCH} rows per etcd txn, {} txns in flight, {} rounds ===", in_flight(), rounds.len());
+    println!(
+        "=== {title}, {BATCH} rows per etcd txn, {} txns in flight, {} rounds ===",
+        in_flight(),
+        rounds.len()
+    );
     for (i, r) in rounds.iter().enumerate() {
         let [d, l, b] = r.ratios();
         println!(
@@ -285,17 +342,35 @@ fn print_report(title: &str, rounds: &[Round], load_start: &str) {
         med(&|r| mean(&r.raw_watched)),
         med(&|r| mean(&r.raw_loaded))
     );
-    println!("dump                       : {:>8.0} rows/s  ratio {:.2} (target >= 0.8)", med(&|r| r.dump_rate()), med(&|r| r.ratios()[0]));
-    println!("stream, backlog            : {:>8.0} rows/s  ratio {:.2} (target >= 0.8)", med(&|r| r.backlog.per_s()), med(&|r| r.ratios()[2]));
+    println!(
+        "dump                       : {:>8.0} rows/s  ratio {:.2} (target >= 0.8)",
+        med(&|r| r.dump_rate()),
+        med(&|r| r.ratios()[0])
+    );
+    println!(
+        "stream, backlog            : {:>8.0} rows/s  ratio {:.2} (target >= 0.8)",
+        med(&|r| r.backlog.per_s()),
+        med(&|r| r.ratios()[2])
+    );
     println!(
         "stream, live               : {:>8.0} rows/s  ratio {:.2} (target >= 0.8) to the raw rate under the same watcher and source load (source committed {:.0} rows/s)",
         med(&|r| r.live.per_s()),
         med(&|r| r.ratios()[1]),
         med(&|r| r.live.rows as f64 / r.source_secs)
     );
-    println!("live lag                   : p50 {:.0} ms  p99 {:.0} ms", med(&|r| r.p50), med(&|r| r.p99));
-    println!("peak RSS during dump       : {:.1} MB (target <= 100 MB, highest of the rounds)", rounds.iter().map(|r| r.peak_kb).max().unwrap_or(0) as f64 / 1024.0);
-    println!("load average               : start {load_start}, end {}", loadavg());
+    println!(
+        "live lag                   : p50 {:.0} ms  p99 {:.0} ms",
+        med(&|r| r.p50),
+        med(&|r| r.p99)
+    );
+    println!(
+        "peak RSS during dump       : {:.1} MB (target <= 100 MB, highest of the rounds)",
+        rounds.iter().map(|r| r.peak_kb).max().unwrap_or(0) as f64 / 1024.0
+    );
+    println!(
+        "load average               : start {load_start}, end {}",
+        loadavg()
+    );
 }
 
 /// Starts the tool and waits until its dump finished (checkpoint in phase `stream`) and all
@@ -309,7 +384,11 @@ async fn measure_dump(tool: &mut Tool, name: &str, dump_rows: usize, r: &mut Rou
     loop {
         r.peak_kb = r.peak_kb.max(vm_hwm_kb(pid).unwrap_or(0));
         if let Ok(resp) = e.get(format!("{state}/checkpoint"), None).await {
-            if resp.kvs().first().is_some_and(|kv| kv.value_str().unwrap_or("").contains("\"phase\":\"stream\"")) {
+            if resp.kvs().first().is_some_and(|kv| {
+                kv.value_str()
+                    .unwrap_or("")
+                    .contains("\"phase\":\"stream\"")
+            }) {
                 break;
             }
         }
@@ -320,7 +399,14 @@ async fn measure_dump(tool: &mut Tool, name: &str, dump_rows: usize, r: &mut Rou
     r.dump_cpu = cpu_secs(pid);
     r.peak_kb = r.peak_kb.max(vm_hwm_kb(pid).unwrap_or(0));
     r.dump_rows = dump_rows;
-    let n = e.get(format!("/{name}/"), Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap().count();
+    let n = e
+        .get(
+            format!("/{name}/"),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .unwrap()
+        .count();
     assert_eq!(n as usize, dump_rows);
 }
 
@@ -345,14 +431,21 @@ async fn measure_live(tool: &Tool, name: &str, rows: usize, insert: &Insert, r: 
     let e = etcd().await;
     let pid = tool.pid().unwrap();
     let cpu0 = cpu_secs(pid);
-    let mut ws = e.watch_client().watch(format!("/{name}/"), Some(WatchOptions::new().with_prefix())).await.unwrap();
+    let mut ws = e
+        .watch_client()
+        .watch(format!("/{name}/"), Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
     let target = rows / PER_TXN * PER_TXN;
     let insert = insert.clone();
     let writer = tokio::spawn(async move { insert_rows(&insert, 10_000_000, target).await });
     let mut seen = watch_rows(&mut ws, target, DUMP_TS + 1).await;
     r.source_secs = writer.await.unwrap();
     r.stream_cpu = cpu_secs(pid) - cpu0;
-    r.live = Rate { rows: seen.rows, secs: seen.last.duration_since(seen.first).as_secs_f64() };
+    r.live = Rate {
+        rows: seen.rows,
+        secs: seen.last.duration_since(seen.first).as_secs_f64(),
+    };
     r.p50 = pct(&mut seen.lags, 0.5);
     r.p99 = pct(&mut seen.lags, 0.99);
 }
@@ -361,7 +454,14 @@ async fn measure_live(tool: &Tool, name: &str, rows: usize, insert: &Insert, r: 
 /// rows/s from the continue until the tool's `sync_rows_applied_total` (counted after etcd
 /// committed) shows them all. This is the tool's own stream throughput: the source's inserts
 /// are over, and no watcher takes CPU (the rows' presence is checked afterwards).
-async fn measure_backlog(tool: &Tool, name: &str, metrics: &str, rows: usize, insert: &Insert, r: &mut Round) {
+async fn measure_backlog(
+    tool: &Tool,
+    name: &str,
+    metrics: &str,
+    rows: usize,
+    insert: &Insert,
+    r: &mut Round,
+) {
     let target = rows / PER_TXN * PER_TXN;
     let first = 20_000_000i64;
     let before = rows_applied(metrics).await;
@@ -370,19 +470,38 @@ async fn measure_backlog(tool: &Tool, name: &str, metrics: &str, rows: usize, in
     let t0 = Instant::now();
     tool.signal("CONT");
     while rows_applied(metrics).await < before + target as u64 {
-        assert!(t0.elapsed() < Duration::from_secs(120), "backlog not applied");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "backlog not applied"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    r.backlog = Rate { rows: target, secs: t0.elapsed().as_secs_f64() };
+    r.backlog = Rate {
+        rows: target,
+        secs: t0.elapsed().as_secs_f64(),
+    };
     let mut e = etcd().await;
-    let n = e.get(format!("/{name}/"), Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap().count();
-    assert_eq!(n as usize, r.dump_rows + target, "dumped and backlog rows in etcd");
+    let n = e
+        .get(
+            format!("/{name}/"),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .unwrap()
+        .count();
+    assert_eq!(
+        n as usize,
+        r.dump_rows + target,
+        "dumped and backlog rows in etcd"
+    );
 }
 
 /// `sync_rows_applied_total` from the tool's metrics endpoint.
 async fn rows_applied(addr: &str) -> u64 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(addr).await.expect("tool metrics");
+    let mut c = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("tool metrics");
     c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
     let mut body = String::new();
     c.read_to_string(&mut body).await.unwrap();
@@ -396,17 +515,25 @@ async fn rows_applied(addr: &str) -> u64 {
 /// between measurements (which blocks etcd for seconds: with the tests' 2 s lease the tool
 /// stepped down and re-elected itself in the middle of measurements).
 fn bench_config(yaml: &str) -> String {
-    yaml.replace("log_level: info", "log_level: warn")
-        .replace("lease_ttl: 2s", &format!("lease_ttl: 30s\n  txns_in_flight: {}", in_flight()))
+    yaml.replace("log_level: info", "log_level: warn").replace(
+        "lease_ttl: 2s",
+        &format!("lease_ttl: 30s\n  txns_in_flight: {}", in_flight()),
+    )
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Inserts rows `first..=last` in one source transaction, each stamped with its insert time:
 /// `followed` into the benchmark table, else into a table the tool does not follow.
-type Insert = std::sync::Arc<dyn Fn(bool, i64, i64) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+type Insert = std::sync::Arc<
+    dyn Fn(bool, i64, i64) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync,
+>;
 
 /// What a benchmark needs of its source database.
 struct Source<R> {
@@ -435,7 +562,11 @@ where
     for i in 0..env_usize("BENCH_ROUNDS", 3) {
         let mut r = Round::default();
         let metrics = format!("127.0.0.1:{}", free_port());
-        let mut tool = Tool::new(&dir, &format!("tool{i}"), &format!("{yaml}metrics: {{address: \"{metrics}\"}}\n"));
+        let mut tool = Tool::new(
+            &dir,
+            &format!("tool{i}"),
+            &format!("{yaml}metrics: {{address: \"{metrics}\"}}\n"),
+        );
         r.raw[0] = raw_etcd_rate(name, false, None).await;
         measure_dump(&mut tool, name, dump_rows, &mut r).await;
         r.raw[1] = raw_etcd_rate(name, false, None).await;
@@ -476,7 +607,14 @@ async fn bench_pg() {
     let load_start = loadavg();
     let (n, conn) = (name.clone(), c.clone());
     let insert: Insert = std::sync::Arc::new(move |followed: bool, first: i64, last: i64| {
-        let (conn, table) = (conn.clone(), if followed { format!("{n}.b") } else { format!("{n}_x.b") });
+        let (conn, table) = (
+            conn.clone(),
+            if followed {
+                format!("{n}.b")
+            } else {
+                format!("{n}_x.b")
+            },
+        );
         Box::pin(async move {
             conn.batch_execute(&format!(
                 "INSERT INTO {table} SELECT i, i, 'row-' || i || '-xxxxxxxxxxxxxxxxxxxxxxxx', (extract(epoch from clock_timestamp()) * 1000)::bigint FROM generate_series({first}, {last}) i"
@@ -486,12 +624,20 @@ async fn bench_pg() {
         })
     });
     let reset = || async {
-        c.batch_execute(&format!("DELETE FROM {name}.b WHERE id > {dump_rows}; TRUNCATE {name}_x.b")).await.unwrap();
+        c.batch_execute(&format!(
+            "DELETE FROM {name}.b WHERE id > {dump_rows}; TRUNCATE {name}_x.b"
+        ))
+        .await
+        .unwrap();
         drop_slot(&c, &name).await;
     };
     let yaml = bench_config(&pg_config(&name, &name, &[&format!("{name}.*")], ""));
     let rounds = run_rounds(&name, &yaml, Source { insert, reset }).await;
-    print_report("bench-sync-pg (PostgreSQL 15 -> etcd 3.4)", &rounds, &load_start);
+    print_report(
+        "bench-sync-pg (PostgreSQL 15 -> etcd 3.4)",
+        &rounds,
+        &load_start,
+    );
     pg_cleanup(&name, &[&name, &format!("{name}_x")], &name).await;
 }
 
@@ -499,7 +645,14 @@ async fn bench_pg() {
 async fn drop_slot(c: &tokio_postgres::Client, slot: &str) {
     for _ in 0..100 {
         let r = c.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", &[&slot]).await;
-        let left = c.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await.map(|r| r.len()).unwrap_or(1);
+        let left = c
+            .query(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map(|r| r.len())
+            .unwrap_or(1);
         if r.is_ok() && left == 0 {
             return;
         }
@@ -543,11 +696,19 @@ async fn bench_mysql() {
     });
     // the next start finds no checkpoint (cleared with the state keys) and dumps again
     let reset = || async {
-        my_exec(&mut *conn.lock().await, &format!("DELETE FROM {name}.b WHERE id > {dump_rows}; TRUNCATE {name}.x")).await
+        my_exec(
+            &mut *conn.lock().await,
+            &format!("DELETE FROM {name}.b WHERE id > {dump_rows}; TRUNCATE {name}.x"),
+        )
+        .await
     };
     let include = format!("{name}.b");
     let yaml = bench_config(&my_config(&name, &[&include], ""));
     let rounds = run_rounds(&name, &yaml, Source { insert, reset }).await;
-    print_report("bench-sync-mysql (MariaDB 10.11 -> etcd 3.4)", &rounds, &load_start);
+    print_report(
+        "bench-sync-mysql (MariaDB 10.11 -> etcd 3.4)",
+        &rounds,
+        &load_start,
+    );
     my_cleanup(&[&name], &name).await;
 }

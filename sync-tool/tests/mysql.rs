@@ -59,7 +59,11 @@ async fn mysql_dump_stream_equality_mixed_schema() {
     let k1 = format!("{da}.types/18446744073709551615");
     assert_eq!(m.get(&k1), Some(&expect1), "dump row: {:?}", m.get(&k1));
     assert_eq!(m[&format!("{da}.types/2")]["e"], json!(null));
-    assert!(m.contains_key(&format!("{db}.comp/7,k%2F7%2Cx")), "composite key encoding: {:?}", m.keys().take(5).collect::<Vec<_>>());
+    assert!(
+        m.contains_key(&format!("{db}.comp/7,k%2F7%2Cx")),
+        "composite key encoding: {:?}",
+        m.keys().take(5).collect::<Vec<_>>()
+    );
     assert_eq!(m.len(), 2 + 50 + 20);
 
     // stream: the same row re-written by an update must serialize identically (except vc)
@@ -89,7 +93,11 @@ async fn mysql_dump_stream_equality_mixed_schema() {
             assert_eq!(m[&k3], expect3, "streamed row");
             break;
         }
-        assert!(Instant::now() < deadline, "stream did not deliver:\n{}", tool.log());
+        assert!(
+            Instant::now() < deadline,
+            "stream did not deliver:\n{}",
+            tool.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -118,12 +126,19 @@ async fn mysql_dump_stream_equality_mixed_schema() {
     let path2 = format!("{name}ref");
     let expected = dump_only(&dir, &my_config(&path2, &include, ""), &path2).await;
     assert_eq!(expected.len(), 3 + 50 + 300 - 5 + 1 + 2);
-    assert_eq!(expected[&format!("{db}.comp/5000,after-alter")], json!({"e2": "q", "k1": 5000, "n2": "n2", "k2": "after-alter", "v": "v"}));
+    assert_eq!(
+        expected[&format!("{db}.comp/5000,after-alter")],
+        json!({"e2": "q", "k1": 5000, "n2": "n2", "k2": "after-alter", "v": "v"})
+    );
     assert_eq!(expected[&format!("{da}.types/3")]["j2"], json!({"k": true}));
     wait_equal(&name, &expected, Duration::from_secs(60), &|| tool.log()).await;
     // the stored rows follow the table's current column order too
     let m = etcd_map(&mut e, &format!("/{name}/")).await;
-    let keys: Vec<&String> = m[&format!("{db}.comp/1,k%2F1%2Cx")].as_object().unwrap().keys().collect();
+    let keys: Vec<&String> = m[&format!("{db}.comp/1,k%2F1%2Cx")]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
     assert_eq!(keys, ["e2", "k1", "n2", "k2", "v"]);
     tool.term();
     my_cleanup(&[&da, &db], &name).await;
@@ -152,9 +167,18 @@ async fn mysql_crash_kill9_during_workload() {
     .await;
     let dir = tmpdir(&name);
     let include = format!("{name}.*");
-    let mut tool = Tool::new(&dir, "tool", &my_config(&name, &[&include], "  max_txn_ops: 16\n"));
+    let mut tool = Tool::new(
+        &dir,
+        "tool",
+        &my_config(&name, &[&include], "  max_txn_ops: 16\n"),
+    );
     tool.start();
-    wait_streaming(&format!("/sync-tool/{name}"), Duration::from_secs(60), &mut tool).await;
+    wait_streaming(
+        &format!("/sync-tool/{name}"),
+        Duration::from_secs(60),
+        &mut tool,
+    )
+    .await;
 
     let writer = {
         let name = name.clone();
@@ -202,7 +226,9 @@ async fn mysql_crash_kill9_during_workload() {
         tool.start();
         // the new instance waits for the killed one's lease (2 s) before it resumes
         let deadline = Instant::now() + Duration::from_secs(20);
-        while tool.log().matches("resuming from checkpoint").count() < kills && Instant::now() < deadline {
+        while tool.log().matches("resuming from checkpoint").count() < kills
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if kills > 30 {
@@ -214,9 +240,18 @@ async fn mysql_crash_kill9_during_workload() {
     wait_verified(&tool, Duration::from_secs(120)).await;
     let log = tool.log();
     let resumes = log.matches("resuming from checkpoint").count();
-    assert!(kills >= 6 && resumes >= 5, "kills {kills}, resumes {resumes}");
-    assert_eq!(log.matches("dump: snapshot taken").count(), 1, "a restart re-dumped");
-    let keys = etcd_map(&mut etcd().await, &format!("/{name}/")).await.len();
+    assert!(
+        kills >= 6 && resumes >= 5,
+        "kills {kills}, resumes {resumes}"
+    );
+    assert_eq!(
+        log.matches("dump: snapshot taken").count(),
+        1,
+        "a restart re-dumped"
+    );
+    let keys = etcd_map(&mut etcd().await, &format!("/{name}/"))
+        .await
+        .len();
     println!("{changes} row changes, {kills} kills, {resumes} resumes, {keys} keys");
     tool.term();
     my_cleanup(&[&name], &name).await;

@@ -11,7 +11,9 @@ use common::*;
 use mysql_async::prelude::Queryable;
 
 async fn keys(path: &str) -> usize {
-    etcd_map(&mut etcd().await, &format!("/{path}/")).await.len()
+    etcd_map(&mut etcd().await, &format!("/{path}/"))
+        .await
+        .len()
 }
 
 async fn binlog_files(c: &mut mysql_async::Conn) -> Vec<String> {
@@ -167,7 +169,10 @@ async fn mysql_private_server_restart_and_purged_binlog() {
     .await;
     wait_verified(&tool, Duration::from_secs(30)).await;
     let got = etcd_map(&mut etcd().await, &format!("/{name}/")).await;
-    assert_eq!(got[&format!("{name}.t/9999")], serde_json::json!({"id": 9999, "v": "late"}));
+    assert_eq!(
+        got[&format!("{name}.t/9999")],
+        serde_json::json!({"id": 9999, "v": "late"})
+    );
 
     tool.term();
     drop(c);

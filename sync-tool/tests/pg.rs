@@ -31,7 +31,11 @@ fn cli_help_and_bad_config() {
         assert!(err.contains(needle), "{yaml}: expected {needle:?} in {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
-    let out = Command::new(BIN).arg("-c").arg(dir.join("missing.yml")).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("-c")
+        .arg(dir.join("missing.yml"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -43,21 +47,36 @@ async fn pg_table_without_pk_is_a_clear_error() {
     let name = unique("nopk");
     let c = pg("testdb").await;
     let _ = etcd().await;
-    c.batch_execute(&format!("CREATE SCHEMA {name}; CREATE TABLE {name}.t (a int, b text);")).await.unwrap();
+    c.batch_execute(&format!(
+        "CREATE SCHEMA {name}; CREATE TABLE {name}.t (a int, b text);"
+    ))
+    .await
+    .unwrap();
     let dir = tmpdir(&name);
-    let mut tool = Tool::new(&dir, "tool", &pg_config(&name, &name, &[&format!("{name}.*")], ""));
+    let mut tool = Tool::new(
+        &dir,
+        "tool",
+        &pg_config(&name, &name, &[&format!("{name}.*")], ""),
+    );
     tool.start();
     let deadline = Instant::now() + Duration::from_secs(30);
     let st = loop {
         if let Some(st) = tool.exited() {
             break st;
         }
-        assert!(Instant::now() < deadline, "tool did not exit:\n{}", tool.log());
+        assert!(
+            Instant::now() < deadline,
+            "tool did not exit:\n{}",
+            tool.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(st.code(), Some(1));
     assert!(tool.log().contains("has no primary key"), "{}", tool.log());
-    assert!(!tool.log().contains("replpass"), "password leaked into the log");
+    assert!(
+        !tool.log().contains("replpass"),
+        "password leaked into the log"
+    );
     pg_cleanup(&name, &[&name], &name).await;
 }
 
@@ -104,7 +123,9 @@ async fn pg_dump_stream_equality_mixed_schema() {
 
     // exact type mapping after the dump
     let m = etcd_map(&mut e, &format!("/{name}/")).await;
-    let row = m.get(&format!("{sa}.types/1")).unwrap_or_else(|| panic!("row 1 missing: {:?}", m.keys().collect::<Vec<_>>()));
+    let row = m
+        .get(&format!("{sa}.types/1"))
+        .unwrap_or_else(|| panic!("row 1 missing: {:?}", m.keys().collect::<Vec<_>>()));
     let mut expect = json!({"id": 1, "i2": -32768, "i4": 2147483647, "n": "12345678901234567890.0123456789", "f": 1.5,
         "r": 0.25, "b": true, "t": "hé \"q\"", "vc": "vc", "j": {"a": [1, 2]}, "jb": {"b": {"c": null}}, "by": "AP8Q",
         "ts": "2024-01-02T03:04:05.123456", "tstz": "2024-01-02T01:04:05Z", "d": "2024-02-29", "tm": "13:14:15",
@@ -117,7 +138,10 @@ async fn pg_dump_stream_equality_mixed_schema() {
     assert_eq!(m[&format!("{sa}.types/2")]["f"], json!("NaN"));
     // tab, newline and backslashes survive the dump's COPY escaping
     assert_eq!(m[&format!("{sa}.types/2")]["t"], json!("a\tb\nc\\d\\N"));
-    assert!(m.contains_key(&format!("{sb}.comp/7,k%2F7%2Cx")), "composite key encoding");
+    assert!(
+        m.contains_key(&format!("{sb}.comp/7,k%2F7%2Cx")),
+        "composite key encoding"
+    );
 
     // stream
     c.batch_execute(&format!(
@@ -138,16 +162,30 @@ async fn pg_dump_stream_equality_mixed_schema() {
     ))
     .await
     .unwrap();
-    let expected = dump_only(&dir, &pg_config(&format!("{name}x"), &format!("{name}x"), &include, ""), &format!("{name}x")).await;
+    let expected = dump_only(
+        &dir,
+        &pg_config(&format!("{name}x"), &format!("{name}x"), &include, ""),
+        &format!("{name}x"),
+    )
+    .await;
     assert_eq!(expected[&format!("{sa}.types/1")]["big"], json!(big));
-    assert_eq!(expected[&format!("{sb}.comp/2,k%2F2%2Cx")], json!({"k1": 2, "k2": "k/2,x", "extra": 5}));
+    assert_eq!(
+        expected[&format!("{sb}.comp/2,k%2F2%2Cx")],
+        json!({"k1": 2, "k2": "k/2,x", "extra": 5})
+    );
     wait_equal(&name, &expected, Duration::from_secs(60), &|| tool.log()).await;
     tool.term();
     pg_cleanup(&name, &[&sa, &sb], &name).await;
 }
 
 /// Random insert/update/delete transactions (≥ 10k row changes) on two tables.
-pub async fn workload(c: &tokio_postgres::Client, schema: &str, txns: usize, seed_ids: i64, pause_ms: u64) -> usize {
+pub async fn workload(
+    c: &tokio_postgres::Client,
+    schema: &str,
+    txns: usize,
+    seed_ids: i64,
+    pause_ms: u64,
+) -> usize {
     let mut rows = 0;
     let mut next = seed_ids;
     for _ in 0..txns {
@@ -205,7 +243,8 @@ async fn pg_crash_kill9_during_workload() {
     let dir = tmpdir(&name);
     let include = format!("{name}.*");
     // small transactions in etcd so that kills land between chunks of one source transaction
-    let yaml = pg_config(&name, &name, &[&include], "  max_txn_ops: 16\n").replace("lease_ttl: 2s", "lease_ttl: 1s");
+    let yaml = pg_config(&name, &name, &[&include], "  max_txn_ops: 16\n")
+        .replace("lease_ttl: 2s", "lease_ttl: 1s");
     let mut tool = Tool::new(&dir, "tool", &yaml);
     tool.start();
     let w = {
@@ -220,7 +259,9 @@ async fn pg_crash_kill9_during_workload() {
         // let the new process win the election and stream for a random while, then kill it
         let streams = tool.log().matches("streaming changes").count();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while tool.log().matches("streaming changes").count() <= streams && Instant::now() < deadline {
+        while tool.log().matches("streaming changes").count() <= streams
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let ms = rand::thread_rng().gen_range(50..700);
@@ -237,7 +278,10 @@ async fn pg_crash_kill9_during_workload() {
     println!("workload: {rows} row changes, {kills} kill -9 + restarts");
     wait_verified(&tool, Duration::from_secs(90)).await;
     let log = tool.log();
-    assert!(log.contains("resuming from checkpoint"), "restarts must resume from the slot");
+    assert!(
+        log.contains("resuming from checkpoint"),
+        "restarts must resume from the slot"
+    );
     tool.term();
     pg_cleanup(&name, &[&name], &name).await;
 }
@@ -266,10 +310,31 @@ async fn pg_ha_failover() {
     // who leads? the election key's value holds "host:pid" of the leader
     let leader_pid = || async {
         let mut e = etcd().await;
-        let r = e.get(format!("{state}/election/"), Some(etcd_client::GetOptions::new().with_prefix().with_sort(etcd_client::SortTarget::Create, etcd_client::SortOrder::Ascend))).await.unwrap();
-        r.kvs().first().map(|kv| kv.value_str().unwrap().rsplit(':').next().unwrap().parse::<u32>().unwrap())
+        let r = e
+            .get(
+                format!("{state}/election/"),
+                Some(etcd_client::GetOptions::new().with_prefix().with_sort(
+                    etcd_client::SortTarget::Create,
+                    etcd_client::SortOrder::Ascend,
+                )),
+            )
+            .await
+            .unwrap();
+        r.kvs().first().map(|kv| {
+            kv.value_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+        })
     };
-    assert_eq!(leader_pid().await, a.pid(), "first instance should be the leader");
+    assert_eq!(
+        leader_pid().await,
+        a.pid(),
+        "first instance should be the leader"
+    );
     let w = {
         let name = name.clone();
         tokio::spawn(async move {
@@ -285,7 +350,11 @@ async fn pg_ha_failover() {
         if leader_pid().await == b.pid() {
             break;
         }
-        assert!(killed.elapsed() < Duration::from_secs(15), "standby did not take over:\n{}", b.log());
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "standby did not take over:\n{}",
+            b.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let takeover = killed.elapsed();
@@ -315,14 +384,28 @@ async fn pg_lost_slot_redump_removes_stale_keys() {
     let yaml = pg_config(&name, &name, &[&include], "");
     let mut tool = Tool::new(&dir, "tool", &yaml);
     tool.start();
-    wait_streaming(&format!("/sync-tool/{name}"), Duration::from_secs(60), &mut tool).await;
+    wait_streaming(
+        &format!("/sync-tool/{name}"),
+        Duration::from_secs(60),
+        &mut tool,
+    )
+    .await;
     tool.term();
-    c.batch_execute(&format!("DELETE FROM {name}.w WHERE id <= 100; UPDATE {name}.w SET v = -1 WHERE id = 200;")).await.unwrap();
-    c.execute("SELECT pg_drop_replication_slot($1)", &[&name]).await.unwrap();
+    c.batch_execute(&format!(
+        "DELETE FROM {name}.w WHERE id <= 100; UPDATE {name}.w SET v = -1 WHERE id = 200;"
+    ))
+    .await
+    .unwrap();
+    c.execute("SELECT pg_drop_replication_slot($1)", &[&name])
+        .await
+        .unwrap();
     tool.start();
     wait_verified(&tool, Duration::from_secs(60)).await;
     let got = etcd_map(&mut etcd().await, &format!("/{name}/")).await;
-    assert!(!got.contains_key(&format!("{name}.w/5")) && got.contains_key(&format!("{name}.w/101")), "the deleted row's key is gone");
+    assert!(
+        !got.contains_key(&format!("{name}.w/5")) && got.contains_key(&format!("{name}.w/101")),
+        "the deleted row's key is gone"
+    );
     assert!(tool.log().contains("slot is missing"), "{}", tool.log());
     tool.term();
     pg_cleanup(&name, &[&name], &name).await;

@@ -13,7 +13,11 @@ use common::*;
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 fn pg_cmd(bin: &str) -> Command {
@@ -35,19 +39,39 @@ impl PrivatePg {
         let data = dir.join("pgdata");
         std::fs::create_dir_all(dir).unwrap();
         if is_root() {
-            Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir).status().unwrap();
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir)
+                .status()
+                .unwrap();
         }
         let data = data.to_string_lossy().into_owned();
         let out = pg_cmd("initdb")
-            .args(["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"])
+            .args([
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
             .output()
             .expect("initdb (PostgreSQL 15 server binaries needed)");
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let conf = format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nwal_level = logical\nmax_replication_slots = 4\nmax_wal_senders = 4\nfsync = off\n",
             dir.display()
         );
-        let mut f = std::fs::OpenOptions::new().append(true).open(format!("{data}/postgresql.conf")).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(format!("{data}/postgresql.conf"))
+            .unwrap();
         std::io::Write::write_all(&mut f, conf.as_bytes()).unwrap();
         let pg = PrivatePg { data };
         pg.ctl(&["start"]);
@@ -55,14 +79,24 @@ impl PrivatePg {
     }
     fn ctl(&self, args: &[&str]) {
         let log = format!("{}/../pg.log", self.data);
-        let out = pg_cmd("pg_ctl").args(["-D", &self.data, "-l", &log, "-w", "-t", "60", "-m", "fast"]).args(args).output().unwrap();
-        assert!(out.status.success(), "pg_ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = pg_cmd("pg_ctl")
+            .args(["-D", &self.data, "-l", &log, "-w", "-t", "60", "-m", "fast"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 impl Drop for PrivatePg {
     fn drop(&mut self) {
-        let _ = pg_cmd("pg_ctl").args(["-D", &self.data, "-m", "immediate", "stop"]).output();
+        let _ = pg_cmd("pg_ctl")
+            .args(["-D", &self.data, "-m", "immediate", "stop"])
+            .output();
     }
 }
 
@@ -74,7 +108,11 @@ struct PrivateEtcd {
 
 impl PrivateEtcd {
     fn start(dir: &Path, port: u16) -> PrivateEtcd {
-        let mut e = PrivateEtcd { dir: dir.join("etcd").to_string_lossy().into_owned(), port, child: None };
+        let mut e = PrivateEtcd {
+            dir: dir.join("etcd").to_string_lossy().into_owned(),
+            port,
+            child: None,
+        };
         e.spawn();
         e
     }
@@ -82,9 +120,26 @@ impl PrivateEtcd {
         let (c, p) = (self.port, self.port + 1);
         let child = Command::new("etcd")
             .args(["--name", "t", "--data-dir", &self.dir])
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{c}"), "--advertise-client-urls", &format!("http://127.0.0.1:{c}")])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}"), "--initial-advertise-peer-urls", &format!("http://127.0.0.1:{p}")])
-            .args(["--initial-cluster", &format!("t=http://127.0.0.1:{p}"), "--logger", "zap", "--log-outputs", &format!("{}.log", self.dir)])
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{c}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{c}"),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{p}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{p}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("t=http://127.0.0.1:{p}"),
+                "--logger",
+                "zap",
+                "--log-outputs",
+                &format!("{}.log", self.dir),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -116,9 +171,12 @@ impl Drop for PrivateEtcd {
 }
 
 async fn connect_pg(port: u16) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"), tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    let (c, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -126,7 +184,9 @@ async fn connect_pg(port: u16) -> tokio_postgres::Client {
 }
 
 async fn etcd_at(port: u16) -> etcd_client::Client {
-    etcd_client::Client::connect([format!("127.0.0.1:{port}")], None).await.unwrap()
+    etcd_client::Client::connect([format!("127.0.0.1:{port}")], None)
+        .await
+        .unwrap()
 }
 
 fn config(pg_port: u16, etcd_port: u16, path: &str) -> String {
@@ -174,9 +234,17 @@ async fn pg_and_etcd_restarted_mid_stream() {
                 for _ in 0..20 {
                     next += 1;
                     match rng.gen_range(0..4) {
-                        0 | 1 => sql.push_str(&format!("INSERT INTO app.w VALUES ({next}, 1, 'x');")),
-                        2 => sql.push_str(&format!("UPDATE app.w SET v = v + 1 WHERE id = {};", rng.gen_range(1..next))),
-                        _ => sql.push_str(&format!("DELETE FROM app.w WHERE id = {};", rng.gen_range(1..next))),
+                        0 | 1 => {
+                            sql.push_str(&format!("INSERT INTO app.w VALUES ({next}, 1, 'x');"))
+                        }
+                        2 => sql.push_str(&format!(
+                            "UPDATE app.w SET v = v + 1 WHERE id = {};",
+                            rng.gen_range(1..next)
+                        )),
+                        _ => sql.push_str(&format!(
+                            "DELETE FROM app.w WHERE id = {};",
+                            rng.gen_range(1..next)
+                        )),
                     }
                 }
                 sql.push_str("COMMIT;");
@@ -186,7 +254,12 @@ async fn pg_and_etcd_restarted_mid_stream() {
                 rows += 20;
             } else {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                if let Ok((nc, conn)) = tokio_postgres::connect(&format!("host=127.0.0.1 port={pg_port} user=postgres dbname=postgres"), tokio_postgres::NoTls).await {
+                if let Ok((nc, conn)) = tokio_postgres::connect(
+                    &format!("host=127.0.0.1 port={pg_port} user=postgres dbname=postgres"),
+                    tokio_postgres::NoTls,
+                )
+                .await
+                {
                     tokio::spawn(async move {
                         let _ = conn.await;
                     });
@@ -208,8 +281,17 @@ async fn pg_and_etcd_restarted_mid_stream() {
     // expected = a fresh dump of the source
     let dcfg = dir.join("dump.yml");
     std::fs::write(&dcfg, config(pg_port, etcd_port, "expect")).unwrap();
-    let out = Command::new(BIN).arg("-c").arg(&dcfg).arg("--dump-only").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .arg("-c")
+        .arg(&dcfg)
+        .arg("--dump-only")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut e = etcd_at(etcd_port).await;
     let expected = etcd_map(&mut e, "/expect/").await;
     assert!(expected.len() > 1000);
@@ -219,7 +301,13 @@ async fn pg_and_etcd_restarted_mid_stream() {
         if got == expected {
             break;
         }
-        assert!(Instant::now() < deadline, "etcd differs from the source after restarts ({} vs {} keys)\n{}", got.len(), expected.len(), tool.log());
+        assert!(
+            Instant::now() < deadline,
+            "etcd differs from the source after restarts ({} vs {} keys)\n{}",
+            got.len(),
+            expected.len(),
+            tool.log()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let log = tool.log();

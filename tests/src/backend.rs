@@ -64,7 +64,10 @@ fn bad(msg: impl Into<String>) -> io::Error {
 
 fn server_error(p: &[u8]) -> io::Error {
     let code = u16::from_le_bytes([p[1], p[2]]);
-    bad(format!("server error {code}: {}", String::from_utf8_lossy(&p[3..])))
+    bad(format!(
+        "server error {code}: {}",
+        String::from_utf8_lossy(&p[3..])
+    ))
 }
 
 impl Backend {
@@ -99,7 +102,11 @@ impl Backend {
         if hs.first() == Some(&0xFF) {
             return Err(server_error(&hs));
         }
-        let nul = hs[1..].iter().position(|&b| b == 0).ok_or_else(|| bad("bad handshake"))? + 1;
+        let nul = hs[1..]
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| bad("bad handshake"))?
+            + 1;
         let mut i = nul + 1;
         let connection_id = u32::from_le_bytes(hs[i..i + 4].try_into().unwrap());
         i += 4;
@@ -118,7 +125,11 @@ impl Backend {
             caps |= CONNECT_WITH_DB;
         }
         let mut r = Vec::new();
-        r.extend_from_slice(&((caps & 0xFFFF_FFFF & !CLIENT_MYSQL) as u32 & server_caps as u32 | PROTOCOL_41 as u32).to_le_bytes());
+        r.extend_from_slice(
+            &((caps & 0xFFFF_FFFF & !CLIENT_MYSQL) as u32 & server_caps as u32
+                | PROTOCOL_41 as u32)
+                .to_le_bytes(),
+        );
         r.extend_from_slice(&(1u32 << 30).to_le_bytes());
         r.push(45);
         r.extend_from_slice(&[0; 19]);
@@ -137,8 +148,17 @@ impl Backend {
         let (mut seq, mut reply) = read_packet(&mut s)?;
         if reply.first() == Some(&0xFE) {
             // Authentication switch: answer with the new nonce.
-            let nul = reply.iter().skip(1).position(|&b| b == 0).map(|p| p + 2).ok_or_else(|| bad("bad auth switch"))?;
-            let nonce: Vec<u8> = reply[nul..].iter().copied().take_while(|&b| b != 0).collect();
+            let nul = reply
+                .iter()
+                .skip(1)
+                .position(|&b| b == 0)
+                .map(|p| p + 2)
+                .ok_or_else(|| bad("bad auth switch"))?;
+            let nonce: Vec<u8> = reply[nul..]
+                .iter()
+                .copied()
+                .take_while(|&b| b != 0)
+                .collect();
             write_packet(&mut s, seq.wrapping_add(1), &scramble(&nonce, password))?;
             (seq, reply) = read_packet(&mut s)?;
         }
@@ -169,7 +189,10 @@ impl Backend {
                 }
             }
         });
-        Ok(Backend { stream: s, connection_id })
+        Ok(Backend {
+            stream: s,
+            connection_id,
+        })
     }
 
     pub fn write(&mut self, data: &[u8]) -> bool {

@@ -35,13 +35,20 @@ pub fn mariadb(port: u16) -> mysql::Conn {
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test binary>
-    exe.parent().and_then(|p| p.parent()).expect("target/<profile>").to_path_buf()
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target/<profile>")
+        .to_path_buf()
 }
 
 /// The shared library of a module, as cargo built it for this profile.
 pub fn module_path(name: &str) -> PathBuf {
     let p = target_dir().join(format!("lib{name}.so"));
-    assert!(p.exists(), "{} is missing: build the workspace first (make test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (make test does)",
+        p.display()
+    );
     p
 }
 
@@ -49,5 +56,9 @@ pub fn module_path(name: &str) -> PathBuf {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -26,7 +26,9 @@ pub enum Step {
 /// flushes, debug dumps, replication) or that MaxScale forwards to every server as they are.
 const COM_CHANGE_USER: u8 = 0x11;
 
-const FORBIDDEN: &[u8] = &[0x05, 0x06, 0x07, 0x08, 0x0D, 0x12, 0x13, 0x14, 0x15, 0x1D, 0x1E, 0x42];
+const FORBIDDEN: &[u8] = &[
+    0x05, 0x06, 0x07, 0x08, 0x0D, 0x12, 0x13, 0x14, 0x15, 0x1D, 0x1E, 0x42,
+];
 
 /// Statements a case starts from (and mutates): none changes shared data.
 const QUERIES: &[&str] = &[
@@ -62,7 +64,9 @@ fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
 
 impl Gen {
     pub fn new(seed: u64) -> Gen {
-        Gen { rng: StdRng::seed_from_u64(seed) }
+        Gen {
+            rng: StdRng::seed_from_u64(seed),
+        }
     }
 
     fn bytes(&mut self, max: usize) -> Vec<u8> {
@@ -171,11 +175,14 @@ impl Gen {
                 }
             }
             8 => {
-                let cmd = *self.pick(&[0x02u8, 0x04, 0x09, 0x0E, 0x1B, 0x1F, 0x0A, 0x0C, 0x00, 0x01]);
+                let cmd =
+                    *self.pick(&[0x02u8, 0x04, 0x09, 0x0E, 0x1B, 0x1F, 0x0A, 0x0C, 0x00, 0x01]);
                 let mut body = self.bytes(20);
                 if cmd == 0x0C && body.len() >= 4 {
                     // COM_PROCESS_KILL only of ids no session has.
-                    body[..4].copy_from_slice(&(0x7000_0000u32 | self.rng.random_range(0..1000)).to_le_bytes());
+                    body[..4].copy_from_slice(
+                        &(0x7000_0000u32 | self.rng.random_range(0..1000)).to_le_bytes(),
+                    );
                 }
                 with(cmd, &body)
             }
@@ -204,7 +211,11 @@ impl Gen {
     /// The bytes of one request, framed rightly or not.
     fn request(&mut self) -> Vec<Step> {
         let payload = self.payload();
-        let seq = if self.rng.random_bool(0.85) { 0 } else { self.rng.random() };
+        let seq = if self.rng.random_bool(0.85) {
+            0
+        } else {
+            self.rng.random()
+        };
         if payload.first() == Some(&COM_CHANGE_USER) {
             // Nothing may follow a COM_CHANGE_USER until it is answered: MaxScale 24.08.0 itself
             // crashes when a client sends data while its session waits for a user account
@@ -212,7 +223,11 @@ impl Gen {
             // account update. Closing session", then SIGSEGV in
             // Service::wakeup_sessions_waiting_userdata (the closed connection stays on the
             // wake-up list). Not the routers' code: kept out of the fuzz cases.
-            return vec![Step::Write(frame(seq, &payload)), Step::Wait(1500), Step::Close];
+            return vec![
+                Step::Write(frame(seq, &payload)),
+                Step::Wait(1500),
+                Step::Close,
+            ];
         }
         match self.rng.random_range(0..12) {
             0 => {
@@ -240,7 +255,11 @@ impl Gen {
                 // Half a packet, a pause, the rest.
                 let b = frame(seq, &payload);
                 let cut = self.rng.random_range(0..=b.len());
-                vec![Step::Write(b[..cut].to_vec()), Step::Wait(self.rng.random_range(0..80)), Step::Write(b[cut..].to_vec())]
+                vec![
+                    Step::Write(b[..cut].to_vec()),
+                    Step::Wait(self.rng.random_range(0..80)),
+                    Step::Write(b[cut..].to_vec()),
+                ]
             }
             4 => {
                 // Half a packet, then gone.
@@ -279,7 +298,11 @@ impl Gen {
                 return steps;
             }
         }
-        steps.push(if self.rng.random_bool(0.5) { Step::Close } else { Step::Wait(100) });
+        steps.push(if self.rng.random_bool(0.5) {
+            Step::Close
+        } else {
+            Step::Wait(100)
+        });
         steps
     }
 }
@@ -308,7 +331,9 @@ pub fn run(port: u16, caps: u64, steps: &[Step]) -> std::io::Result<(usize, bool
             let left = until.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(Event::Data(..)) => *replies += 1,
-                Ok(Event::Closed(..)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => *closed = true,
+                Ok(Event::Closed(..)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    *closed = true
+                }
                 Ok(_) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return,
             }
@@ -321,14 +346,22 @@ pub fn run(port: u16, caps: u64, steps: &[Step]) -> std::io::Result<(usize, bool
                     closed = true;
                 }
             }
-            Step::Wait(ms) => drain(Instant::now() + Duration::from_millis(*ms), &mut replies, &mut closed),
+            Step::Wait(ms) => drain(
+                Instant::now() + Duration::from_millis(*ms),
+                &mut replies,
+                &mut closed,
+            ),
             Step::Close => break,
         }
         if closed {
             break;
         }
     }
-    drain(Instant::now() + Duration::from_millis(20), &mut replies, &mut closed);
+    drain(
+        Instant::now() + Duration::from_millis(20),
+        &mut replies,
+        &mut closed,
+    );
     let _ = s.shutdown(Shutdown::Both);
     Ok((replies, closed))
 }

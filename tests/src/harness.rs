@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 /// Capabilities of the simulated client: protocol 4.1, multi-statements and -results,
 /// LOCAL INFILE, transactions, plugin auth; DEPRECATE_EOF optional.
-pub const BASE_CAPS: u64 = 0x0000_0001 | 0x4 | 0x80 | 0x200 | 0x2000 | 0x8000 | 0x1_0000 | 0x2_0000 | 0x4_0000 | 0x8_0000;
+pub const BASE_CAPS: u64 =
+    0x0000_0001 | 0x4 | 0x80 | 0x200 | 0x2000 | 0x8000 | 0x1_0000 | 0x2_0000 | 0x4_0000 | 0x8_0000;
 pub const DEPRECATE_EOF: u64 = 1 << 24;
 
 #[derive(Clone)]
@@ -134,8 +135,14 @@ impl State {
         let track = self.history.is_some();
         let deprecate_eof = self.targets.caps & DEPRECATE_EOF != 0;
         let e = &mut self.eps[ep];
-        let Conn::Open(b) = &mut e.conn else { return false };
-        let data: &[u8] = &if self.targets.ps_ids { e.ps.on_write(data, id, deprecate_eof) } else { std::borrow::Cow::Borrowed(data) };
+        let Conn::Open(b) = &mut e.conn else {
+            return false;
+        };
+        let data: &[u8] = &if self.targets.ps_ids {
+            e.ps.on_write(data, id, deprecate_eof)
+        } else {
+            std::borrow::Cow::Borrowed(data)
+        };
         if !b.write(data) {
             return false;
         }
@@ -150,11 +157,17 @@ impl State {
 
     /// A login finished: replay the history, or release the writes that waited.
     fn logged_in(&mut self, ep: usize, mut b: Backend) {
-        let Conn::Connecting { delayed, .. } = std::mem::replace(&mut self.eps[ep].conn, Conn::None) else {
+        let Conn::Connecting { delayed, .. } =
+            std::mem::replace(&mut self.eps[ep].conn, Conn::None)
+        else {
             b.close();
             return;
         };
-        let entries = self.history.as_ref().map(|h| h.entries()).unwrap_or_default();
+        let entries = self
+            .history
+            .as_ref()
+            .map(|h| h.entries())
+            .unwrap_or_default();
         if entries.is_empty() {
             self.eps[ep].conn = Conn::Open(b);
             self.flush(ep, delayed);
@@ -197,14 +210,18 @@ impl State {
     /// module; an error means the backend differs and is failed.
     fn check_reply(&mut self, ep: usize, data: &[u8]) -> Result<bool, String> {
         let name = self.name(ep);
-        let Some(h) = self.history.as_mut() else { return Ok(true) };
+        let Some(h) = self.history.as_mut() else {
+            return Ok(true);
+        };
         let p = match Packets::new(data).next() {
             Some(Ok(p)) => p,
             _ => return Ok(true),
         };
         let e = &mut self.eps[ep];
         if let Conn::Replaying { left, .. } = &mut e.conn {
-            let Some((_, ok, t)) = left.front_mut() else { return Ok(false) };
+            let Some((_, ok, t)) = left.front_mut() else {
+                return Ok(false);
+            };
             if t.feed(&p).is_err() || t.is_complete() {
                 let got = t.error().is_none();
                 let want = *ok;
@@ -214,7 +231,11 @@ impl State {
                     return Err(History::mismatch(&name, &err));
                 }
                 if left.is_empty() {
-                    let Conn::Replaying { b, delayed, .. } = std::mem::replace(&mut e.conn, Conn::None) else { unreachable!() };
+                    let Conn::Replaying { b, delayed, .. } =
+                        std::mem::replace(&mut e.conn, Conn::None)
+                    else {
+                        unreachable!()
+                    };
                     e.conn = Conn::Open(b);
                     self.flush(ep, delayed);
                 }
@@ -223,7 +244,11 @@ impl State {
         }
         if let Some((id, t)) = e.replies.front_mut() {
             if t.feed(&p).is_err() || t.is_complete() {
-                let (id, ok, err) = (*id, t.error().is_none(), t.error().map(|e| e.to_string()).unwrap_or_default());
+                let (id, ok, err) = (
+                    *id,
+                    t.error().is_none(),
+                    t.error().map(|e| e.to_string()).unwrap_or_default(),
+                );
                 e.replies.pop_front();
                 h.backend_outcome(ep, &name, id, ok, &err)?;
             }
@@ -237,7 +262,9 @@ struct Host(Rc<RefCell<State>>);
 impl SimHost for Host {
     fn connect(&mut self, ep: usize) -> bool {
         let mut st = self.0.borrow_mut();
-        let Some((_, port)) = st.targets.servers.get(ep).cloned() else { return false };
+        let Some((_, port)) = st.targets.servers.get(ep).cloned() else {
+            return false;
+        };
         let t = st.targets.clone();
         let tag = next_tag();
         let events = st.events.clone();
@@ -250,14 +277,27 @@ impl SimHost for Host {
                     return false;
                 }
             };
-            let Ok(clone) = stream.try_clone() else { return false };
+            let Ok(clone) = stream.try_clone() else {
+                return false;
+            };
             std::thread::spawn(move || {
-                let r =
-                    Backend::login(stream, &t.user, &t.password, "", t.caps, tag, events.clone()).map_err(|e| format!("login failed: {e}"));
+                let r = Backend::login(
+                    stream,
+                    &t.user,
+                    &t.password,
+                    "",
+                    t.caps,
+                    tag,
+                    events.clone(),
+                )
+                .map_err(|e| format!("login failed: {e}"));
                 let _ = events.send(Event::Connected(tag, r));
             });
             let e = &mut st.eps[ep];
-            e.conn = Conn::Connecting { stream: clone, delayed: vec![] };
+            e.conn = Conn::Connecting {
+                stream: clone,
+                delayed: vec![],
+            };
             e.tag = Some(tag);
             e.closed_by_module = false;
             return true;
@@ -277,12 +317,18 @@ impl SimHost for Host {
         }
     }
     fn is_open(&self, ep: usize) -> bool {
-        self.0.borrow().eps.get(ep).is_some_and(|e| !matches!(e.conn, Conn::None))
+        self.0
+            .borrow()
+            .eps
+            .get(ep)
+            .is_some_and(|e| !matches!(e.conn, Conn::None))
     }
     fn write(&mut self, ep: usize, data: &[u8], id: u32) -> bool {
         let mut st = self.0.borrow_mut();
         st.client.writes.push((ep, id));
-        let Some(e) = st.eps.get_mut(ep) else { return false };
+        let Some(e) = st.eps.get_mut(ep) else {
+            return false;
+        };
         match &mut e.conn {
             Conn::None => false,
             Conn::Connecting { delayed, .. } | Conn::Replaying { delayed, .. } => {
@@ -325,7 +371,9 @@ impl SimHost for Host {
         if let Some(mut s) = st.socket.take() {
             // As MaxScale does: ERR 1927 with sequence 0, then the connection closes.
             if !message.is_empty() {
-                let _ = s.write_all(&bridge::protocol::resultset::err_packet(0, 1927, "70100", message));
+                let _ = s.write_all(&bridge::protocol::resultset::err_packet(
+                    0, 1927, "70100", message,
+                ));
             }
             let _ = s.shutdown(Shutdown::Both);
         }
@@ -365,13 +413,24 @@ impl Harness {
             endpoints: targets
                 .servers
                 .iter()
-                .map(|(name, _)| EndpointInfo { name: name.clone(), can_connect: !targets.down.contains(name) })
+                .map(|(name, _)| EndpointInfo {
+                    name: name.clone(),
+                    can_connect: !targets.down.contains(name),
+                })
                 .collect(),
         };
         let history = targets.history.then(History::default);
         let state = Rc::new(RefCell::new(State {
             targets,
-            eps: (0..n).map(|_| Endpoint { conn: Conn::None, tag: None, closed_by_module: false, replies: VecDeque::new(), ps: Default::default() }).collect(),
+            eps: (0..n)
+                .map(|_| Endpoint {
+                    conn: Conn::None,
+                    tag: None,
+                    closed_by_module: false,
+                    replies: VecDeque::new(),
+                    ps: Default::default(),
+                })
+                .collect(),
             client: Client::default(),
             resume: false,
             events: tx,
@@ -381,7 +440,14 @@ impl Harness {
             client_gone: false,
         }));
         let session = router.new_session(Box::new(Host(state.clone())), &info)?;
-        let mut h = Harness { session: Some(session), state, events: rx, alive: true, id, next_packet_id: 0 };
+        let mut h = Harness {
+            session: Some(session),
+            state,
+            events: rx,
+            alive: true,
+            id,
+            next_packet_id: 0,
+        };
         h.after_call();
         Some(h)
     }
@@ -443,7 +509,11 @@ impl Harness {
 
     /// The endpoint whose live connection carries `tag`.
     fn endpoint_of(&self, tag: usize) -> Option<usize> {
-        self.state.borrow().eps.iter().position(|e| e.tag == Some(tag))
+        self.state
+            .borrow()
+            .eps
+            .iter()
+            .position(|e| e.tag == Some(tag))
     }
 
     /// Delivers backend events to the module until `done` holds or `timeout` passes.
@@ -464,7 +534,9 @@ impl Harness {
             };
             match ev {
                 Event::Data(tag, mut data) => {
-                    let Some(ep) = self.endpoint_of(tag) else { continue };
+                    let Some(ep) = self.endpoint_of(tag) else {
+                        continue;
+                    };
                     if self.state.borrow().targets.ps_ids {
                         self.state.borrow_mut().eps[ep].ps.on_reply(&mut data);
                     }
@@ -506,8 +578,14 @@ impl Harness {
     pub fn query(&mut self, sql: &str) -> Vec<u8> {
         let before = self.state.borrow().client.bytes.len();
         let n = self.state.borrow().client.completed + 1;
-        assert!(self.send(crate::packets::query(sql)), "session closed while sending {sql:?}");
-        assert!(self.wait_replies(n, Duration::from_secs(30)), "no complete reply to {sql:?}");
+        assert!(
+            self.send(crate::packets::query(sql)),
+            "session closed while sending {sql:?}"
+        );
+        assert!(
+            self.wait_replies(n, Duration::from_secs(30)),
+            "no complete reply to {sql:?}"
+        );
         self.state.borrow().client.bytes[before..].to_vec()
     }
 
@@ -538,7 +616,10 @@ impl Harness {
 
     /// Whether an endpoint is still logging in (or replaying the history).
     pub fn is_connecting(&self, ep: usize) -> bool {
-        matches!(self.state.borrow().eps[ep].conn, Conn::Connecting { .. } | Conn::Replaying { .. })
+        matches!(
+            self.state.borrow().eps[ep].conn,
+            Conn::Connecting { .. } | Conn::Replaying { .. }
+        )
     }
 
     /// Breaks an endpoint's connection as a network failure would (the module is told).
@@ -596,7 +677,12 @@ impl Harness {
         let st = self.state.borrow();
         st.history
             .as_ref()
-            .map(|h| h.entries().into_iter().map(|(_, p, _)| String::from_utf8_lossy(&p[5..]).into_owned()).collect())
+            .map(|h| {
+                h.entries()
+                    .into_iter()
+                    .map(|(_, p, _)| String::from_utf8_lossy(&p[5..]).into_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -57,14 +57,17 @@ impl History {
 
     /// A client packet was routed.
     pub fn client_sent(&mut self, id: u32, packet: &[u8]) {
-        let (Some(&seq), Some(&cmd)) = (packet.get(3), packet.get(4)) else { return };
+        let (Some(&seq), Some(&cmd)) = (packet.get(3), packet.get(4)) else {
+            return;
+        };
         if seq != 0 || !will_respond(cmd) {
             return;
         }
         if cmd == COM_CHANGE_USER {
             self.entries.clear();
         }
-        self.awaiting.push_back((id, recorded(packet).then(|| packet.to_vec())));
+        self.awaiting
+            .push_back((id, recorded(packet).then(|| packet.to_vec())));
     }
 
     /// The client's reply to the oldest awaited request is complete (`bytes`: all the client
@@ -72,24 +75,39 @@ impl History {
     pub fn client_reply_done(&mut self, bytes: &[u8]) -> Vec<(usize, String)> {
         let reply = &bytes[self.reply_start.min(bytes.len())..];
         self.reply_start = bytes.len();
-        let Some((id, packet)) = self.awaiting.pop_front() else { return vec![] };
+        let Some((id, packet)) = self.awaiting.pop_front() else {
+            return vec![];
+        };
         let Some(packet) = packet else { return vec![] };
         let ok = !matches!(Packets::new(reply).next(), Some(Ok(p)) if p.is_err());
         self.entries.push((id, packet, ok));
         self.outcomes.insert(id, ok);
-        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early).into_iter().partition(|e| e.2 == id);
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early)
+            .into_iter()
+            .partition(|e| e.2 == id);
         self.early = later;
-        now.into_iter().filter(|e| e.3 != ok).map(|(ep, server, _, _, err)| (ep, Self::mismatch(&server, &err))).collect()
+        now.into_iter()
+            .filter(|e| e.3 != ok)
+            .map(|(ep, server, _, _, err)| (ep, Self::mismatch(&server, &err)))
+            .collect()
     }
 
     /// A backend's reply to the client request `id` is complete. Err: it differs from the
     /// client's outcome of a recorded request.
-    pub fn backend_outcome(&mut self, ep: usize, server: &str, id: u32, ok: bool, error: &str) -> Result<(), String> {
+    pub fn backend_outcome(
+        &mut self,
+        ep: usize,
+        server: &str,
+        id: u32,
+        ok: bool,
+        error: &str,
+    ) -> Result<(), String> {
         match self.outcomes.get(&id) {
             Some(&want) if want != ok => Err(Self::mismatch(server, error)),
             Some(_) => Ok(()),
             None if self.awaiting.iter().any(|(i, p)| *i == id && p.is_some()) => {
-                self.early.push((ep, server.to_string(), id, ok, error.to_string()));
+                self.early
+                    .push((ep, server.to_string(), id, ok, error.to_string()));
                 Ok(())
             }
             None => Ok(()),
@@ -104,12 +122,23 @@ mod tests {
 
     #[test]
     fn what_is_recorded() {
-        for sql in
-            ["SET @a = 1", "/*!40101 SET NAMES utf8 */", "use db", "PREPARE p FROM 'SELECT 1'", "DEALLOCATE PREPARE p", "drop prepare p"]
-        {
+        for sql in [
+            "SET @a = 1",
+            "/*!40101 SET NAMES utf8 */",
+            "use db",
+            "PREPARE p FROM 'SELECT 1'",
+            "DEALLOCATE PREPARE p",
+            "drop prepare p",
+        ] {
             assert!(recorded(&query(sql)[0]), "{sql}");
         }
-        for sql in ["SELECT 1", "SET GLOBAL x = 1", "SET TRANSACTION READ ONLY", "EXECUTE p", "/* SET */ SELECT 2"] {
+        for sql in [
+            "SELECT 1",
+            "SET GLOBAL x = 1",
+            "SET TRANSACTION READ ONLY",
+            "EXECUTE p",
+            "/* SET */ SELECT 2",
+        ] {
             assert!(!recorded(&query(sql)[0]), "{sql}");
         }
     }

@@ -9,11 +9,17 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 
 pub fn create_topic(topic: &str) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", env::kafka_broker()).create().unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", env::kafka_broker())
+        .create()
+        .unwrap();
     let t = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
-    let fut = admin.create_topics([&t], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))));
-    let res = futures_executor::block_on(fut).expect("Kafka broker reachable (tests/services/up.sh kafka)");
+    let fut = admin.create_topics(
+        [&t],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    );
+    let res = futures_executor::block_on(fut)
+        .expect("Kafka broker reachable (tests/services/up.sh kafka)");
     for r in res {
         r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
     }
@@ -28,7 +34,8 @@ pub fn consume(topic: &str, want: usize) -> Vec<String> {
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let end = Instant::now() + Duration::from_secs(30);

@@ -78,7 +78,10 @@ fn login(s: &mut TcpStream, conn_id: u32) -> io::Result<(u32, String)> {
     }
     let caps = u32::from_le_bytes(r[..4].try_into().unwrap()) & OFFERED;
     let mut rest = &r[32..];
-    let nul = rest.iter().position(|&b| b == 0).ok_or_else(|| bad("no user"))?;
+    let nul = rest
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| bad("no user"))?;
     rest = &rest[nul + 1..];
     let auth_len = if caps & PLUGIN_AUTH_LENENC != 0 {
         let (n, used) = lenenc(rest).ok_or_else(|| bad("bad auth data"))?;
@@ -89,14 +92,20 @@ fn login(s: &mut TcpStream, conn_id: u32) -> io::Result<(u32, String)> {
         rest = &rest[1..];
         n
     };
-    rest = rest.get(auth_len..).ok_or_else(|| bad("auth data too long"))?;
+    rest = rest
+        .get(auth_len..)
+        .ok_or_else(|| bad("auth data too long"))?;
     let mut db = String::new();
     if caps & CONNECT_WITH_DB != 0 {
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         db = String::from_utf8_lossy(&rest[..end]).into_owned();
         rest = rest.get(end + 1..).unwrap_or_default();
     }
-    let plugin: &[u8] = if caps & PLUGIN_AUTH != 0 { &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())] } else { NATIVE };
+    let plugin: &[u8] = if caps & PLUGIN_AUTH != 0 {
+        &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
+    } else {
+        NATIVE
+    };
     let mut seq = seq;
     if plugin != NATIVE {
         // Ask for mysql_native_password (what a MariaDB server offers too).
@@ -115,12 +124,22 @@ fn login(s: &mut TcpStream, conn_id: u32) -> io::Result<(u32, String)> {
 /// Runs a client tool (`make` gets the listener's port) against sessions of `router` on
 /// `targets`, serving every connection it opens until it exits; returns its output. Panics
 /// if it runs longer than `timeout`.
-pub fn run_tool(router: &SimRouter, targets: &Targets, timeout: Duration, make: impl FnOnce(u16) -> Command) -> Output {
+pub fn run_tool(
+    router: &SimRouter,
+    targets: &Targets,
+    timeout: Duration,
+    make: impl FnOnce(u16) -> Command,
+) -> Output {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut cmd = make(port);
-    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the client tool");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client tool");
     let pid = child.id();
     // The tool's output is read on another thread, so a full pipe never stalls it.
     let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -152,7 +171,12 @@ pub fn run_tool(router: &SimRouter, targets: &Targets, timeout: Duration, make: 
                             let _ = write_packet(
                                 &mut s,
                                 2,
-                                &bridge::protocol::resultset::err_packet(0, 1815, "HY000", "Internal error: Session creation failed")[4..],
+                                &bridge::protocol::resultset::err_packet(
+                                    0,
+                                    1815,
+                                    "HY000",
+                                    "Internal error: Session creation failed",
+                                )[4..],
                             );
                         }
                     }
@@ -165,7 +189,10 @@ pub fn run_tool(router: &SimRouter, targets: &Targets, timeout: Duration, make: 
         }
         sessions.retain(|h| !h.client_gone());
         if output.is_none() {
-            output = done_rx.try_recv().ok().map(|r| r.expect("client tool output"));
+            output = done_rx
+                .try_recv()
+                .ok()
+                .map(|r| r.expect("client tool output"));
         }
         if sessions.is_empty() {
             if let Some(out) = output.take() {
@@ -174,8 +201,16 @@ pub fn run_tool(router: &SimRouter, targets: &Targets, timeout: Duration, make: 
         }
         if Instant::now() > end {
             let _ = Command::new("kill").arg(pid.to_string()).status();
-            let out = output.or_else(|| done_rx.recv_timeout(Duration::from_secs(5)).ok().map(|r| r.unwrap()));
-            panic!("the client tool did not finish within {timeout:?}: {:?}", out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()));
+            let out = output.or_else(|| {
+                done_rx
+                    .recv_timeout(Duration::from_secs(5))
+                    .ok()
+                    .map(|r| r.unwrap())
+            });
+            panic!(
+                "the client tool did not finish within {timeout:?}: {:?}",
+                out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            );
         }
         if sessions.is_empty() {
             std::thread::sleep(Duration::from_millis(2));

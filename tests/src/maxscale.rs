@@ -15,15 +15,24 @@ pub struct Installation {
 pub fn installation() -> Option<Installation> {
     let bin = std::env::var_os("MAXSCALE_BIN")?;
     let libdir = std::env::var_os("MAXSCALE_LIBDIR")?;
-    Some(Installation { bin: bin.into(), libdir: libdir.into() })
+    Some(Installation {
+        bin: bin.into(),
+        libdir: libdir.into(),
+    })
 }
 
 impl Installation {
     /// The release, from `maxscale --version` ("MaxScale 24.02.3").
     pub fn version(&self) -> String {
-        let out = Command::new(&self.bin).arg("--version").output().expect("run maxscale --version");
+        let out = Command::new(&self.bin)
+            .arg("--version")
+            .output()
+            .expect("run maxscale --version");
         let text = String::from_utf8_lossy(&out.stdout);
-        text.split_whitespace().nth(1).unwrap_or_else(|| panic!("maxscale --version said {text:?}")).to_string()
+        text.split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("maxscale --version said {text:?}"))
+            .to_string()
     }
 
     /// Our module `lib<name>.so` of the release build, checked to be built for this MaxScale
@@ -31,7 +40,8 @@ impl Installation {
     pub fn our_module(&self, name: &str) -> PathBuf {
         let release = crate::env::target_dir().parent().unwrap().join("release");
         let module = release.join(format!("lib{name}.so"));
-        let built = std::fs::read_to_string(release.join("modules-maxscale-version")).unwrap_or_default();
+        let built =
+            std::fs::read_to_string(release.join("modules-maxscale-version")).unwrap_or_default();
         let want = self.version();
         assert!(
             module.exists() && built.trim() == want,
@@ -50,7 +60,11 @@ pub struct MaxScale {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Ports for a MaxScale instance: (admin, listener).
@@ -61,7 +75,12 @@ pub fn ports() -> (u16, u16) {
 impl MaxScale {
     /// Starts MaxScale with `config` (the `[maxscale]` section is added) and the module
     /// directory where each (name, file) of `replace` takes the place of lib<name>.so.
-    pub fn start(inst: &Installation, admin_port: u16, config: &str, replace: &[(&str, &Path)]) -> MaxScale {
+    pub fn start(
+        inst: &Installation,
+        admin_port: u16,
+        config: &str,
+        replace: &[(&str, &Path)],
+    ) -> MaxScale {
         let dir = tempfile::tempdir().unwrap();
         let lib = dir.path().join("lib");
         copy_dir(&inst.libdir, &lib);
@@ -85,7 +104,12 @@ impl MaxScale {
             ),
         )
         .unwrap();
-        let p = |s: &str| format!("--{s}={}", dir.path().join(s.trim_end_matches("dir")).display());
+        let p = |s: &str| {
+            format!(
+                "--{s}={}",
+                dir.path().join(s.trim_end_matches("dir")).display()
+            )
+        };
         let child = Command::new(&inst.bin)
             .args(["--nodaemon", "--user=root", "--syslog=no"])
             .arg(format!("--config={}", cnf.display()))
@@ -96,13 +120,19 @@ impl MaxScale {
             .stderr(Stdio::null())
             .spawn()
             .expect("start maxscale");
-        let ms = MaxScale { child, dir, admin_port };
+        let ms = MaxScale {
+            child,
+            dir,
+            admin_port,
+        };
         ms.wait_ready();
         ms
     }
 
     fn wait_ready(&self) {
-        if !poll(Duration::from_secs(30), Duration::from_millis(200), || self.get("/v1/maxscale").is_ok()) {
+        if !poll(Duration::from_secs(30), Duration::from_millis(200), || {
+            self.get("/v1/maxscale").is_ok()
+        }) {
             panic!("MaxScale did not start; log:\n{}", self.log());
         }
     }
@@ -113,21 +143,38 @@ impl MaxScale {
 
     /// True once the log contains `text` (MaxScale writes its log asynchronously): 10 s.
     pub fn log_shows(&self, text: &str) -> bool {
-        poll(Duration::from_secs(10), Duration::from_millis(100), || self.log().contains(text))
+        poll(Duration::from_secs(10), Duration::from_millis(100), || {
+            self.log().contains(text)
+        })
     }
 
     fn curl(&self, method: &str, path: &str, body: Option<&str>) -> Result<String, String> {
         let mut c = Command::new("curl");
-        c.args(["-s", "-S", "-u", "admin:mariadb", "-X", method, "-w", "\n%{http_code}"]);
+        c.args([
+            "-s",
+            "-S",
+            "-u",
+            "admin:mariadb",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ]);
         if let Some(b) = body {
             c.args(["-H", "Content-Type: application/json", "-d", b]);
         }
-        let out = c.arg(format!("http://127.0.0.1:{}{path}", self.admin_port)).output().map_err(|e| e.to_string())?;
+        let out = c
+            .arg(format!("http://127.0.0.1:{}{path}", self.admin_port))
+            .output()
+            .map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
         match code.trim().parse::<u16>() {
             Ok(c) if (200..300).contains(&c) => Ok(body.to_string()),
-            _ => Err(format!("{method} {path}: HTTP {code}: {body} {}", String::from_utf8_lossy(&out.stderr))),
+            _ => Err(format!(
+                "{method} {path}: HTTP {code}: {body} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )),
         }
     }
 
@@ -139,19 +186,36 @@ impl MaxScale {
     /// `maxctrl alter service <name> key=value …`
     pub fn alter_service(&self, name: &str, params: serde_json::Value) -> Result<(), String> {
         let body = serde_json::json!({"data": {"attributes": {"parameters": params}}});
-        self.curl("PATCH", &format!("/v1/services/{name}"), Some(&body.to_string())).map(|_| ())
+        self.curl(
+            "PATCH",
+            &format!("/v1/services/{name}"),
+            Some(&body.to_string()),
+        )
+        .map(|_| ())
     }
 
     /// `maxctrl call command <module> <command> <service>`
-    pub fn call_command(&self, module: &str, command: &str, service: &str) -> Result<String, String> {
-        self.curl("POST", &format!("/v1/maxscale/modules/{module}/{command}?{service}"), None)
+    pub fn call_command(
+        &self,
+        module: &str,
+        command: &str,
+        service: &str,
+    ) -> Result<String, String> {
+        self.curl(
+            "POST",
+            &format!("/v1/maxscale/modules/{module}/{command}?{service}"),
+            None,
+        )
     }
 
     /// Waits until a server is Running in MaxScale's view.
     pub fn wait_running(&self, server: &str) {
         let running = || {
-            self.get(&format!("/v1/servers/{server}"))
-                .is_ok_and(|v| v["data"]["attributes"]["state"].as_str().is_some_and(|s| s.contains("Running")))
+            self.get(&format!("/v1/servers/{server}")).is_ok_and(|v| {
+                v["data"]["attributes"]["state"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("Running"))
+            })
         };
         if !poll(Duration::from_secs(30), Duration::from_millis(200), running) {
             panic!("server {server} never became Running; log:\n{}", self.log());
@@ -162,8 +226,12 @@ impl MaxScale {
 impl Drop for MaxScale {
     fn drop(&mut self) {
         // SIGTERM for a clean shutdown (the exporters flush), then make sure it is gone.
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        if poll(Duration::from_secs(15), Duration::from_millis(100), || matches!(self.child.try_wait(), Ok(Some(_)))) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        if poll(Duration::from_secs(15), Duration::from_millis(100), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        }) {
             return;
         }
         let _ = self.child.kill();

@@ -31,7 +31,11 @@ pub struct Setup {
 }
 
 pub fn base_params(file: &Path) -> Vec<(String, String)> {
-    vec![("main".into(), "s1".into()), ("exporter".into(), "file".into()), ("file".into(), file.display().to_string())]
+    vec![
+        ("main".into(), "s1".into()),
+        ("exporter".into(), "file".into()),
+        ("file".into(), file.display().to_string()),
+    ]
 }
 
 /// A router for targets s1 (main) and s2 with `extra` parameters.
@@ -42,7 +46,11 @@ pub fn setup(extra: &[(&str, &str)]) -> Setup {
     let mut p = base_params(&file);
     p.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     router.configure(&Params::new(p)).unwrap();
-    Setup { router, file, _dir: dir }
+    Setup {
+        router,
+        file,
+        _dir: dir,
+    }
 }
 
 pub fn reports(file: &Path) -> Vec<Value> {
@@ -54,14 +62,25 @@ pub fn reports(file: &Path) -> Vec<Value> {
 }
 
 pub fn hex_le(crc: u32) -> String {
-    crc.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    crc.to_le_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub fn targets_of(r: &Value) -> Vec<&str> {
-    r["results"].as_array().unwrap().iter().map(|x| x["target"].as_str().unwrap()).collect()
+    r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["target"].as_str().unwrap())
+        .collect()
 }
 
 /// The result of `target` in a report.
 pub fn result_of<'a>(r: &'a Value, target: &str) -> Option<&'a Value> {
-    r["results"].as_array()?.iter().find(|x| x["target"] == target)
+    r["results"]
+        .as_array()?
+        .iter()
+        .find(|x| x["target"] == target)
 }

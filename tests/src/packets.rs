@@ -42,5 +42,7 @@ pub fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
 
 /// Payloads of the packets in a buffer.
 pub fn payloads(buf: &[u8]) -> Vec<Vec<u8>> {
-    Packets::new(buf).map(|p| p.expect("well-formed packets").payload.to_vec()).collect()
+    Packets::new(buf)
+        .map(|p| p.expect("well-formed packets").payload.to_vec())
+        .collect()
 }

@@ -14,13 +14,20 @@ pub struct PrivateServer {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl PrivateServer {
     /// Installs and starts a server (a few seconds); panics with the reason if it cannot.
     pub fn start() -> PrivateServer {
-        let dir = tempfile::Builder::new().prefix("mxsrs-maria").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("mxsrs-maria")
+            .tempdir()
+            .unwrap();
         let d = dir.path().to_path_buf();
         for sub in ["data", "run", "log"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
@@ -33,14 +40,26 @@ impl PrivateServer {
             d = d.display()
         );
         std::fs::write(d.join("my.cnf"), cnf).unwrap();
-        let _ = Command::new("chown").args(["-R", "mysql:mysql"]).arg(&d).status();
+        let _ = Command::new("chown")
+            .args(["-R", "mysql:mysql"])
+            .arg(&d)
+            .status();
         let out = Command::new("mariadb-install-db")
             .arg(format!("--defaults-file={}/my.cnf", d.display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
             .output()
             .expect("mariadb-install-db (MariaDB server binaries needed)");
-        assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
-        let mut s = PrivateServer { _dir: dir, data: d, port, child: None };
+        assert!(
+            out.status.success(),
+            "mariadb-install-db: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut s = PrivateServer {
+            _dir: dir,
+            data: d,
+            port,
+            child: None,
+        };
         s.run();
         s.root_sql(&format!(
             "CREATE USER '{u}'@'%' IDENTIFIED BY '{p}'; GRANT ALL PRIVILEGES ON *.* TO '{u}'@'%' WITH GRANT OPTION",
@@ -53,7 +72,11 @@ impl PrivateServer {
 
     /// Starts mariadbd on the data directory and waits until it answers.
     fn run(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.join("log/stdout.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.join("log/stdout.log"))
+            .unwrap();
         let child = Command::new("mariadbd")
             .arg(format!("--defaults-file={}/my.cnf", self.data.display()))
             .stdout(Stdio::null())
@@ -63,7 +86,11 @@ impl PrivateServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.root_sql("SELECT 1").is_err() {
-            assert!(Instant::now() < deadline, "private mariadbd did not start: {}", self.error_log());
+            assert!(
+                Instant::now() < deadline,
+                "private mariadbd did not start: {}",
+                self.error_log()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -71,7 +98,9 @@ impl PrivateServer {
     /// Ends the server (SIGKILL: a crash) and waits until it is gone; its port refuses.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -90,7 +119,13 @@ impl PrivateServer {
     /// Runs SQL as root through the mariadb client.
     pub fn root_sql(&self, sql: &str) -> Result<(), String> {
         let out = Command::new("mariadb")
-            .args(["-uroot", "-h127.0.0.1", &format!("-P{}", self.port), "-e", sql])
+            .args([
+                "-uroot",
+                "-h127.0.0.1",
+                &format!("-P{}", self.port),
+                "-e",
+                sql,
+            ])
             .output()
             .map_err(|e| e.to_string())?;
         if out.status.success() {
@@ -102,7 +137,10 @@ impl PrivateServer {
 
     fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id();
-        let ok = Command::new("kill").args([sig, &pid.to_string()]).status().is_ok_and(|s| s.success());
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
         assert!(ok, "kill {sig} {pid}");
     }
 
@@ -120,7 +158,9 @@ impl PrivateServer {
 impl Drop for PrivateServer {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -17,7 +17,15 @@ pub struct PsIds {
 }
 
 fn names_statement(cmd: u8) -> bool {
-    matches!(cmd, COM_STMT_EXECUTE | COM_STMT_CLOSE | COM_STMT_RESET | COM_STMT_FETCH | COM_STMT_SEND_LONG_DATA | COM_STMT_BULK_EXECUTE)
+    matches!(
+        cmd,
+        COM_STMT_EXECUTE
+            | COM_STMT_CLOSE
+            | COM_STMT_RESET
+            | COM_STMT_FETCH
+            | COM_STMT_SEND_LONG_DATA
+            | COM_STMT_BULK_EXECUTE
+    )
 }
 
 impl PsIds {
@@ -36,7 +44,9 @@ impl PsIds {
             return Cow::Borrowed(data);
         }
         let internal = u32::from_le_bytes(data[5..9].try_into().unwrap());
-        let Some(&real) = self.real.get(&internal) else { return Cow::Borrowed(data) };
+        let Some(&real) = self.real.get(&internal) else {
+            return Cow::Borrowed(data);
+        };
         if cmd == COM_STMT_CLOSE {
             self.real.remove(&internal);
         }
@@ -52,13 +62,19 @@ impl PsIds {
         for p in Packets::new(data).flatten() {
             let at = offset;
             offset += 4 + p.payload.len();
-            let Some((id, t)) = self.pending.front_mut() else { break };
+            let Some((id, t)) = self.pending.front_mut() else {
+                break;
+            };
             let first = t.state() == ReplyState::Start;
             if t.feed(&p).is_err() {
                 self.pending.pop_front();
                 continue;
             }
-            if first && t.command() == COM_STMT_PREPARE && p.first() == Some(0) && p.payload.len() >= 5 {
+            if first
+                && t.command() == COM_STMT_PREPARE
+                && p.first() == Some(0)
+                && p.payload.len() >= 5
+            {
                 let real = u32::from_le_bytes(p.payload[1..5].try_into().unwrap());
                 self.real.insert(*id, real);
                 rewrites.push((at + 5, *id));

@@ -32,9 +32,21 @@ fn regression_cases() -> Vec<Vec<Step>> {
         b
     };
     vec![
-        vec![Step::Write(query(&format!("SHOW DATABASES LIKE '{}b'", "%a".repeat(40)))), Step::Wait(2000), Step::Close],
+        vec![
+            Step::Write(query(&format!(
+                "SHOW DATABASES LIKE '{}b'",
+                "%a".repeat(40)
+            ))),
+            Step::Wait(2000),
+            Step::Close,
+        ],
         // A session that ends after its backends connected: they must be closed with it.
-        vec![Step::Write(query("SELECT 1")), Step::Wait(500), Step::Write(vec![1, 0, 0, 0, 0x01]), Step::Wait(200)],
+        vec![
+            Step::Write(query("SELECT 1")),
+            Step::Wait(500),
+            Step::Write(vec![1, 0, 0, 0, 0x01]),
+            Step::Wait(200),
+        ],
     ]
 }
 
@@ -46,7 +58,12 @@ fn start(inst: &maxscale::Installation, s2: u16) -> (MaxScale, [u16; 2], tempfil
     let (admin, sharding) = maxscale::ports();
     let (_, mirror_port) = maxscale::ports();
     let cnf = config(sharding, mirror_port, &dir.path().join("mirror.json"), s2);
-    let ms = MaxScale::start(inst, admin, &cnf, &[("schemarouter", &sr), ("mirror", &mirror)]);
+    let ms = MaxScale::start(
+        inst,
+        admin,
+        &cnf,
+        &[("schemarouter", &sr), ("mirror", &mirror)],
+    );
     ms.wait_running("s1");
     (ms, [sharding, mirror_port], dir)
 }
@@ -58,7 +75,10 @@ fn config(sharding: u16, mirror: u16, file: &std::path::Path, s2: u16) -> String
     // fuzzer's host blocked.
     let mut cnf = String::from("max_auth_errors_until_block=0\n\n");
     for (i, port) in p.iter().take(3).enumerate() {
-        cnf.push_str(&format!("[s{}]\ntype=server\naddress=127.0.0.1\nport={port}\n\n", i + 1));
+        cnf.push_str(&format!(
+            "[s{}]\ntype=server\naddress=127.0.0.1\nport={port}\n\n",
+            i + 1
+        ));
     }
     cnf.push_str(&format!(
         "[Monitor]\ntype=monitor\nmodule=mariadbmon\nservers=s1,s2,s3\nuser=app\npassword=apppass\nmonitor_interval=1s\n\n\
@@ -74,12 +94,17 @@ fn config(sharding: u16, mirror: u16, file: &std::path::Path, s2: u16) -> String
 
 fn alive(ms: &MaxScale) -> bool {
     let pid = std::fs::read_to_string(ms.dir.path().join("run/maxscale.pid")).unwrap_or_default();
-    let running = std::process::Command::new("kill").args(["-0", pid.trim()]).status().is_ok_and(|s| s.success());
+    let running = std::process::Command::new("kill")
+        .args(["-0", pid.trim()])
+        .status()
+        .is_ok_and(|s| s.success());
     running && ms.get("/v1/maxscale").is_ok()
 }
 
 fn sessions(ms: &MaxScale) -> Option<usize> {
-    ms.get("/v1/sessions").ok()?["data"].as_array().map(Vec::len)
+    ms.get("/v1/sessions").ok()?["data"]
+        .as_array()
+        .map(Vec::len)
 }
 
 /// MaxScale is up, serves a new client on each listener, and every fuzzing session ended.
@@ -97,8 +122,11 @@ fn healthy(ms: &MaxScale, ports: &[u16]) -> Result<(), String> {
             .tcp_connect_timeout(Some(Duration::from_secs(10)))
             .read_timeout(Some(Duration::from_secs(10)))
             .write_timeout(Some(Duration::from_secs(10)));
-        let mut c = mysql::Conn::new(opts).map_err(|e| format!("port {port}: no new connection: {e}"))?;
-        let one: Option<u32> = c.query_first("SELECT 1").map_err(|e| format!("port {port}: SELECT 1 failed: {e}"))?;
+        let mut c =
+            mysql::Conn::new(opts).map_err(|e| format!("port {port}: no new connection: {e}"))?;
+        let one: Option<u32> = c
+            .query_first("SELECT 1")
+            .map_err(|e| format!("port {port}: SELECT 1 failed: {e}"))?;
         if one != Some(1) {
             return Err(format!("port {port}: SELECT 1 returned {one:?}"));
         }
@@ -108,7 +136,9 @@ fn healthy(ms: &MaxScale, ports: &[u16]) -> Result<(), String> {
         match (sessions(ms), backend_connections(ms)) {
             (Some(0), Some(0)) => return Ok(()),
             (n, c) if Instant::now() > end => {
-                return Err(format!("30 s after their clients went: {n:?} sessions, {c:?} backend connections left"))
+                return Err(format!(
+                    "30 s after their clients went: {n:?} sessions, {c:?} backend connections left"
+                ))
             }
             _ => std::thread::sleep(Duration::from_millis(200)),
         }
@@ -119,15 +149,24 @@ fn healthy(ms: &MaxScale, ports: &[u16]) -> Result<(), String> {
 /// open takes its next event, e.g. the server closing it, to the freed session).
 fn backend_connections(ms: &MaxScale) -> Option<u64> {
     let servers = ms.get("/v1/servers").ok()?;
-    servers["data"].as_array()?.iter().map(|s| s["attributes"]["statistics"]["connections"].as_u64()).sum()
+    servers["data"]
+        .as_array()?
+        .iter()
+        .map(|s| s["attributes"]["statistics"]["connections"].as_u64())
+        .sum()
 }
 
 fn fail(ms: &MaxScale, what: &str, err: &str) -> ! {
     let log = ms.log();
-    let kept = std::env::temp_dir().join(format!("maxscale_fuzz_failure_{}.log", std::process::id()));
+    let kept =
+        std::env::temp_dir().join(format!("maxscale_fuzz_failure_{}.log", std::process::id()));
     let _ = std::fs::write(&kept, &log);
     // MaxScale's crash handler logs the signal and the crashing thread's stack as alerts.
-    let alerts: Vec<&str> = log.lines().filter(|l| l.contains("alert")).take(80).collect();
+    let alerts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("alert"))
+        .take(80)
+        .collect();
     let tail: Vec<&str> = log.lines().rev().take(20).collect();
     panic!(
         "{what}: {err}\nMaxScale log kept in {}; alerts:\n{}\nlast lines:\n{}",
@@ -140,7 +179,9 @@ fn fail(ms: &MaxScale, what: &str, err: &str) -> ! {
 #[test]
 fn fuzz_both_routers() {
     let Some(inst) = maxscale::installation() else {
-        eprintln!("skipped: MAXSCALE_BIN and MAXSCALE_LIBDIR are not set, so MaxScale was not fuzzed");
+        eprintln!(
+            "skipped: MAXSCALE_BIN and MAXSCALE_LIBDIR are not set, so MaxScale was not fuzzed"
+        );
         return;
     };
     let (ms, ports, _dir) = start(&inst, env::mariadb_ports()[1]);
@@ -159,16 +200,28 @@ fn fuzz_both_routers() {
         }
     }
 
-    let seconds: u64 = std::env::var("FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let seconds: u64 = std::env::var("FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
     let seed: u64 = std::env::var("FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                % 1_000_000_007
+        });
     println!("fuzz seed {seed} (FUZZ_SEED={seed} replays this run), {seconds} s");
     let end = Instant::now() + Duration::from_secs(seconds);
     let (mut cases, mut steps, mut replies, mut rounds) = (0u64, 0u64, 0u64, 0u64);
-    let seeds =
-        REGRESSION_SEEDS.iter().copied().map(|s| (s, true)).chain((0..).map(|i| (seed.wrapping_mul(1_000_003).wrapping_add(i), false)));
+    let seeds = REGRESSION_SEEDS
+        .iter()
+        .copied()
+        .map(|s| (s, true))
+        .chain((0..).map(|i| (seed.wrapping_mul(1_000_003).wrapping_add(i), false)));
     let mut batch = Vec::new();
     for (case_seed, regression) in seeds {
         if !regression && Instant::now() > end {
@@ -179,7 +232,10 @@ fn fuzz_both_routers() {
             continue;
         }
         // A round: eight cases on each listener, four connections at a time.
-        let round: Vec<(u64, u16)> = batch.drain(..).flat_map(|s| ports.map(|p| (s, p))).collect();
+        let round: Vec<(u64, u16)> = batch
+            .drain(..)
+            .flat_map(|s| ports.map(|p| (s, p)))
+            .collect();
         for chunk in round.chunks(4) {
             let handles: Vec<_> = chunk
                 .iter()
@@ -187,7 +243,12 @@ fn fuzz_both_routers() {
                     std::thread::spawn(move || {
                         let case = Gen::new(s).case();
                         let n = case.len() as u64;
-                        (n, fuzz::run(port, fuzz::caps(s), &case).map(|(r, _)| r as u64).unwrap_or(0))
+                        (
+                            n,
+                            fuzz::run(port, fuzz::caps(s), &case)
+                                .map(|(r, _)| r as u64)
+                                .unwrap_or(0),
+                        )
                     })
                 })
                 .collect();
@@ -201,7 +262,14 @@ fn fuzz_both_routers() {
         rounds += 1;
         if let Err(e) = healthy(&ms, &ports) {
             let seeds: Vec<String> = round.iter().map(|(s, p)| format!("{s}@{p}")).collect();
-            fail(&ms, &format!("after round {rounds} (case seeds at ports: {})", seeds.join(" ")), &e);
+            fail(
+                &ms,
+                &format!(
+                    "after round {rounds} (case seeds at ports: {})",
+                    seeds.join(" ")
+                ),
+                &e,
+            );
         }
     }
     println!("fuzz: {rounds} rounds, {cases} cases, {steps} steps, {replies} reply packets; MaxScale healthy after each round");
@@ -235,7 +303,13 @@ fn server_down_after_sessions_ended() {
         fail(&ms, "after the sessions ended", &e);
     }
     srv.stop();
-    let down = || ms.get("/v1/servers/s2").is_ok_and(|v| v["data"]["attributes"]["state"].as_str().is_some_and(|s| s.contains("Down")));
+    let down = || {
+        ms.get("/v1/servers/s2").is_ok_and(|v| {
+            v["data"]["attributes"]["state"]
+                .as_str()
+                .is_some_and(|s| s.contains("Down"))
+        })
+    };
     let end = Instant::now() + Duration::from_secs(30);
     while !down() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(200));

@@ -88,7 +88,12 @@ fn run(inst: &Installation, replace: &[(&str, &Path)], db: &str) -> (Vec<Value>,
     workload(&mut c, db);
     drop(c);
     std::thread::sleep(Duration::from_millis(500));
-    let first_line = std::fs::read_to_string(&file).unwrap_or_default().lines().next().unwrap_or("").to_string();
+    let first_line = std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
     (lines(&file), first_line)
 }
 
@@ -114,7 +119,12 @@ fn runtime_alter_rotation_diagnostics_and_a_dying_target() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("reports.jsonl");
     let (admin, listener) = maxscale::ports();
-    let ms = MaxScale::start(&inst, admin, &config(listener, &file, ""), &[("mirror", &ours)]);
+    let ms = MaxScale::start(
+        &inst,
+        admin,
+        &config(listener, &file, ""),
+        &[("mirror", &ours)],
+    );
     ms.wait_running("s1");
     ms.wait_running("s2");
     assert!(ms.log().contains("libmirror.so"), "our module was loaded");
@@ -126,28 +136,58 @@ fn runtime_alter_rotation_diagnostics_and_a_dying_target() {
     let before = lines(&file).len(); // the client library's own statements at connect, and SELECT 1
     assert!(before >= 1);
     std::fs::rename(&file, &rotated).unwrap();
-    ms.alter_service("Mirror", serde_json::json!({"file": file.display().to_string()})).unwrap();
+    ms.alter_service(
+        "Mirror",
+        serde_json::json!({"file": file.display().to_string()}),
+    )
+    .unwrap();
     c.query_drop("SELECT 2").unwrap();
-    assert_eq!(lines(&rotated).len(), before, "nothing more goes to the moved file");
-    assert_eq!(lines(&file).len(), 1, "the reopened file gets the new reports");
+    assert_eq!(
+        lines(&rotated).len(),
+        before,
+        "nothing more goes to the moved file"
+    );
+    assert_eq!(
+        lines(&file).len(),
+        1,
+        "the reopened file gets the new reports"
+    );
 
     // Runtime change of report: nothing is written while the targets agree.
-    ms.alter_service("Mirror", serde_json::json!({"report": "on_conflict"})).unwrap();
+    ms.alter_service("Mirror", serde_json::json!({"report": "on_conflict"}))
+        .unwrap();
     c.query_drop("SELECT 3").unwrap();
     assert_eq!(lines(&file).len(), 1);
     let svc = ms.get("/v1/services/Mirror").unwrap();
-    assert_eq!(svc["data"]["attributes"]["parameters"]["report"], "on_conflict");
+    assert_eq!(
+        svc["data"]["attributes"]["parameters"]["report"],
+        "on_conflict"
+    );
     // Invalid combination refused at alter time, with the native error text.
-    let err = ms.alter_service("Mirror", serde_json::json!({"exporter": "kafka"})).unwrap_err();
-    assert!(err.contains("Both 'kafka_broker' and 'kafka_topic' must be defined when exporter=kafka is used."), "{err}");
-    ms.alter_service("Mirror", serde_json::json!({"report": "always"})).unwrap();
+    let err = ms
+        .alter_service("Mirror", serde_json::json!({"exporter": "kafka"}))
+        .unwrap_err();
+    assert!(
+        err.contains(
+            "Both 'kafka_broker' and 'kafka_topic' must be defined when exporter=kafka is used."
+        ),
+        "{err}"
+    );
+    ms.alter_service("Mirror", serde_json::json!({"report": "always"}))
+        .unwrap();
 
     // The log exporter: INFO messages of the MaxScale log, when the service logs info.
-    ms.alter_service("Mirror", serde_json::json!({"exporter": "log", "log_info": true})).unwrap();
+    ms.alter_service(
+        "Mirror",
+        serde_json::json!({"exporter": "log", "log_info": true}),
+    )
+    .unwrap();
     c.query_drop("SELECT 'to the log'").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let log = ms.log();
-    let line = log.lines().find(|l| l.contains(r#"{"query":"SELECT 'to the log'","command":"COM_QUERY""#));
+    let line = log
+        .lines()
+        .find(|l| l.contains(r#"{"query":"SELECT 'to the log'","command":"COM_QUERY""#));
     let line = line.unwrap_or_else(|| panic!("report not in the log:\n{log}"));
     assert!(line.contains("info") && line.contains("[mirror]"), "{line}");
 
@@ -162,8 +202,16 @@ fn runtime_alter_rotation_diagnostics_and_a_dying_target() {
     c.query_drop("SELECT 'to kafka'").unwrap();
     let msgs = router_tests::kafka::consume(&topic, 1);
     assert_eq!(msgs.len(), 1, "report delivered to Kafka");
-    assert!(msgs[0].starts_with(r#"{"query":"SELECT 'to kafka'","command":"COM_QUERY""#), "{}", msgs[0]);
-    ms.alter_service("Mirror", serde_json::json!({"exporter": "file", "file": file.display().to_string()})).unwrap();
+    assert!(
+        msgs[0].starts_with(r#"{"query":"SELECT 'to kafka'","command":"COM_QUERY""#),
+        "{}",
+        msgs[0]
+    );
+    ms.alter_service(
+        "Mirror",
+        serde_json::json!({"exporter": "file", "file": file.display().to_string()}),
+    )
+    .unwrap();
 
     // Kill s2's connection while it runs a slow statement: the client must not hang.
     let p2 = env::mariadb_ports()[1];
@@ -180,13 +228,24 @@ fn runtime_alter_rotation_diagnostics_and_a_dying_target() {
         false
     });
     let start = Instant::now();
-    let v: Option<i64> = c.query_first(format!("SELECT SLEEP(IF(@@port = {p2}, 30, 0))")).unwrap();
+    let v: Option<i64> = c
+        .query_first(format!("SELECT SLEEP(IF(@@port = {p2}, 30, 0))"))
+        .unwrap();
     assert!(killer.join().unwrap(), "found s2's statement to kill");
     assert_eq!(v, Some(0));
-    assert!(start.elapsed() < Duration::from_secs(15), "client waited {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "client waited {:?}",
+        start.elapsed()
+    );
     c.query_drop("SELECT 4").unwrap();
     let last = lines(&file).last().cloned().unwrap();
-    let targets: Vec<&str> = last["results"].as_array().unwrap().iter().map(|r| r["target"].as_str().unwrap()).collect();
+    let targets: Vec<&str> = last["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
     assert_eq!(targets, ["s1"], "{last}");
     let diag = &ms.get("/v1/services/Mirror").unwrap()["data"]["attributes"]["router_diagnostics"];
     assert_eq!(diag["targets"]["s2"]["errors"], 1, "{diag}");
@@ -210,7 +269,12 @@ fn report_for<'a>(r: &'a [Value], query: &str) -> Option<&'a Value> {
 }
 
 fn targets(r: &Value) -> Vec<&str> {
-    r["results"].as_array().unwrap().iter().map(|x| x["target"].as_str().unwrap()).collect()
+    r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["target"].as_str().unwrap())
+        .collect()
 }
 
 #[test]
@@ -219,7 +283,12 @@ fn sync_false_answers_before_a_slow_target_and_max_backlog_drops_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("reports.jsonl");
     let (admin, listener) = maxscale::ports();
-    let ms = MaxScale::start(&inst, admin, &config(listener, &file, "sync=false\n"), &[("mirror", &ours)]);
+    let ms = MaxScale::start(
+        &inst,
+        admin,
+        &config(listener, &file, "sync=false\n"),
+        &[("mirror", &ours)],
+    );
     ms.wait_running("s1");
     ms.wait_running("s2");
     let p2 = env::mariadb_ports()[1];
@@ -229,26 +298,41 @@ fn sync_false_answers_before_a_slow_target_and_max_backlog_drops_it() {
     let v: Option<(i64, i64)> = c.query_first(&slow).unwrap();
     assert_eq!(v, Some((0, 7)));
     // main's answer came first: the report waits for s2's.
-    assert!(report_for(&lines(&file), &slow).is_none(), "reported before s2 answered");
+    assert!(
+        report_for(&lines(&file), &slow).is_none(),
+        "reported before s2 answered"
+    );
     c.query_drop("SELECT @x + 1").unwrap();
     let r = wait_reports(&file, |r| report_for(r, "SELECT @x + 1").is_some());
-    let rep = report_for(&r, &slow).unwrap_or_else(|| panic!("no report for the slow statement: {r:?}"));
+    let rep =
+        report_for(&r, &slow).unwrap_or_else(|| panic!("no report for the slow statement: {r:?}"));
     assert_eq!(targets(rep), ["s1", "s2"]);
-    assert_eq!(rep["results"][0]["checksum"], rep["results"][1]["checksum"], "{rep}");
+    assert_eq!(
+        rep["results"][0]["checksum"], rep["results"][1]["checksum"],
+        "{rep}"
+    );
 
     // The bound, changed at runtime: the fourth request waiting for s2 drops it.
-    ms.alter_service("Mirror", serde_json::json!({"max_backlog_requests": "3"})).unwrap();
-    c.query_drop(format!("SELECT SLEEP(IF(@@port = {p2}, 5, 0))")).unwrap();
+    ms.alter_service("Mirror", serde_json::json!({"max_backlog_requests": "3"}))
+        .unwrap();
+    c.query_drop(format!("SELECT SLEEP(IF(@@port = {p2}, 5, 0))"))
+        .unwrap();
     for i in 0..5 {
         c.query_drop(format!("SELECT {i}")).unwrap();
     }
     c.query_drop("SELECT 'after'").unwrap();
     let diag = &ms.get("/v1/services/Mirror").unwrap()["data"]["attributes"]["router_diagnostics"];
     assert_eq!(diag["targets"]["s2"]["backlog_drops"], 1, "{diag}");
-    assert!(ms.log_shows("target 's2' dropped from the session"), "{}", ms.log());
+    assert!(
+        ms.log_shows("target 's2' dropped from the session"),
+        "{}",
+        ms.log()
+    );
     let r = wait_reports(&file, |r| report_for(r, "SELECT 'after'").is_some());
     assert_eq!(targets(report_for(&r, "SELECT 'after'").unwrap()), ["s1"]);
-    let bad = ms.alter_service("Mirror", serde_json::json!({"max_backlog": "lots"})).unwrap_err();
+    let bad = ms
+        .alter_service("Mirror", serde_json::json!({"max_backlog": "lots"}))
+        .unwrap_err();
     assert!(bad.contains("max_backlog"), "{bad}");
 }
 
@@ -274,19 +358,37 @@ fn reconnect_brings_a_restarted_server_back() {
     let end = Instant::now() + Duration::from_secs(30);
     let back = loop {
         c.query_drop("SELECT @x").unwrap();
-        let r = wait_reports(&file, |r| r.iter().filter(|x| x["query"] == "SELECT @x").count() >= 2);
+        let r = wait_reports(&file, |r| {
+            r.iter().filter(|x| x["query"] == "SELECT @x").count() >= 2
+        });
         let last = report_for(&r, "SELECT @x").unwrap().clone();
-        if targets(&last) == ["s1", "s2"] && r.iter().filter(|x| x["query"] == "SELECT @x").count() >= 2 {
+        if targets(&last) == ["s1", "s2"]
+            && r.iter().filter(|x| x["query"] == "SELECT @x").count() >= 2
+        {
             break last;
         }
-        assert!(Instant::now() < end, "s2 never came back: {r:?}\n{}", ms.log());
+        assert!(
+            Instant::now() < end,
+            "s2 never came back: {r:?}\n{}",
+            ms.log()
+        );
         std::thread::sleep(Duration::from_millis(300));
     };
-    assert_eq!(back["results"][0]["checksum"], back["results"][1]["checksum"], "@x restored on s2: {back}");
+    assert_eq!(
+        back["results"][0]["checksum"], back["results"][1]["checksum"],
+        "@x restored on s2: {back}"
+    );
     let r = lines(&file);
-    assert_eq!(targets(report_for(&r, "SELECT 'while s2 is down'").unwrap()), ["s1"], "the gap shows");
+    assert_eq!(
+        targets(report_for(&r, "SELECT 'while s2 is down'").unwrap()),
+        ["s1"],
+        "the gap shows"
+    );
     let diag = &ms.get("/v1/services/Mirror").unwrap()["data"]["attributes"]["router_diagnostics"];
-    assert!(diag["targets"]["s2"]["reconnects"].as_u64().unwrap() >= 1, "{diag}");
+    assert!(
+        diag["targets"]["s2"]["reconnects"].as_u64().unwrap() >= 1,
+        "{diag}"
+    );
 }
 
 #[test]
@@ -297,14 +399,26 @@ fn report_diff_locates_differences() {
     for (port, v2, u) in [(ports[0], "b", "v VARCHAR(20)"), (ports[1], "x", "w INT")] {
         let mut c = env::mariadb(port);
         c.query_drop(format!("CREATE DATABASE {db}")).unwrap();
-        c.query_drop(format!("CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(20))")).unwrap();
-        c.query_drop(format!("INSERT INTO {db}.t VALUES (1, 'a'), (2, '{v2}'), (3, 'c')")).unwrap();
-        c.query_drop(format!("CREATE TABLE {db}.u (id INT, {u})")).unwrap();
+        c.query_drop(format!(
+            "CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(20))"
+        ))
+        .unwrap();
+        c.query_drop(format!(
+            "INSERT INTO {db}.t VALUES (1, 'a'), (2, '{v2}'), (3, 'c')"
+        ))
+        .unwrap();
+        c.query_drop(format!("CREATE TABLE {db}.u (id INT, {u})"))
+            .unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("reports.jsonl");
     let (admin, listener) = maxscale::ports();
-    let ms = MaxScale::start(&inst, admin, &config(listener, &file, "report_diff=true\n"), &[("mirror", &ours)]);
+    let ms = MaxScale::start(
+        &inst,
+        admin,
+        &config(listener, &file, "report_diff=true\n"),
+        &[("mirror", &ours)],
+    );
     ms.wait_running("s1");
     ms.wait_running("s2");
     let mut c = maxscale::client(listener, None);
@@ -315,27 +429,72 @@ fn report_diff_locates_differences() {
     let ps = format!("SELECT id, v FROM {db}.t WHERE id > ? ORDER BY id");
     let _: Vec<(i32, String)> = c.exec(&ps, (0,)).unwrap();
     drop(c);
-    let r = wait_reports(&file, |r| r.iter().any(|x| x["command"] == "COM_STMT_EXECUTE"));
-    let diff = |q: &str| result_of_s2(report_for(&r, q).unwrap_or_else(|| panic!("no report for {q}: {r:?}")))["diff"].clone();
+    let r = wait_reports(&file, |r| {
+        r.iter().any(|x| x["command"] == "COM_STMT_EXECUTE")
+    });
+    let diff = |q: &str| {
+        result_of_s2(report_for(&r, q).unwrap_or_else(|| panic!("no report for {q}: {r:?}")))
+            ["diff"]
+            .clone()
+    };
     let d = diff(&rows);
-    assert_eq!((d["at"].as_str(), d["row"].as_u64()), (Some("row"), Some(1)), "{d}");
-    assert_eq!((d["main"].clone(), d["target"].clone()), (serde_json::json!(["2", "b"]), serde_json::json!(["2", "x"])));
+    assert_eq!(
+        (d["at"].as_str(), d["row"].as_u64()),
+        (Some("row"), Some(1)),
+        "{d}"
+    );
+    assert_eq!(
+        (d["main"].clone(), d["target"].clone()),
+        (serde_json::json!(["2", "b"]), serde_json::json!(["2", "x"]))
+    );
     let d = diff(&format!("SELECT * FROM {db}.u"));
-    assert_eq!((d["at"].as_str(), d["main"]["name"].as_str(), d["target"]["name"].as_str()), (Some("column"), Some("v"), Some("w")), "{d}");
+    assert_eq!(
+        (
+            d["at"].as_str(),
+            d["main"]["name"].as_str(),
+            d["target"]["name"].as_str()
+        ),
+        (Some("column"), Some("v"), Some("w")),
+        "{d}"
+    );
     let d = diff(&format!("SELECT v, nope FROM {db}.u"));
-    assert_eq!((d["main"]["code"].as_u64(), d["target"]["code"].as_u64()), (Some(1054), Some(1054)), "{d}");
+    assert_eq!(
+        (d["main"]["code"].as_u64(), d["target"]["code"].as_u64()),
+        (Some(1054), Some(1054)),
+        "{d}"
+    );
     assert_ne!(d["main"]["message"], d["target"]["message"]);
-    let exec = r.iter().find(|x| x["command"] == "COM_STMT_EXECUTE").unwrap();
+    let exec = r
+        .iter()
+        .find(|x| x["command"] == "COM_STMT_EXECUTE")
+        .unwrap();
     assert_eq!(exec["query"], ps, "the statement's SQL: {exec}");
-    assert_ne!(exec["results"][0]["checksum"], exec["results"][1]["checksum"], "a binary result that differs is a conflict");
+    assert_ne!(
+        exec["results"][0]["checksum"], exec["results"][1]["checksum"],
+        "a binary result that differs is a conflict"
+    );
     let d = &result_of_s2(exec)["diff"];
-    assert_eq!((d["at"].as_str(), d["row"].as_u64()), (Some("row"), Some(1)), "{d}");
-    assert_eq!((d["main"].clone(), d["target"].clone()), (serde_json::json!(["2", "b"]), serde_json::json!(["2", "x"])));
+    assert_eq!(
+        (d["at"].as_str(), d["row"].as_u64()),
+        (Some("row"), Some(1)),
+        "{d}"
+    );
+    assert_eq!(
+        (d["main"].clone(), d["target"].clone()),
+        (serde_json::json!(["2", "b"]), serde_json::json!(["2", "x"]))
+    );
     for p in &ports[..2] {
-        env::mariadb(*p).query_drop(format!("DROP DATABASE {db}")).unwrap();
+        env::mariadb(*p)
+            .query_drop(format!("DROP DATABASE {db}"))
+            .unwrap();
     }
 }
 
 fn result_of_s2(r: &Value) -> &Value {
-    r["results"].as_array().unwrap().iter().find(|x| x["target"] == "s2").unwrap_or_else(|| panic!("no s2 in {r}"))
+    r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["target"] == "s2")
+        .unwrap_or_else(|| panic!("no s2 in {r}"))
 }

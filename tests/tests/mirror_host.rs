@@ -5,7 +5,9 @@ use bridge::params::Params;
 use bridge::protocol::resultset::err_packet;
 use router_tests::env::{self, unique};
 use router_tests::harness::Harness;
-use router_tests::mirror_setup::{base_params, hex_le, module, reports, servers, setup, targets_of};
+use router_tests::mirror_setup::{
+    base_params, hex_le, module, reports, servers, setup, targets_of,
+};
 use router_tests::packets;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -25,8 +27,14 @@ fn reports_follow_the_native_format_and_semantics() {
 
     let raw = std::fs::read_to_string(&s.file).unwrap();
     let first = raw.lines().next().unwrap();
-    assert!(first.starts_with(r#"{"query":"SELECT 1","command":"COM_QUERY","session":"#), "{first}");
-    assert!(first.contains(r#""results":[{"target":"s1","checksum":""#), "{first}");
+    assert!(
+        first.starts_with(r#"{"query":"SELECT 1","command":"COM_QUERY","session":"#),
+        "{first}"
+    );
+    assert!(
+        first.contains(r#""results":[{"target":"s1","checksum":""#),
+        "{first}"
+    );
     let r = reports(&s.file);
     assert_eq!(r.len(), 6, "one report per statement: {raw}");
     for (i, rep) in r.iter().enumerate() {
@@ -37,13 +45,35 @@ fn reports_follow_the_native_format_and_semantics() {
         assert_eq!(keys.len(), 6);
     }
     // The client got exactly main's reply: its checksum is main's.
-    assert_eq!(r[0]["results"][0]["checksum"].as_str().unwrap(), hex_le(crc32fast::hash(&select1)));
-    assert_eq!(r[0]["results"][0]["checksum"], r[0]["results"][1]["checksum"], "same answer, same checksum");
-    assert_eq!((r[0]["results"][0]["rows"].as_u64(), r[0]["results"][0]["type"].as_str()), (Some(1), Some("resultset")));
-    assert_eq!(r[1]["results"][0]["warnings"], 1, "SELECT 1/0 warns: {}", r[1]);
+    assert_eq!(
+        r[0]["results"][0]["checksum"].as_str().unwrap(),
+        hex_le(crc32fast::hash(&select1))
+    );
+    assert_eq!(
+        r[0]["results"][0]["checksum"], r[0]["results"][1]["checksum"],
+        "same answer, same checksum"
+    );
+    assert_eq!(
+        (
+            r[0]["results"][0]["rows"].as_u64(),
+            r[0]["results"][0]["type"].as_str()
+        ),
+        (Some(1), Some("resultset"))
+    );
+    assert_eq!(
+        r[1]["results"][0]["warnings"], 1,
+        "SELECT 1/0 warns: {}",
+        r[1]
+    );
     assert_eq!(r[2]["results"][0]["type"], "error");
-    assert_eq!(r[3]["results"][0]["rows"], 3, "rows summed over the results of a multi-statement");
-    assert_eq!((r[4]["command"].as_str(), r[4]["query"].as_str()), (Some("COM_PING"), Some("")));
+    assert_eq!(
+        r[3]["results"][0]["rows"], 3,
+        "rows summed over the results of a multi-statement"
+    );
+    assert_eq!(
+        (r[4]["command"].as_str(), r[4]["query"].as_str()),
+        (Some("COM_PING"), Some(""))
+    );
     assert_eq!(r[5]["command"], "COM_INIT_DB");
     let d = s.router.diagnostics().unwrap();
     assert_eq!(d["targets"]["s2"]["queries"], 6);
@@ -53,12 +83,18 @@ fn reports_follow_the_native_format_and_semantics() {
 #[test]
 fn on_conflict_reports_only_differing_answers() {
     let db = unique("mirror_conflict");
-    for (port, v) in env::mariadb_ports().iter().take(2).zip(["same", "different"]) {
+    for (port, v) in env::mariadb_ports()
+        .iter()
+        .take(2)
+        .zip(["same", "different"])
+    {
         use mysql::prelude::Queryable;
         let mut c = env::mariadb(*port);
         c.query_drop(format!("CREATE DATABASE {db}")).unwrap();
-        c.query_drop(format!("CREATE TABLE {db}.t (id INT PRIMARY KEY, v TEXT)")).unwrap();
-        c.query_drop(format!("INSERT INTO {db}.t VALUES (1, '{v}')")).unwrap();
+        c.query_drop(format!("CREATE TABLE {db}.t (id INT PRIMARY KEY, v TEXT)"))
+            .unwrap();
+        c.query_drop(format!("INSERT INTO {db}.t VALUES (1, '{v}')"))
+            .unwrap();
     }
     let s = setup(&[("report", "on_conflict")]);
     let mut h = Harness::open(&s.router, servers()).unwrap();
@@ -70,8 +106,14 @@ fn on_conflict_reports_only_differing_answers() {
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(r[0]["query"], format!("SELECT v FROM {db}.t"));
     assert_eq!(r[0]["query_id"], 1, "query_id counts written reports");
-    assert_ne!(r[0]["results"][0]["checksum"], r[0]["results"][1]["checksum"]);
-    assert_eq!(s.router.diagnostics().unwrap()["targets"]["s2"]["conflicts"], 1);
+    assert_ne!(
+        r[0]["results"][0]["checksum"],
+        r[0]["results"][1]["checksum"]
+    );
+    assert_eq!(
+        s.router.diagnostics().unwrap()["targets"]["s2"]["conflicts"],
+        1
+    );
 }
 
 /// The native router hangs here (spec §1.10): a non-main target fails while the request is in
@@ -82,20 +124,39 @@ fn non_main_failure_during_a_request_does_not_hang() {
     let mut h = Harness::open(&s.router, servers()).unwrap();
     let s2_id = h.connection_id(1).unwrap();
     let start = Instant::now();
-    assert!(h.send(packets::query(&format!("SELECT SLEEP(IF(@@port = {}, 20, 0))", env::mariadb_ports()[1]))));
+    assert!(h.send(packets::query(&format!(
+        "SELECT SLEEP(IF(@@port = {}, 20, 0))",
+        env::mariadb_ports()[1]
+    ))));
     h.settle(Duration::from_millis(300));
-    assert_eq!(h.client(|c| c.completed), 0, "main's last chunk waits for s2");
+    assert_eq!(
+        h.client(|c| c.completed),
+        0,
+        "main's last chunk waits for s2"
+    );
     {
         use mysql::prelude::Queryable;
-        env::mariadb(env::mariadb_ports()[1]).query_drop(format!("KILL {s2_id}")).unwrap();
+        env::mariadb(env::mariadb_ports()[1])
+            .query_drop(format!("KILL {s2_id}"))
+            .unwrap();
     }
-    assert!(h.wait_replies(1, Duration::from_secs(10)), "client hangs after s2 died");
+    assert!(
+        h.wait_replies(1, Duration::from_secs(10)),
+        "client hangs after s2 died"
+    );
     assert!(start.elapsed() < Duration::from_secs(10));
     h.query("SELECT 'after'");
     assert!(h.alive);
     let r = reports(&s.file);
-    assert_eq!(targets_of(r.last().unwrap()), ["s1"], "s2 is dropped after it failed");
-    assert_eq!(s.router.diagnostics().unwrap()["targets"]["s2"]["errors"], 1);
+    assert_eq!(
+        targets_of(r.last().unwrap()),
+        ["s1"],
+        "s2 is dropped after it failed"
+    );
+    assert_eq!(
+        s.router.diagnostics().unwrap()["targets"]["s2"]["errors"],
+        1
+    );
 }
 
 #[test]
@@ -106,10 +167,15 @@ fn non_main_failure_with_on_error_close_ends_the_session() {
     let s2_id = h.connection_id(1).unwrap();
     {
         use mysql::prelude::Queryable;
-        env::mariadb(env::mariadb_ports()[1]).query_drop(format!("KILL {s2_id}")).unwrap();
+        env::mariadb(env::mariadb_ports()[1])
+            .query_drop(format!("KILL {s2_id}"))
+            .unwrap();
     }
     h.settle(Duration::from_secs(2));
-    assert!(!h.alive, "on_error=close ends the session when a target fails");
+    assert!(
+        !h.alive,
+        "on_error=close ends the session when a target fails"
+    );
 }
 
 /// The native router counts an unsolicited error as a reply and then defers every request
@@ -127,7 +193,10 @@ fn unsolicited_error_on_an_idle_target_does_not_corrupt_the_session() {
     let r = reports(&s.file);
     assert_eq!(r.len(), 3);
     assert_eq!(targets_of(&r[2]), ["s1", "s2"], "s2 is still mirrored");
-    assert_eq!(r[2]["results"][0]["checksum"], r[2]["results"][1]["checksum"]);
+    assert_eq!(
+        r[2]["results"][0]["checksum"],
+        r[2]["results"][1]["checksum"]
+    );
 }
 
 /// The native router deadlocks on LOAD DATA LOCAL INFILE (spec §1.13).
@@ -139,28 +208,46 @@ fn load_data_local_infile_reaches_every_target() {
     for p in &ports[..2] {
         let mut c = env::mariadb(*p);
         c.query_drop(format!("CREATE DATABASE {db}")).unwrap();
-        c.query_drop(format!("CREATE TABLE {db}.t (id INT PRIMARY KEY, v TEXT)")).unwrap();
+        c.query_drop(format!("CREATE TABLE {db}.t (id INT PRIMARY KEY, v TEXT)"))
+            .unwrap();
     }
     let s = setup(&[]);
     let mut h = Harness::open(&s.router, servers()).unwrap();
-    assert!(h.send(packets::query(&format!("LOAD DATA LOCAL INFILE '/data.csv' INTO TABLE {db}.t FIELDS TERMINATED BY ','"))));
+    assert!(h.send(packets::query(&format!(
+        "LOAD DATA LOCAL INFILE '/data.csv' INTO TABLE {db}.t FIELDS TERMINATED BY ','"
+    ))));
     assert!(
-        h.pump_until(Duration::from_secs(10), |c| c.bytes.len() > 4 && c.bytes[4] == 0xFB),
+        h.pump_until(Duration::from_secs(10), |c| c.bytes.len() > 4
+            && c.bytes[4] == 0xFB),
         "main's LOCAL INFILE request reaches the client"
     );
     assert_eq!(h.client(|c| c.completed), 0);
-    assert!(h.send(vec![packets::packet(2, b"1,a\n2,b\n"), packets::packet(3, b"3,c\n"), packets::packet(4, b"")]));
-    assert!(h.wait_replies(1, Duration::from_secs(10)), "the LOAD DATA completes");
+    assert!(h.send(vec![
+        packets::packet(2, b"1,a\n2,b\n"),
+        packets::packet(3, b"3,c\n"),
+        packets::packet(4, b"")
+    ]));
+    assert!(
+        h.wait_replies(1, Duration::from_secs(10)),
+        "the LOAD DATA completes"
+    );
     for p in &ports[..2] {
-        let n: u64 = env::mariadb(*p).query_first(format!("SELECT COUNT(*) FROM {db}.t")).unwrap().unwrap();
+        let n: u64 = env::mariadb(*p)
+            .query_first(format!("SELECT COUNT(*) FROM {db}.t"))
+            .unwrap()
+            .unwrap();
         assert_eq!(n, 3, "rows on port {p}");
     }
     h.query("SELECT 1");
     let r = reports(&s.file);
     assert_eq!(r.len(), 2);
     assert_eq!(r[0]["results"][1]["type"], "ok");
-    env::mariadb(ports[0]).query_drop(format!("DROP DATABASE {db}")).unwrap();
-    env::mariadb(ports[1]).query_drop(format!("DROP DATABASE {db}")).unwrap();
+    env::mariadb(ports[0])
+        .query_drop(format!("DROP DATABASE {db}"))
+        .unwrap();
+    env::mariadb(ports[1])
+        .query_drop(format!("DROP DATABASE {db}"))
+        .unwrap();
 }
 
 /// A request of 16 MiB or more arrives in several packets; the native router deadlocks.
@@ -178,7 +265,10 @@ fn requests_of_16_mib_and_more_work() {
     assert!(String::from_utf8_lossy(&reply).contains(&n.to_string()));
     let r = reports(&s.file);
     assert_eq!(r[0]["results"][1]["rows"], 1);
-    assert_eq!(r[0]["results"][0]["checksum"], r[0]["results"][1]["checksum"]);
+    assert_eq!(
+        r[0]["results"][0]["checksum"],
+        r[0]["results"][1]["checksum"]
+    );
 }
 
 #[test]
@@ -193,10 +283,18 @@ fn pipelined_requests_are_answered_in_order() {
     assert!(h.wait_replies(5, Duration::from_secs(10)));
     let r = reports(&s.file);
     let q: Vec<&str> = r.iter().map(|x| x["query"].as_str().unwrap()).collect();
-    assert_eq!(q, ["SELECT 0", "SELECT 1", "SELECT 2", "SELECT 3", "SELECT 4"]);
+    assert_eq!(
+        q,
+        ["SELECT 0", "SELECT 1", "SELECT 2", "SELECT 3", "SELECT 4"]
+    );
     // Queued packets keep the host's id (MaxScale matches prepared statements with it).
     let writes = h.client(|c| c.writes.clone());
-    assert_eq!(writes, (1..=5).flat_map(|id| [(0, id), (1, id)]).collect::<Vec<_>>());
+    assert_eq!(
+        writes,
+        (1..=5)
+            .flat_map(|id| [(0, id), (1, id)])
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -207,7 +305,11 @@ fn bad_client_input_gets_a_clear_answer() {
     assert!(h.send(vec![packets::packet(0, b"")]));
     assert!(h.wait_replies(1, Duration::from_secs(5)));
     let reply = h.client(|c| c.bytes.clone());
-    assert_eq!(&reply[4..7], &[0xFF, 0x2B, 0x07], "ERR 1835 malformed packet");
+    assert_eq!(
+        &reply[4..7],
+        &[0xFF, 0x2B, 0x07],
+        "ERR 1835 malformed packet"
+    );
     // An unknown command byte is passed on; the servers refuse it.
     assert!(h.send(packets::command(0x1E, b"")));
     assert!(h.wait_replies(2, Duration::from_secs(5)));
@@ -226,7 +328,10 @@ fn bad_client_input_gets_a_clear_answer() {
     assert!(h.send(raw));
     assert!(h.wait_replies(5, Duration::from_secs(5)));
     let r = reports(&s.file);
-    assert!(r.last().unwrap()["query"].as_str().unwrap().starts_with("SELECT '"));
+    assert!(r.last().unwrap()["query"]
+        .as_str()
+        .unwrap()
+        .starts_with("SELECT '"));
 }
 
 #[test]
@@ -237,7 +342,9 @@ fn reconfiguration_rotates_the_file_and_keeps_the_old_exporter_on_error() {
     let rotated = s.file.with_extension("1");
     std::fs::rename(&s.file, &rotated).unwrap();
     // Same parameters again: the file is reopened, as after `maxctrl alter service`.
-    s.router.configure(&Params::new(base_params(&s.file))).unwrap();
+    s.router
+        .configure(&Params::new(base_params(&s.file)))
+        .unwrap();
     h.query("SELECT 2");
     assert_eq!(reports(&rotated).len(), 1);
     assert_eq!(reports(&s.file).len(), 1);
@@ -254,7 +361,10 @@ fn reconfiguration_rotates_the_file_and_keeps_the_old_exporter_on_error() {
 fn parameters_are_validated_with_clear_errors() {
     let m = module();
     let v = |kv: &[(&str, &str)]| m.validate(&Params::new(kv.iter().copied()));
-    assert_eq!(v(&[("main", "s1"), ("exporter", "file")]).unwrap_err(), "'file' must be defined when exporter=file is used.");
+    assert_eq!(
+        v(&[("main", "s1"), ("exporter", "file")]).unwrap_err(),
+        "'file' must be defined when exporter=file is used."
+    );
     assert_eq!(
         v(&[("main", "s1"), ("exporter", "kafka"), ("kafka_topic", "t")]).unwrap_err(),
         "Both 'kafka_broker' and 'kafka_topic' must be defined when exporter=kafka is used."
@@ -281,9 +391,22 @@ fn parameters_are_validated_with_clear_errors() {
     );
     // The new parameters' defaults are the native behaviour.
     let defaults: Vec<Option<&str>> = params[7..].iter().map(|(_, d)| d.as_deref()).collect();
-    assert_eq!(defaults, [Some("true"), Some("16Mi"), Some("0"), Some("false"), Some("false")]);
+    assert_eq!(
+        defaults,
+        [
+            Some("true"),
+            Some("16Mi"),
+            Some("0"),
+            Some("false"),
+            Some("false")
+        ]
+    );
     let bad = |k: &str, val: &str| v(&[("main", "s1"), ("exporter", "log"), (k, val)]).unwrap_err();
-    assert!(bad("max_backlog", "16Q").contains("'max_backlog': invalid size suffix"), "{}", bad("max_backlog", "16Q"));
+    assert!(
+        bad("max_backlog", "16Q").contains("'max_backlog': invalid size suffix"),
+        "{}",
+        bad("max_backlog", "16Q")
+    );
     assert!(bad("max_backlog", "0").contains("above 0"));
     assert!(bad("max_backlog_requests", "many").contains("'max_backlog_requests'"));
     assert!(bad("report_diff", "perhaps").contains("'report_diff'"));
@@ -294,7 +417,10 @@ fn sessions_are_refused_when_main_is_unusable() {
     let s = setup(&[]);
     let mut t = servers();
     t.down = vec!["s1".into()];
-    assert!(Harness::open(&s.router, t).is_none(), "main down: session refused");
+    assert!(
+        Harness::open(&s.router, t).is_none(),
+        "main down: session refused"
+    );
     let mut t = servers();
     t.down = vec!["s2".into()];
     let mut h = Harness::open(&s.router, t).expect("a non-main target down is tolerated");
@@ -306,7 +432,10 @@ fn sessions_are_refused_when_main_is_unusable() {
     other.configure(&Params::new(p)).unwrap();
     let mut t = servers();
     t.servers.remove(0);
-    assert!(Harness::open(&other, t).is_none(), "main not among the targets");
+    assert!(
+        Harness::open(&other, t).is_none(),
+        "main not among the targets"
+    );
 }
 
 mod kafka {
@@ -318,8 +447,17 @@ mod kafka {
         let topic = unique("mirror_reports");
         create_topic(&topic);
         let router = module().new_router("Mirror", &["s1", "s2"]).unwrap();
-        let p = [("main", "s1"), ("exporter", "kafka"), ("kafka_broker", &env::kafka_broker()), ("kafka_topic", &topic)];
-        router.configure(&Params::new(p.iter().map(|(k, v)| (k.to_string(), v.to_string())))).unwrap();
+        let p = [
+            ("main", "s1"),
+            ("exporter", "kafka"),
+            ("kafka_broker", &env::kafka_broker()),
+            ("kafka_topic", &topic),
+        ];
+        router
+            .configure(&Params::new(
+                p.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            ))
+            .unwrap();
         let mut h = Harness::open(&router, servers()).unwrap();
         for i in 0..3 {
             h.query(&format!("SELECT {i}"));
@@ -338,14 +476,27 @@ mod kafka {
     #[test]
     fn unreachable_broker_never_blocks_routing() {
         let router = module().new_router("Mirror", &["s1", "s2"]).unwrap();
-        let p = [("main", "s1"), ("exporter", "kafka"), ("kafka_broker", "127.0.0.1:1"), ("kafka_topic", "nowhere")];
-        router.configure(&Params::new(p.iter().map(|(k, v)| (k.to_string(), v.to_string())))).unwrap();
+        let p = [
+            ("main", "s1"),
+            ("exporter", "kafka"),
+            ("kafka_broker", "127.0.0.1:1"),
+            ("kafka_topic", "nowhere"),
+        ];
+        router
+            .configure(&Params::new(
+                p.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            ))
+            .unwrap();
         let mut h = Harness::open(&router, servers()).unwrap();
         let start = Instant::now();
         for i in 0..50 {
             h.query(&format!("SELECT {i}"));
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "routing waited for the broker: {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "routing waited for the broker: {:?}",
+            start.elapsed()
+        );
         let d = router.diagnostics().unwrap();
         assert_eq!(d["reports_exported"], 0);
         std::mem::forget(router); // do not wait 10 s for a flush that cannot succeed

@@ -74,7 +74,10 @@ fn lenenc_str(p: &[u8]) -> Option<(Value, usize)> {
     if end <= p.len() {
         Some((Value::String(lossy(&p[used..end])), end))
     } else {
-        Some((Value::String(format!("{}…", lossy(&p[used.min(p.len())..]))), p.len()))
+        Some((
+            Value::String(format!("{}…", lossy(&p[used.min(p.len())..]))),
+            p.len(),
+        ))
     }
 }
 
@@ -90,7 +93,10 @@ pub fn column_type(payload: &[u8]) -> ColumnType {
     if f.len() < 9 {
         return ColumnType::default();
     }
-    ColumnType { ty: f[6], flags: u16::from_le_bytes([f[7], f[8]]) }
+    ColumnType {
+        ty: f[6],
+        flags: u16::from_le_bytes([f[7], f[8]]),
+    }
 }
 
 fn type_name(t: u8) -> String {
@@ -188,9 +194,17 @@ fn temporal(ty: u8, b: &[u8]) -> String {
             }
             let days = u32::from_le_bytes([b[1], b[2], b[3], b[4]]);
             let sign = if b[0] == 1 { "-" } else { "" };
-            let mut s = format!("{sign}{:02}:{:02}:{:02}", days * 24 + b[5] as u32, b[6], b[7]);
+            let mut s = format!(
+                "{sign}{:02}:{:02}:{:02}",
+                days * 24 + b[5] as u32,
+                b[6],
+                b[7]
+            );
             if b.len() >= 12 {
-                s.push_str(&format!(".{:06}", u32::from_le_bytes([b[8], b[9], b[10], b[11]])));
+                s.push_str(&format!(
+                    ".{:06}",
+                    u32::from_le_bytes([b[8], b[9], b[10], b[11]])
+                ));
             }
             s
         }
@@ -203,7 +217,10 @@ fn temporal(ty: u8, b: &[u8]) -> String {
                 let t = |i: usize| b.get(i).copied().unwrap_or(0);
                 s.push_str(&format!(" {:02}:{:02}:{:02}", t(4), t(5), t(6)));
                 if b.len() >= 11 {
-                    s.push_str(&format!(".{:06}", u32::from_le_bytes([b[7], b[8], b[9], b[10]])));
+                    s.push_str(&format!(
+                        ".{:06}",
+                        u32::from_le_bytes([b[7], b[8], b[9], b[10]])
+                    ));
                 }
             }
             s
@@ -213,7 +230,9 @@ fn temporal(ty: u8, b: &[u8]) -> String {
 
 fn binary_row(p: &[u8], cols: &[ColumnType]) -> Value {
     let bitmap_len = (cols.len() + 7 + 2) / 8;
-    let Some(bitmap) = p.get(1..1 + bitmap_len) else { return json!({"raw": hex(p)}) };
+    let Some(bitmap) = p.get(1..1 + bitmap_len) else {
+        return json!({"raw": hex(p)});
+    };
     let mut i = 1 + bitmap_len;
     let mut out = Vec::new();
     for (n, c) in cols.iter().enumerate() {
@@ -272,14 +291,20 @@ fn binary_row(p: &[u8], cols: &[ColumnType]) -> Value {
 
 fn ok(p: &[u8]) -> Value {
     let body = &p[1.min(p.len())..];
-    let Some((affected, a)) = read_lenenc(body) else { return json!({"raw": hex(p)}) };
-    let Some((insert_id, b)) = read_lenenc(&body[a..]) else { return json!({"raw": hex(p)}) };
+    let Some((affected, a)) = read_lenenc(body) else {
+        return json!({"raw": hex(p)});
+    };
+    let Some((insert_id, b)) = read_lenenc(&body[a..]) else {
+        return json!({"raw": hex(p)});
+    };
     let rest = &body[a + b..];
     if rest.len() < 4 {
         return json!({"affected_rows": affected, "insert_id": insert_id});
     }
     let info = match read_lenenc(&rest[4..]) {
-        Some((n, used)) if used + n as usize <= rest.len() - 4 => lossy(&rest[4 + used..4 + used + n as usize]),
+        Some((n, used)) if used + n as usize <= rest.len() - 4 => {
+            lossy(&rest[4 + used..4 + used + n as usize])
+        }
         _ => lossy(&rest[4..]),
     };
     json!({
@@ -340,10 +365,19 @@ mod tests {
         write_lenenc_str(&mut row, b"1");
         row.push(0xFB);
         write_lenenc_str(&mut row, b"x");
-        assert_eq!(describe(Kind::Row, &row, false, &[]), json!(["1", null, "x"]));
+        assert_eq!(
+            describe(Kind::Row, &row, false, &[]),
+            json!(["1", null, "x"])
+        );
         let c = describe(Kind::ColumnDef, &coldef("v", 253, 0), false, &[]);
-        assert_eq!((c["name"].as_str(), c["type"].as_str(), c["length"].as_u64()), (Some("v"), Some("VAR_STRING"), Some(11)));
-        assert_eq!(column_type(&coldef("v", 3, 32)), ColumnType { ty: 3, flags: 32 });
+        assert_eq!(
+            (c["name"].as_str(), c["type"].as_str(), c["length"].as_u64()),
+            (Some("v"), Some("VAR_STRING"), Some(11))
+        );
+        assert_eq!(
+            column_type(&coldef("v", 3, 32)),
+            ColumnType { ty: 3, flags: 32 }
+        );
     }
 
     #[test]
@@ -361,7 +395,16 @@ mod tests {
         write_lenenc_str(&mut row, b"abc");
         row.extend_from_slice(&u64::MAX.to_le_bytes());
         row.extend_from_slice(&[7, 0xE8, 0x07, 2, 29, 13, 14, 15]);
-        assert_eq!(describe(Kind::Row, &row, true, &cols), json!(["-5", "abc", "18446744073709551615", "2024-02-29 13:14:15", null]));
+        assert_eq!(
+            describe(Kind::Row, &row, true, &cols),
+            json!([
+                "-5",
+                "abc",
+                "18446744073709551615",
+                "2024-02-29 13:14:15",
+                null
+            ])
+        );
     }
 
     #[test]
@@ -382,7 +425,13 @@ mod tests {
         );
         let mut err = vec![0xFF, 0x7A, 0x04, b'#'];
         err.extend_from_slice(b"42S02Table 'x' doesn't exist");
-        assert_eq!(describe(Kind::Err, &err, false, &[]), json!({"code": 1146, "sqlstate": "42S02", "message": "Table 'x' doesn't exist"}));
-        assert_eq!(describe(Kind::Eof, &[0xFE, 0, 0, 0x22, 0], false, &[]), json!({"warnings": 0, "status": 34}));
+        assert_eq!(
+            describe(Kind::Err, &err, false, &[]),
+            json!({"code": 1146, "sqlstate": "42S02", "message": "Table 'x' doesn't exist"})
+        );
+        assert_eq!(
+            describe(Kind::Eof, &[0xFE, 0, 0, 0x22, 0], false, &[]),
+            json!({"warnings": 0, "status": 34})
+        );
     }
 }

@@ -45,7 +45,11 @@ impl Stream {
     /// Classifies the next packet (its kind from the reply tracker's view); returns its
     /// position.
     pub fn next(&mut self, kind: Kind, payload: &[u8]) -> (Kind, Pos) {
-        let kind = if self.prev_max { Kind::Continuation } else { kind };
+        let kind = if self.prev_max {
+            Kind::Continuation
+        } else {
+            kind
+        };
         self.prev_max = payload.len() == bridge::protocol::packet::MAX_PAYLOAD;
         let here = self.pos;
         match kind {
@@ -70,7 +74,14 @@ impl Stream {
             _ => {}
         }
         self.pos.packet += 1;
-        let here = if kind == Kind::Header { Pos { packet: here.packet, ..self.pos } } else { here };
+        let here = if kind == Kind::Header {
+            Pos {
+                packet: here.packet,
+                ..self.pos
+            }
+        } else {
+            here
+        };
         (kind, here)
     }
 }
@@ -112,7 +123,8 @@ impl Ahead {
         let cut = &payload[..payload.len().min(describe::VALUE_LIMIT)];
         if self.value_bytes + cut.len() <= VALUE_BUDGET {
             self.value_bytes += cut.len();
-            self.values.push_back((self.base + self.keys.len() as u64, cut.into()));
+            self.values
+                .push_back((self.base + self.keys.len() as u64, cut.into()));
         }
         self.keys.push_back(key(kind, packet));
         true
@@ -129,7 +141,11 @@ impl Ahead {
     fn unit_at(&self, idx: usize) -> Option<Unit> {
         let key = self.key_at(idx)?;
         let n = self.base + idx as u64;
-        let value = self.values.binary_search_by_key(&n, |v| v.0).ok().map(|i| self.values[i].1.clone());
+        let value = self
+            .values
+            .binary_search_by_key(&n, |v| v.0)
+            .ok()
+            .map(|i| self.values[i].1.clone());
         Some(Unit { key, value })
     }
 
@@ -188,16 +204,39 @@ impl Comparison {
     /// `binary`: rows come in the binary protocol (COM_STMT_EXECUTE, COM_STMT_FETCH), with
     /// `prepared` the statement's columns as its prepare announced them.
     pub fn new(n_targets: usize, main: usize, binary: bool, prepared: Vec<ColumnType>) -> Self {
-        let stream = Stream { prepared, ..Stream::default() };
+        let stream = Stream {
+            prepared,
+            ..Stream::default()
+        };
         let targets = (0..n_targets)
             .map(|i| {
-                (i != main).then(|| TargetCmp { stream: stream.clone(), matched: 0, ahead: Ahead::default(), found: None, gave_up: false })
+                (i != main).then(|| TargetCmp {
+                    stream: stream.clone(),
+                    matched: 0,
+                    ahead: Ahead::default(),
+                    found: None,
+                    gave_up: false,
+                })
             })
             .collect();
-        Comparison { main, binary, main_stream: stream, main_count: 0, main_ahead: Ahead::default(), main_base: 0, targets }
+        Comparison {
+            main,
+            binary,
+            main_stream: stream,
+            main_count: 0,
+            main_ahead: Ahead::default(),
+            main_base: 0,
+            targets,
+        }
     }
 
-    fn found(&self, pos: Pos, m: Option<(&Unit, Option<&[u8]>)>, t: Option<(&Unit, Option<&[u8]>)>, cols: &[ColumnType]) -> Value {
+    fn found(
+        &self,
+        pos: Pos,
+        m: Option<(&Unit, Option<&[u8]>)>,
+        t: Option<(&Unit, Option<&[u8]>)>,
+        cols: &[ColumnType],
+    ) -> Value {
         let kind = m.or(t).map_or(Kind::Other, |(u, _)| u.kind());
         let mut o = Map::new();
         o.insert("at".into(), json!(kind.name()));
@@ -232,21 +271,31 @@ impl Comparison {
         }
         let main_count = self.main_count;
         let main_base = self.main_base;
-        let Some(Some(t)) = self.targets.get_mut(i) else { return };
+        let Some(Some(t)) = self.targets.get_mut(i) else {
+            return;
+        };
         if !t.active() {
             return;
         }
         let (kind, pos) = t.stream.next(kind, payload);
         if t.matched < main_count {
             let idx = (t.matched - main_base) as usize;
-            let mine = Unit { key: key(kind, packet), value: None };
+            let mine = Unit {
+                key: key(kind, packet),
+                value: None,
+            };
             if self.main_ahead.key_at(idx) == Some(mine.key) {
                 t.matched += 1;
                 self.collect();
             } else {
                 let cols = t.stream.cols.clone();
                 let theirs = self.main_ahead.unit_at(idx).expect("main's packet kept");
-                let v = self.found(pos, Some((&theirs, None)), Some((&mine, Some(payload))), &cols);
+                let v = self.found(
+                    pos,
+                    Some((&theirs, None)),
+                    Some((&mine, Some(payload))),
+                    &cols,
+                );
                 self.targets[i].as_mut().unwrap().found = Some(v);
                 self.collect();
             }
@@ -257,10 +306,15 @@ impl Comparison {
 
     fn feed_main(&mut self, kind: Kind, packet: &[u8], payload: &[u8]) {
         let (kind, pos) = self.main_stream.next(kind, payload);
-        let mine = Unit { key: key(kind, packet), value: None };
+        let mine = Unit {
+            key: key(kind, packet),
+            value: None,
+        };
         let mut keep = false;
         for i in 0..self.targets.len() {
-            let Some(t) = self.targets[i].as_mut() else { continue };
+            let Some(t) = self.targets[i].as_mut() else {
+                continue;
+            };
             if !t.active() {
                 continue;
             }
@@ -268,7 +322,12 @@ impl Comparison {
                 Some(theirs) if theirs.key == mine.key => t.matched += 1,
                 Some(theirs) => {
                     let cols = self.main_stream.cols.clone();
-                    let v = self.found(pos, Some((&mine, Some(payload))), Some((&theirs, None)), &cols);
+                    let v = self.found(
+                        pos,
+                        Some((&mine, Some(payload))),
+                        Some((&theirs, None)),
+                        &cols,
+                    );
                     self.targets[i].as_mut().unwrap().found = Some(v);
                 }
                 None => keep = true,
@@ -297,7 +356,14 @@ impl Comparison {
 
     /// Drops main's packets every compared target has passed.
     fn collect(&mut self) {
-        let low = self.targets.iter().flatten().filter(|t| t.active()).map(|t| t.matched).min().unwrap_or(self.main_count);
+        let low = self
+            .targets
+            .iter()
+            .flatten()
+            .filter(|t| t.active())
+            .map(|t| t.matched)
+            .min()
+            .unwrap_or(self.main_count);
         while self.main_base < low && self.main_ahead.pop().is_some() {
             self.main_base += 1;
         }
@@ -315,15 +381,24 @@ impl Comparison {
             return Some(v.clone());
         }
         if t.gave_up {
-            return Some(json!({"at": "unknown", "packet": t.matched, "why": format!("replies more than {MAX_AHEAD} packets apart")}));
+            return Some(
+                json!({"at": "unknown", "packet": t.matched, "why": format!("replies more than {MAX_AHEAD} packets apart")}),
+            );
         }
         // Equal up to the end of the shorter reply: the longer one has more.
         if self.main_count > t.matched {
-            let u = self.main_ahead.unit_at((t.matched - self.main_base) as usize)?;
+            let u = self
+                .main_ahead
+                .unit_at((t.matched - self.main_base) as usize)?;
             return Some(self.found(t.stream.pos, Some((&u, None)), None, &t.stream.cols));
         }
         let u = t.ahead.unit_at(0)?;
-        Some(self.found(self.main_stream.pos, None, Some((&u, None)), &self.main_stream.cols))
+        Some(self.found(
+            self.main_stream.pos,
+            None,
+            Some((&u, None)),
+            &self.main_stream.cols,
+        ))
     }
 }
 
@@ -351,7 +426,11 @@ mod tests {
             write_lenenc_str(&mut coldef, s.as_bytes());
         }
         coldef.extend_from_slice(&[0x0C, 45, 0, 10, 0, 0, 0, 253, 0, 0, 0, 0, 0]);
-        let mut out = vec![(Kind::Header, pk(1, &[1])), (Kind::ColumnDef, pk(2, &coldef)), (Kind::Eof, pk(3, &[0xFE, 0, 0, 2, 0]))];
+        let mut out = vec![
+            (Kind::Header, pk(1, &[1])),
+            (Kind::ColumnDef, pk(2, &coldef)),
+            (Kind::Eof, pk(3, &[0xFE, 0, 0, 2, 0])),
+        ];
         for (i, r) in rows.iter().enumerate() {
             out.push((Kind::Row, pk((4 + i) as u8, &row(&[r]))));
         }
@@ -394,7 +473,11 @@ mod tests {
         let t = result(&["a", "x", "c"]);
         for interleave in [false, true] {
             let d = run(&m, &t, interleave).unwrap();
-            assert_eq!(d, json!({"at": "row", "packet": 4, "result": 0, "row": 1, "main": ["b"], "target": ["x"]}), "{interleave}");
+            assert_eq!(
+                d,
+                json!({"at": "row", "packet": 4, "result": 0, "row": 1, "main": ["b"], "target": ["x"]}),
+                "{interleave}"
+            );
         }
         // Target first: main's side is the live one.
         let mut c = Comparison::new(2, 0, false, vec![]);
@@ -410,8 +493,14 @@ mod tests {
     #[test]
     fn a_missing_row_and_a_column_difference() {
         let d = run(&result(&["a", "b"]), &result(&["a"]), false).unwrap();
-        assert_eq!((d["at"].as_str(), d["row"].as_u64()), (Some("row"), Some(1)));
-        assert_eq!((d["main"].clone(), d["target"]["status"].as_u64()), (json!(["b"]), Some(2)));
+        assert_eq!(
+            (d["at"].as_str(), d["row"].as_u64()),
+            (Some("row"), Some(1))
+        );
+        assert_eq!(
+            (d["main"].clone(), d["target"]["status"].as_u64()),
+            (json!(["b"]), Some(2))
+        );
         let mut t = result(&["a"]);
         let mut coldef = Vec::new();
         for s in ["def", "d", "t", "t", "w", "w"] {
@@ -420,9 +509,16 @@ mod tests {
         coldef.extend_from_slice(&[0x0C, 45, 0, 10, 0, 0, 0, 3, 0, 0, 0, 0, 0]);
         t[1].1 = pk(2, &coldef);
         let d = run(&result(&["a"]), &t, true).unwrap();
-        assert_eq!((d["at"].as_str(), d["column"].as_u64()), (Some("column"), Some(0)));
         assert_eq!(
-            (d["main"]["name"].as_str(), d["target"]["name"].as_str(), d["target"]["type"].as_str()),
+            (d["at"].as_str(), d["column"].as_u64()),
+            (Some("column"), Some(0))
+        );
+        assert_eq!(
+            (
+                d["main"]["name"].as_str(),
+                d["target"]["name"].as_str(),
+                d["target"]["type"].as_str()
+            ),
             (Some("v"), Some("w"), Some("LONG"))
         );
     }
@@ -436,7 +532,10 @@ mod tests {
         rows[1500] = "different".into();
         let t: Vec<&str> = rows.iter().map(String::as_str).collect();
         let d = run(&m, &result(&t), false).unwrap();
-        assert_eq!((d["row"].as_u64(), d["main"].as_str()), (Some(1500), Some("not kept")));
+        assert_eq!(
+            (d["row"].as_u64(), d["main"].as_str()),
+            (Some(1500), Some("not kept"))
+        );
         assert_eq!(d["target"], json!(["different"]));
         let mut c = Comparison::new(2, 0, false, vec![]);
         for (k, p) in &m {
@@ -451,8 +550,16 @@ mod tests {
         e1.extend_from_slice(b"42S02Table 'a' doesn't exist");
         let mut e2 = vec![0xFF, 0x1E, 0x04, b'#'];
         e2.extend_from_slice(b"42S22Unknown column 'x'");
-        let d = run(&[(Kind::Err, pk(1, &e1))], &[(Kind::Err, pk(1, &e2))], false).unwrap();
+        let d = run(
+            &[(Kind::Err, pk(1, &e1))],
+            &[(Kind::Err, pk(1, &e2))],
+            false,
+        )
+        .unwrap();
         assert_eq!(d["at"], "error");
-        assert_eq!((d["main"]["code"].as_u64(), d["target"]["code"].as_u64()), (Some(1146), Some(1054)));
+        assert_eq!(
+            (d["main"]["code"].as_u64(), d["target"]["code"].as_u64()),
+            (Some(1146), Some(1054))
+        );
     }
 }

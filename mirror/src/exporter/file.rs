@@ -25,7 +25,11 @@ impl FileExporter {
             .mode(0o664)
             .open(path)
             .map_err(|e| format!("cannot open export file '{path}': {e}"))?;
-        Ok(FileExporter { file, path: path.to_string(), stats })
+        Ok(FileExporter {
+            file,
+            path: path.to_string(),
+            stats,
+        })
     }
 }
 

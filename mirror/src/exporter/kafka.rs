@@ -59,7 +59,10 @@ impl KafkaExporter {
             .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
             .create_with_context(Counting { stats })
             .map_err(|e| format!("Failed to create Kafka producer: {e}"))?;
-        Ok(KafkaExporter { producer, topic: topic.to_string() })
+        Ok(KafkaExporter {
+            producer,
+            topic: topic.to_string(),
+        })
     }
 }
 
@@ -80,7 +83,11 @@ impl Drop for KafkaExporter {
         if let Err(e) = self.producer.flush(FLUSH_TIMEOUT) {
             let left = self.producer.in_flight_count();
             bridge::log_error!("kafka exporter: {left} reports not delivered at shutdown: {e}");
-            self.producer.context().stats.dropped.fetch_add(left.max(0) as u64, Relaxed);
+            self.producer
+                .context()
+                .stats
+                .dropped
+                .fetch_add(left.max(0) as u64, Relaxed);
         }
     }
 }

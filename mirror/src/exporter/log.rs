@@ -22,7 +22,9 @@ impl Exporter for LogExporter {
             log::write(Level::Info, line.strip_suffix('\n').unwrap_or(line));
             self.stats.exported.fetch_add(1, Relaxed);
         } else if self.stats.drop_one() {
-            bridge::log_warning!("exporter=log but info messages are not logged (log_info=false): reports are lost");
+            bridge::log_warning!(
+                "exporter=log but info messages are not logged (log_info=false): reports are lost"
+            );
         }
     }
 }

@@ -20,7 +20,9 @@ pub fn build(cfg: &ExporterConfig, stats: Arc<Stats>) -> Result<Arc<dyn Exporter
     Ok(match cfg {
         ExporterConfig::Log => Arc::new(log::LogExporter::new(stats)),
         ExporterConfig::File { path } => Arc::new(file::FileExporter::open(path, stats)?),
-        ExporterConfig::Kafka { broker, topic } => Arc::new(kafka::KafkaExporter::new(broker, topic, stats)?),
+        ExporterConfig::Kafka { broker, topic } => {
+            Arc::new(kafka::KafkaExporter::new(broker, topic, stats)?)
+        }
     })
 }
 

@@ -86,7 +86,14 @@ impl Entry {
     }
 
     pub fn new_part(step: Step) -> Part {
-        Part { step, written: Instant::now(), outcome: None, data_sent: 0, load_ended: false, load_seq: 0 }
+        Part {
+            step,
+            written: Instant::now(),
+            outcome: None,
+            data_sent: 0,
+            load_ended: false,
+            load_seq: 0,
+        }
     }
 }
 
@@ -109,8 +116,14 @@ mod tests {
 
     #[test]
     fn barriers() {
-        assert!(is_barrier(3, b"\x03LOAD DATA LOCAL INFILE 'x' INTO TABLE t"));
-        assert!(is_barrier(3, b"\x03load data local infile 'x' into table t"));
+        assert!(is_barrier(
+            3,
+            b"\x03LOAD DATA LOCAL INFILE 'x' INTO TABLE t"
+        ));
+        assert!(is_barrier(
+            3,
+            b"\x03load data local infile 'x' into table t"
+        ));
         assert!(!is_barrier(3, b"\x03SELECT 1"));
         assert!(!is_barrier(0x17, b"\x17local"));
         assert!(is_barrier(0x11, b"\x11"));

@@ -25,11 +25,20 @@ pub enum Failure {
 
 /// The statement id of a COM_STMT_* packet.
 fn stmt_id(packet: &[u8]) -> Option<u32> {
-    packet.get(5..9).map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    packet
+        .get(5..9)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
 }
 
 fn names_statement(command: u8) -> bool {
-    matches!(command, COM_STMT_EXECUTE | COM_STMT_FETCH | COM_STMT_RESET | COM_STMT_SEND_LONG_DATA | COM_STMT_BULK_EXECUTE)
+    matches!(
+        command,
+        COM_STMT_EXECUTE
+            | COM_STMT_FETCH
+            | COM_STMT_RESET
+            | COM_STMT_SEND_LONG_DATA
+            | COM_STMT_BULK_EXECUTE
+    )
 }
 
 impl MirrorSession {
@@ -42,7 +51,12 @@ impl MirrorSession {
         let Some(command) = p.first() else {
             // An empty packet is not a command: answered as a server would, in its turn.
             let mut e = self.blank_entry(seq, 0, id, sync);
-            e.made_up = Some(err_packet(p.seq.wrapping_add(1), 1835, "08S01", "Malformed communication packet"));
+            e.made_up = Some(err_packet(
+                p.seq.wrapping_add(1),
+                1835,
+                "08S01",
+                "Malformed communication packet",
+            ));
             e.expects_reply = false;
             for (i, part) in e.parts.iter_mut().enumerate() {
                 if i != self.main {
@@ -63,7 +77,10 @@ impl MirrorSession {
         e.query = if carries_sql(command) {
             p.payload[1..].to_vec()
         } else if want_diff && names_statement(command) {
-            stmt_id(packet).and_then(|s| self.statements.get(&s)).map(|s| s.sql.clone()).unwrap_or_default()
+            stmt_id(packet)
+                .and_then(|s| self.statements.get(&s))
+                .map(|s| s.sql.clone())
+                .unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -73,8 +90,19 @@ impl MirrorSession {
         e.bytes = packet.len() as u64;
         if want_diff && e.expects_reply {
             let binary = matches!(command, COM_STMT_EXECUTE | COM_STMT_FETCH);
-            let cols = if binary { stmt_id(packet).and_then(|s| self.statements.get(&s)).map(|s| s.columns.clone()) } else { None };
-            e.diff = Some(Comparison::new(self.backends.len(), self.main, binary, cols.unwrap_or_default()));
+            let cols = if binary {
+                stmt_id(packet)
+                    .and_then(|s| self.statements.get(&s))
+                    .map(|s| s.columns.clone())
+            } else {
+                None
+            };
+            e.diff = Some(Comparison::new(
+                self.backends.len(),
+                self.main,
+                binary,
+                cols.unwrap_or_default(),
+            ));
         }
         if e.continued {
             self.receiving = Some(seq);
@@ -107,27 +135,50 @@ impl MirrorSession {
             bytes: 0,
             charged: false,
             made_up: None,
-            parts: self.backends.iter().map(|b| Entry::new_part(if b.in_use { Step::Pending } else { Step::Skipped })).collect(),
+            parts: self
+                .backends
+                .iter()
+                .map(|b| {
+                    Entry::new_part(if b.in_use {
+                        Step::Pending
+                    } else {
+                        Step::Skipped
+                    })
+                })
+                .collect(),
             diff: None,
         }
     }
 
     /// A client packet that may belong to request `seq`, still being received: the rest of
     /// a 16 MiB+ request, or LOCAL INFILE data. False: it starts a new request.
-    pub(super) fn continue_request(&mut self, seq: u64, packet: &[u8], id: u32) -> Result<bool, String> {
+    pub(super) fn continue_request(
+        &mut self,
+        seq: u64,
+        packet: &[u8],
+        id: u32,
+    ) -> Result<bool, String> {
         let p = packet::single(packet).map_err(|e| format!("client sent a {e}"))?;
-        let (continued, is_last, len) = (p.is_continued(), p.payload.is_empty(), packet.len() as u64);
+        let (continued, is_last, len) =
+            (p.is_continued(), p.payload.is_empty(), packet.len() as u64);
         let Some(e) = self.entry(seq) else {
             self.receiving = None;
             return Ok(false);
         };
         if e.continued {
             let targets: Vec<usize> = (0..self.backends.len())
-                .filter(|&i| self.backends[i].in_use && matches!(e.parts[i].step, Step::InFlight | Step::Done))
+                .filter(|&i| {
+                    self.backends[i].in_use
+                        && matches!(e.parts[i].step, Step::InFlight | Step::Done)
+                })
                 .collect();
             let keep = e.parts.iter().any(|p| p.step == Step::Pending);
             for i in targets {
-                if self.backends[i].in_use && !self.host.write_with_id(self.backends[i].endpoint, packet, id) {
+                if self.backends[i].in_use
+                    && !self
+                        .host
+                        .write_with_id(self.backends[i].endpoint, packet, id)
+                {
                     self.fail(i, "write failed", Failure::Error)?;
                 }
             }
@@ -179,19 +230,27 @@ impl MirrorSession {
             _ => return Ok(()),
         };
         loop {
-            let Some(e) = self.entry(seq) else { return Ok(()) };
+            let Some(e) = self.entry(seq) else {
+                return Ok(());
+            };
             let part = &e.parts[i];
             if part.load_ended {
                 return Ok(());
             }
             let next = part.data_sent;
-            let (ok, pkt_seq, last) = if let Some((pkt, id)) = next.checked_sub(e.data_base).and_then(|k| e.data.get(k)) {
+            let (ok, pkt_seq, last) = if let Some((pkt, id)) =
+                next.checked_sub(e.data_base).and_then(|k| e.data.get(k))
+            {
                 let last = pkt.len() == 4;
                 (self.host.write_with_id(ep, pkt, *id), pkt[3], last)
             } else if e.data_complete {
                 // The client will send nothing more (main did not ask for the file, or
                 // stopped): end this server's transfer.
-                let s = if next == 0 { asked_seq.wrapping_add(1) } else { part.load_seq };
+                let s = if next == 0 {
+                    asked_seq.wrapping_add(1)
+                } else {
+                    part.load_seq
+                };
                 let mut end = Vec::new();
                 write_packet(&mut end, s, &[]);
                 (self.host.write_with_id(ep, &end, 0), s, true)
@@ -212,12 +271,18 @@ impl MirrorSession {
     /// Frees LOCAL INFILE data every target that may still want it has had.
     fn trim_data(&mut self, seq: u64) {
         let backends = &self.backends;
-        let Some(e) = self.log.iter_mut().find(|e| e.seq == seq) else { return };
+        let Some(e) = self.log.iter_mut().find(|e| e.seq == seq) else {
+            return;
+        };
         let low = e
             .parts
             .iter()
             .enumerate()
-            .filter(|(i, p)| backends[*i].in_use && matches!(p.step, Step::Pending | Step::InFlight) && !p.load_ended)
+            .filter(|(i, p)| {
+                backends[*i].in_use
+                    && matches!(p.step, Step::Pending | Step::InFlight)
+                    && !p.load_ended
+            })
             .map(|(_, p)| p.data_sent)
             .min()
             .unwrap_or(e.data_base + e.data.len());
@@ -232,7 +297,11 @@ impl MirrorSession {
     }
 
     /// `main_final`: main's last chunk of the first request of the log, not copied (sync).
-    pub(super) fn settle_with(&mut self, current: Option<(u64, &[u8])>, mut main_final: Option<&[u8]>) -> Result<(), String> {
+    pub(super) fn settle_with(
+        &mut self,
+        current: Option<(u64, &[u8])>,
+        mut main_final: Option<&[u8]>,
+    ) -> Result<(), String> {
         loop {
             for i in 0..self.backends.len() {
                 while self.can_write(i) {
@@ -250,7 +319,9 @@ impl MirrorSession {
         if !b.in_use {
             return false;
         }
-        let Some(e) = self.entry(b.next_write) else { return false };
+        let Some(e) = self.entry(b.next_write) else {
+            return false;
+        };
         if e.parts[i].step != Step::Pending {
             return true; // skipped over by write_next
         }
@@ -262,7 +333,9 @@ impl MirrorSession {
         }
         match b.expects.back() {
             None | Some(Expect::Replay(_)) => true,
-            Some(Expect::Entry(s)) => self.entry(*s).is_none_or(|prev| !prev.barrier && !prev.sync && !prev.continued),
+            Some(Expect::Entry(s)) => self
+                .entry(*s)
+                .is_none_or(|prev| !prev.barrier && !prev.sync && !prev.continued),
         }
     }
 
@@ -287,14 +360,20 @@ impl MirrorSession {
                 _ => false,
             }
         } else {
-            e.packets.iter().all(|pkt| self.host.write_with_id(ep, pkt, e.id))
+            e.packets
+                .iter()
+                .all(|pkt| self.host.write_with_id(ep, pkt, e.id))
         };
         if !ok {
             return self.fail(i, "write failed", Failure::Error);
         }
         let (expects_reply, command) = (e.expects_reply, e.command);
         let e = self.entry_mut(seq).expect("entry");
-        e.parts[i].step = if expects_reply { Step::InFlight } else { Step::Done };
+        e.parts[i].step = if expects_reply {
+            Step::InFlight
+        } else {
+            Step::Done
+        };
         e.parts[i].written = Instant::now();
         let b = &mut self.backends[i];
         b.stats.queries.fetch_add(1, Relaxed);
@@ -317,7 +396,9 @@ impl MirrorSession {
         if self.receiving == Some(seq) {
             self.receiving = None;
         }
-        let Some(e) = self.entry_mut(seq) else { return Ok(()) };
+        let Some(e) = self.entry_mut(seq) else {
+            return Ok(());
+        };
         e.data_complete = true;
         let charge = !e.sync;
         let cost = e.bytes + ENTRY_OVERHEAD;
@@ -331,7 +412,9 @@ impl MirrorSession {
             if self.in_load_data(i, seq) {
                 self.feed_load_data(i, seq)?;
             }
-            let owes = self.entry(seq).is_some_and(|e| matches!(e.parts[i].step, Step::Pending | Step::InFlight));
+            let owes = self
+                .entry(seq)
+                .is_some_and(|e| matches!(e.parts[i].step, Step::Pending | Step::InFlight));
             if charge && owes && self.backends[i].in_use {
                 let b = &mut self.backends[i];
                 b.lag_bytes += cost;
@@ -374,7 +457,9 @@ impl MirrorSession {
 
     /// LOCAL INFILE data of request `seq` held for targets that have not taken it.
     fn check_backlog_of(&mut self, seq: u64) -> Result<(), String> {
-        let Some(e) = self.entry(seq) else { return Ok(()) };
+        let Some(e) = self.entry(seq) else {
+            return Ok(());
+        };
         if e.sync {
             return Ok(());
         }
@@ -382,7 +467,11 @@ impl MirrorSession {
             .parts
             .iter()
             .enumerate()
-            .filter(|(i, p)| *i != self.main && self.backends[*i].in_use && matches!(p.step, Step::Pending | Step::InFlight))
+            .filter(|(i, p)| {
+                *i != self.main
+                    && self.backends[*i].in_use
+                    && matches!(p.step, Step::Pending | Step::InFlight)
+            })
             .map(|(i, _)| (i, e.data.iter().map(|d| d.0.len() as u64).sum::<u64>()))
             .collect();
         for (i, bytes) in held {
@@ -394,8 +483,15 @@ impl MirrorSession {
     /// Retires the first request of the log if every target answered it or was dropped:
     /// writes its report, then (sync=true) gives the client main's last chunk.
     fn retire_front(&mut self, main_final: &mut Option<&[u8]>) -> Result<bool, String> {
-        let Some(front) = self.log.front() else { return Ok(false) };
-        if front.continued || !front.parts.iter().all(|p| matches!(p.step, Step::Done | Step::Skipped)) {
+        let Some(front) = self.log.front() else {
+            return Ok(false);
+        };
+        if front.continued
+            || !front
+                .parts
+                .iter()
+                .all(|p| matches!(p.step, Step::Done | Step::Skipped))
+        {
             return Ok(false);
         }
         let e = self.log.pop_front().expect("front");
@@ -405,7 +501,10 @@ impl MirrorSession {
         if e.sync {
             let chunk = self.held.take();
             if let Some(c) = chunk.as_deref().or(main_final.take()) {
-                if !self.host.reply(Some(self.backends[self.main].endpoint), c, true) {
+                if !self
+                    .host
+                    .reply(Some(self.backends[self.main].endpoint), c, true)
+                {
                     return Err("cannot write to the client".into());
                 }
             }
@@ -414,17 +513,25 @@ impl MirrorSession {
     }
 
     pub(super) fn report(&mut self, e: &Entry) {
-        let Some(main) = e.part(self.main).outcome else { return };
+        let Some(main) = e.part(self.main).outcome else {
+            return;
+        };
         let mut conflict = false;
         let mut results = Vec::with_capacity(self.backends.len());
         for (i, b) in self.backends.iter().enumerate() {
             let part: &Part = e.part(i);
-            let (Step::Done, Some(o)) = (part.step, part.outcome) else { continue };
+            let (Step::Done, Some(o)) = (part.step, part.outcome) else {
+                continue;
+            };
             let mut diff = None;
             if o.checksum != main.checksum {
                 conflict = true;
                 b.stats.conflicts.fetch_add(1, Relaxed);
-                diff = e.diff.as_ref().and_then(|d| d.result(i)).map(|v| v.to_string());
+                diff = e
+                    .diff
+                    .as_ref()
+                    .and_then(|d| d.result(i))
+                    .map(|v| v.to_string());
             }
             results.push(TargetResult {
                 target: &b.name,
@@ -441,7 +548,14 @@ impl MirrorSession {
         }
         self.reports += 1;
         let mut line = std::mem::take(&mut self.line);
-        Report { query: &e.query, command: e.command, session: self.id, query_id: self.reports, results }.write_line(&mut line);
+        Report {
+            query: &e.query,
+            command: e.command,
+            session: self.id,
+            query_id: self.reports,
+            results,
+        }
+        .write_line(&mut line);
         self.active.exporter.ship(&line);
         self.line = line;
     }
@@ -475,8 +589,14 @@ impl MirrorSession {
             e.parts[i].step = Step::Skipped;
         }
         match kind {
-            Failure::Error => log_warning!("session {}: target '{name}' failed, mirroring without it: {why}", self.id),
-            Failure::Backlog => log_warning!("session {}: target '{name}' dropped from the session: {why}", self.id),
+            Failure::Error => log_warning!(
+                "session {}: target '{name}' failed, mirroring without it: {why}",
+                self.id
+            ),
+            Failure::Backlog => log_warning!(
+                "session {}: target '{name}' dropped from the session: {why}",
+                self.id
+            ),
         }
         Ok(())
     }
@@ -516,7 +636,11 @@ impl MirrorSession {
                 }
                 continue;
             }
-            let replay: Vec<(Vec<u8>, u32)> = self.history.replay().map(|(p, id)| (p.to_vec(), id)).collect();
+            let replay: Vec<(Vec<u8>, u32)> = self
+                .history
+                .replay()
+                .map(|(p, id)| (p.to_vec(), id))
+                .collect();
             let b = &mut self.backends[i];
             b.in_use = true;
             b.lost = false;
@@ -525,7 +649,11 @@ impl MirrorSession {
             let (ep, name) = (b.endpoint, b.name.clone());
             for (p, id) in &replay {
                 if !self.host.write_with_id(ep, p, *id) {
-                    let _ = self.fail(i, "write failed while restoring the session state", Failure::Error);
+                    let _ = self.fail(
+                        i,
+                        "write failed while restoring the session state",
+                        Failure::Error,
+                    );
                     break;
                 }
                 let b = &mut self.backends[i];
@@ -536,7 +664,11 @@ impl MirrorSession {
                 b.expects.push_back(Expect::Replay(p[4]));
             }
             if self.backends[i].in_use {
-                log_notice!("session {}: target '{name}' reconnected, {} session commands replayed", self.id, replay.len());
+                log_notice!(
+                    "session {}: target '{name}' reconnected, {} session commands replayed",
+                    self.id,
+                    replay.len()
+                );
             }
         }
     }
@@ -547,7 +679,13 @@ impl MirrorSession {
         let (id, sql) = (e.id, e.query.clone());
         self.history.prepared(id, stmt);
         if self.statements.len() < MAX_STATEMENTS {
-            self.statements.insert(stmt, super::Statement { sql, columns: Vec::new() });
+            self.statements.insert(
+                stmt,
+                super::Statement {
+                    sql,
+                    columns: Vec::new(),
+                },
+            );
             self.preparing = Some(stmt);
         }
     }

@@ -100,7 +100,11 @@ pub struct MirrorSession {
 }
 
 impl MirrorSession {
-    pub(crate) fn new(shared: Arc<Shared>, host: SessionHost, info: SessionInfo) -> Result<Self, String> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        host: SessionHost,
+        info: SessionInfo,
+    ) -> Result<Self, String> {
         let (generation, active) = shared.active().ok_or("the router is not configured")?;
         let main_name = &active.config.main;
         let main = info
@@ -135,7 +139,11 @@ impl MirrorSession {
             return Err(format!("cannot connect to main target '{main_name}'"));
         }
         for b in backends.iter().filter(|b| !b.in_use) {
-            log_warning!("session {}: target '{}' is not available, mirroring without it", info.id, b.name);
+            log_warning!(
+                "session {}: target '{}' is not available, mirroring without it",
+                info.id,
+                b.name
+            );
         }
         Ok(MirrorSession {
             shared,
@@ -200,13 +208,20 @@ impl RouterSession for MirrorSession {
     }
 
     fn client_reply(&mut self, endpoint: usize, data: &[u8]) -> Result<(), String> {
-        let Some(i) = self.index_of(endpoint) else { return Ok(()) };
+        let Some(i) = self.index_of(endpoint) else {
+            return Ok(());
+        };
         self.on_reply(i, data)
     }
 
     fn handle_error(&mut self, endpoint: usize, message: &str) -> bool {
-        let Some(i) = self.index_of(endpoint) else { return true };
-        if let Err(e) = self.fail(i, message, flow::Failure::Error).and_then(|_| self.settle(None)) {
+        let Some(i) = self.index_of(endpoint) else {
+            return true;
+        };
+        if let Err(e) = self
+            .fail(i, message, flow::Failure::Error)
+            .and_then(|_| self.settle(None))
+        {
             bridge::log_error!("session {}: {e}", self.id);
             return false;
         }

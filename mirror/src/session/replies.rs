@@ -27,7 +27,10 @@ fn classify(command: u8, before: ReplyState, after: ReplyState, p: &Packet<'_>) 
             _ => Kind::Header,
         },
         ColumnDefs { .. } => Kind::ColumnDef,
-        ColumnEof | PrepareDefs { eof_pending: true, .. } => Kind::Eof,
+        ColumnEof
+        | PrepareDefs {
+            eof_pending: true, ..
+        } => Kind::Eof,
         PrepareDefs { .. } => Kind::ColumnDef,
         Rows => rows(after),
         FieldList if after == Complete => Kind::Eof,
@@ -49,8 +52,16 @@ impl MirrorSession {
             // The connection's failure, if any, comes through handle_error.
             for p in Packets::new(data).flatten() {
                 match ReplyError::parse(p.payload) {
-                    Some(e) => log_warning!("session {}: target '{}' sent an unsolicited error: {e}", self.id, b.name),
-                    None => log_info!("session {}: target '{}' sent an unsolicited packet", self.id, b.name),
+                    Some(e) => log_warning!(
+                        "session {}: target '{}' sent an unsolicited error: {e}",
+                        self.id,
+                        b.name
+                    ),
+                    None => log_info!(
+                        "session {}: target '{}' sent an unsolicited packet",
+                        self.id,
+                        b.name
+                    ),
                 }
             }
             return Ok(());
@@ -67,7 +78,11 @@ impl MirrorSession {
             offset += 4 + p.payload.len();
             let b = &mut self.backends[i];
             let Some(&front) = b.expects.front() else {
-                log_info!("session {}: target '{}' sent more than it was asked for", self.id, b.name);
+                log_info!(
+                    "session {}: target '{}' sent more than it was asked for",
+                    self.id,
+                    b.name
+                );
                 break;
             };
             let before = b.tracker.state();
@@ -76,16 +91,28 @@ impl MirrorSession {
             }
             let (after, complete) = (b.tracker.state(), b.tracker.is_complete());
             if let Expect::Entry(seq) = front {
-                let entered_load = b.tracker.is_load_data() && !matches!(before, ReplyState::LoadData { .. });
-                let Some(e) = self.entry_mut(seq) else { continue };
+                let entered_load =
+                    b.tracker.is_load_data() && !matches!(before, ReplyState::LoadData { .. });
+                let Some(e) = self.entry_mut(seq) else {
+                    continue;
+                };
                 let command = e.command;
                 if let Some(d) = e.diff.as_mut() {
-                    d.feed(i, classify(command, before, after, &p), &data[start..offset]);
+                    d.feed(
+                        i,
+                        classify(command, before, after, &p),
+                        &data[start..offset],
+                    );
                 }
                 if is_main && command == COM_STMT_PREPARE {
                     if before == ReplyState::Start && p.first() == Some(0) && p.payload.len() >= 5 {
                         self.prepared(seq, u32::from_le_bytes(p.payload[1..5].try_into().unwrap()));
-                    } else if let ReplyState::PrepareDefs { params: 0, eof_pending: false, .. } = before {
+                    } else if let ReplyState::PrepareDefs {
+                        params: 0,
+                        eof_pending: false,
+                        ..
+                    } = before
+                    {
                         // The statement's columns (its parameters come first).
                         let stmt = self.preparing.and_then(|s| self.statements.get_mut(&s));
                         if let Some(st) = stmt.filter(|st| st.columns.len() < 4096) {
@@ -123,7 +150,10 @@ impl MirrorSession {
         }
         match main_answered {
             None => {
-                if !self.host.reply(Some(self.backends[i].endpoint), data, false) {
+                if !self
+                    .host
+                    .reply(Some(self.backends[i].endpoint), data, false)
+                {
                     return Err("cannot write to the client".into());
                 }
                 Ok(())
@@ -133,7 +163,11 @@ impl MirrorSession {
     }
 
     fn violation(&mut self, i: usize, what: &str) -> Result<(), String> {
-        self.fail(i, &format!("protocol error in reply: {what}"), Failure::Error)?;
+        self.fail(
+            i,
+            &format!("protocol error in reply: {what}"),
+            Failure::Error,
+        )?;
         self.settle(None)
     }
 
@@ -155,14 +189,23 @@ impl MirrorSession {
             }
             Expect::Entry(seq) => {
                 let t = &b.tracker;
-                let outcome = Outcome { checksum: crc, rows: t.rows(), warnings: t.warnings(), duration_ms: 0, kind: t.kind() };
+                let outcome = Outcome {
+                    checksum: crc,
+                    rows: t.rows(),
+                    warnings: t.warnings(),
+                    duration_ms: 0,
+                    kind: t.kind(),
+                };
                 if i == self.main {
                     self.main_in_trx = t.server_status() & status::IN_TRANS != 0;
                 }
                 if let Some(e) = self.entry_mut(seq) {
                     let part = &mut e.parts[i];
                     part.step = Step::Done;
-                    part.outcome = Some(Outcome { duration_ms: part.written.elapsed().as_millis() as u64, ..outcome });
+                    part.outcome = Some(Outcome {
+                        duration_ms: part.written.elapsed().as_millis() as u64,
+                        ..outcome
+                    });
                 }
                 if i != self.main {
                     self.uncharge(i, seq);
@@ -194,7 +237,11 @@ impl MirrorSession {
             return self.settle(None);
         }
         self.main_done(seq)?;
-        let others_done = self.entry(seq).is_some_and(|e| e.parts.iter().all(|p| matches!(p.step, Step::Done | Step::Skipped)));
+        let others_done = self.entry(seq).is_some_and(|e| {
+            e.parts
+                .iter()
+                .all(|p| matches!(p.step, Step::Done | Step::Skipped))
+        });
         if others_done && self.log.front().map(|f| f.seq) == Some(seq) {
             return self.settle_with(None, Some(chunk));
         }

@@ -40,7 +40,10 @@ impl Session {
             }
             None => {
                 if was_in_use {
-                    log_warning!("session {}: '{name}' failed ({message}); the session goes on without it", self.id);
+                    log_warning!(
+                        "session {}: '{name}' failed ({message}); the session goes on without it",
+                        self.id
+                    );
                 }
                 match self.drain() {
                     Ok(()) => true,
@@ -99,7 +102,9 @@ impl Session {
             }
         }
         if fatal.is_none() && trx_work && self.in_trx {
-            fatal = Some(format!("'{name}' was lost inside a transaction that had changed data on it"));
+            fatal = Some(format!(
+                "'{name}' was lost inside a transaction that had changed data on it"
+            ));
         }
         if fatal.is_none() && owed_client {
             fatal = self.answer_for_lost(i);
@@ -119,7 +124,9 @@ impl Session {
     pub(super) fn why_unavailable(&self, i: usize) -> String {
         let b = &self.backends[i];
         match (&b.unrecoverable, &b.lost) {
-            (Some(u), _) if is_history_mismatch(u) => format!("it could not replay the session's history: {u}"),
+            (Some(u), _) if is_history_mismatch(u) => {
+                format!("it could not replay the session's history: {u}")
+            }
             (Some(u), _) => format!("it failed again when reconnected: {u}"),
             (None, Some(l)) if self.in_trx => format!("lost inside a transaction: {l}"),
             (None, Some(l)) => format!("lost: {l}"),
@@ -141,7 +148,10 @@ impl Session {
             return Some(format!("'{name}' failed inside a transaction"));
         }
         if !self.can_reopen(i) {
-            return Some(format!("'{name}' cannot be used again: {}", self.why_unavailable(i)));
+            return Some(format!(
+                "'{name}' cannot be used again: {}",
+                self.why_unavailable(i)
+            ));
         }
         // The statement's outcome is unknown; what it would have confirmed does not happen.
         self.pending_use = None;
@@ -172,7 +182,13 @@ impl Session {
             if !b.in_use {
                 continue;
             }
-            let Some(pos) = b.pending.iter().position(|p| p.req == req && p.kind == Expect::Replica) else { continue };
+            let Some(pos) = b
+                .pending
+                .iter()
+                .position(|p| p.req == req && p.kind == Expect::Replica)
+            else {
+                continue;
+            };
             if pos == 0 && b.replica_full {
                 continue;
             }
@@ -190,7 +206,11 @@ impl Session {
 
     /// Turns a routing failure into a target, the end of the session (with a clear message,
     /// then `None`), or an error.
-    pub(super) fn target_or_fail(&mut self, t: Result<usize, NoTarget>, cmd: u8) -> Result<Option<usize>, String> {
+    pub(super) fn target_or_fail(
+        &mut self,
+        t: Result<usize, NoTarget>,
+        cmd: u8,
+    ) -> Result<Option<usize>, String> {
         match t {
             Ok(i) => Ok(Some(i)),
             Err(NoTarget::Lost(servers)) => {
@@ -200,13 +220,26 @@ impl Session {
                 let why: Vec<String> = servers
                     .iter()
                     .filter_map(|s| self.backends.iter().position(|b| &b.name == s))
-                    .map(|i| format!("'{}' is not available ({})", self.backends[i].name, self.why_unavailable(i)))
+                    .map(|i| {
+                        format!(
+                            "'{}' is not available ({})",
+                            self.backends[i].name,
+                            self.why_unavailable(i)
+                        )
+                    })
                     .collect();
-                let msg = format!("Could not find valid server for {}: {}", command_name(cmd), why.join(", "));
+                let msg = format!(
+                    "Could not find valid server for {}: {}",
+                    command_name(cmd),
+                    why.join(", ")
+                );
                 let _ = self.end(msg);
                 Ok(None)
             }
-            Err(NoTarget::None) => Err(format!("Could not find valid server for {}, closing connection.", command_name(cmd))),
+            Err(NoTarget::None) => Err(format!(
+                "Could not find valid server for {}, closing connection.",
+                command_name(cmd)
+            )),
         }
     }
 
@@ -216,11 +249,20 @@ impl Session {
     /// database, which this router applies itself, follows the history.
     pub(super) fn reconnect(&mut self, servers: &[String]) -> Option<usize> {
         for name in servers {
-            let Some(i) = self.backends.iter().position(|b| &b.name == name && !b.in_use) else { continue };
+            let Some(i) = self
+                .backends
+                .iter()
+                .position(|b| &b.name == name && !b.in_use)
+            else {
+                continue;
+            };
             if !self.can_reopen(i) || !self.host.connect(self.backends[i].endpoint) {
                 continue;
             }
-            log_info!("session {}: reconnected to '{name}', the session's history is replayed on it", self.id);
+            log_info!(
+                "session {}: reconnected to '{name}', the session's history is replayed on it",
+                self.id
+            );
             self.set_in_use(i, true);
             let b = &mut self.backends[i];
             b.reconnected = true;
@@ -249,7 +291,10 @@ impl Session {
     }
 
     pub(super) fn fail_request(&mut self, cmd: u8, why: &str) -> Result<(), String> {
-        let _ = self.end(format!("Could not find valid server for {}: {why}", command_name(cmd)));
+        let _ = self.end(format!(
+            "Could not find valid server for {}: {why}",
+            command_name(cmd)
+        ));
         Ok(())
     }
 }

@@ -13,7 +13,11 @@ impl Session {
     /// from the cache at the next request), the current database the one the client named.
     pub(super) fn changed_user(&mut self, user: String, db: String) {
         self.release_claim();
-        log_info!("session {}: user changed from '{}' to '{user}': mapping with the new user's view", self.id, self.user);
+        log_info!(
+            "session {}: user changed from '{}' to '{user}': mapping with the new user's view",
+            self.id,
+            self.user
+        );
         self.user = user;
         self.map = Arc::new(ShardMap::default());
         self.current_db = db;
@@ -25,7 +29,10 @@ impl Session {
     /// routable at once, here and in new sessions (the native router waits for
     /// `refresh_interval`).
     pub(super) fn schema_changed(&mut self) {
-        log_info!("session {}: databases or tables changed: the shard maps are invalidated", self.id);
+        log_info!(
+            "session {}: databases or tables changed: the shard maps are invalidated",
+            self.id
+        );
         self.shared.cache.invalidate();
         self.release_claim();
         self.state = State::Fresh;
@@ -43,7 +50,11 @@ impl Session {
         // The servers in use now: one lost before mapping is not part of the map.
         self.key = session_key(&self.user, &self.backends);
         let cfg = self.cfg.clone();
-        match self.shared.cache.lookup(&self.key, cfg.refresh_interval, cfg.max_staleness) {
+        match self
+            .shared
+            .cache
+            .lookup(&self.key, cfg.refresh_interval, cfg.max_staleness)
+        {
             Lookup::Hit(map, t) | Lookup::Stale(map, t) => {
                 self.map = map;
                 self.map_time = t;
@@ -70,14 +81,21 @@ impl Session {
         self.mapping_left = sent;
         if sent == 0 {
             // MXS-5152: with nothing sent, waiting would be forever.
-            log_error!("session {}: the mapping query could not be sent to any server", self.id);
+            log_error!(
+                "session {}: the mapping query could not be sent to any server",
+                self.id
+            );
             self.kill("Failed to map any of the databases");
         }
     }
 
     pub(super) fn mapping_done(&mut self, i: usize, error: Option<String>) {
         if let Some(e) = error {
-            log_warning!("session {}: mapping query returned an error on '{}'; ignoring server: {e}", self.id, self.backends[i].name);
+            log_warning!(
+                "session {}: mapping query returned an error on '{}'; ignoring server: {e}",
+                self.id,
+                self.backends[i].name
+            );
         }
         self.mapping_left = self.mapping_left.saturating_sub(1);
         if self.mapping_left > 0 || self.state != State::Mapping {
@@ -88,7 +106,13 @@ impl Session {
         if !dups.is_empty() {
             for d in &dups {
                 let servers: Vec<String> = d.servers.iter().map(|s| format!("'{s}'")).collect();
-                log_error!("'{}' found on servers {} for user '{}'@'{}'.", d.name, servers.join(","), self.user, self.client_host);
+                log_error!(
+                    "'{}' found on servers {} for user '{}'@'{}'.",
+                    d.name,
+                    servers.join(","),
+                    self.user,
+                    self.client_host
+                );
             }
             log_error!("Duplicate tables found, closing session.");
             self.kill("Error: duplicate tables found on two different shards.");
@@ -103,10 +127,15 @@ impl Session {
         let map = Arc::new(map);
         if self.mapping_partial {
             // A server lost while mapping has its part missing: other sessions must not get it.
-            log_warning!("session {}: a server was lost while mapping: the map is used by this session only", self.id);
+            log_warning!(
+                "session {}: a server was lost while mapping: the map is used by this session only",
+                self.id
+            );
             self.release_claim();
         } else {
-            self.shared.cache.publish(&self.key, map.clone(), self.mapping_started, self.claimed);
+            self.shared
+                .cache
+                .publish(&self.key, map.clone(), self.mapping_started, self.claimed);
             self.claimed = false;
         }
         self.map = map;
@@ -132,7 +161,10 @@ impl Session {
             if self.cfg.debug {
                 msg.push_str(&format!(" ([{}]: DB not found on connect)", self.id));
             }
-            log_info!("session {}: connecting to a non-existent database '{db}'", self.id);
+            log_info!(
+                "session {}: connecting to a non-existent database '{db}'",
+                self.id
+            );
             self.kill(&msg);
             return;
         }

@@ -59,13 +59,20 @@ fn info_union(q: &InfoQuery, sql: &str) -> (Option<String>, Mode) {
     // The select list cannot name its own aliases: those are found in the result by name,
     // and an expression using one is not added (the merge then keeps the shards' order).
     let uses_alias = |text: &str| {
-        let words: Vec<String> = text.split(|c: char| !(c.is_alphanumeric() || c == '_')).map(str::to_ascii_lowercase).collect();
-        q.aliases.iter().any(|a| words.contains(&a.to_ascii_lowercase()))
+        let words: Vec<String> = text
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        q.aliases
+            .iter()
+            .any(|a| words.contains(&a.to_ascii_lowercase()))
     };
     for o in &q.order {
         let r = match &o.key {
             OrderKey::Position(n) => ColRef::At(n.saturating_sub(1)),
-            OrderKey::Name(n) if q.aliases.iter().any(|a| a.eq_ignore_ascii_case(n)) => ColRef::Name(n.clone()),
+            OrderKey::Name(n) if q.aliases.iter().any(|a| a.eq_ignore_ascii_case(n)) => {
+                ColRef::Name(n.clone())
+            }
             _ if can_add && !uses_alias(&o.text) => {
                 added.push(o.text.clone());
                 ColRef::Added(added.len() - 1)
@@ -78,26 +85,42 @@ fn info_union(q: &InfoQuery, sql: &str) -> (Option<String>, Mode) {
     let mut text = sql.to_string();
     let mut changed = false;
     if let Some(l) = q.limit.as_ref().filter(|l| l.offset > 0) {
-        text.replace_range(l.span.0..l.span.1, &format!("LIMIT {}", l.offset.saturating_add(l.count)));
+        text.replace_range(
+            l.span.0..l.span.1,
+            &format!("LIMIT {}", l.offset.saturating_add(l.count)),
+        );
         changed = true;
     }
     if let (false, Some(at)) = (added.is_empty(), q.from_at) {
         text.insert_str(at, &format!(", {} ", added.join(", ")));
         changed = true;
     }
-    let mode = Mode::Union { dedup, order, limit: q.limit.as_ref().map(|l| (l.offset, l.count)), added: added.len() };
+    let mode = Mode::Union {
+        dedup,
+        order,
+        limit: q.limit.as_ref().map(|l| (l.offset, l.count)),
+        added: added.len(),
+    };
     (changed.then_some(text), mode)
 }
 
 impl Session {
     /// Server names in the service's order, of those in `names`.
     fn ordered(&self, names: &[String]) -> Vec<String> {
-        self.server_order.iter().filter(|s| names.contains(s)).cloned().collect()
+        self.server_order
+            .iter()
+            .filter(|s| names.contains(s))
+            .cloned()
+            .collect()
     }
 
     /// Every server where this session's user sees something.
     fn mapped_servers(&self) -> Vec<String> {
-        self.server_order.iter().filter(|s| self.map.has_server(s)).cloned().collect()
+        self.server_order
+            .iter()
+            .filter(|s| self.map.has_server(s))
+            .cloned()
+            .collect()
     }
 
     fn db_or_current(&self, db: &Option<String>) -> String {
@@ -107,7 +130,11 @@ impl Session {
     /// How a statement is answered by several shards, if it is.
     pub(super) fn merge_plan(&self, kind: &Kind, sql: &str) -> Option<Plan> {
         let union_of = |names: Vec<String>, mode: Mode| -> Option<Plan> {
-            (names.len() > 1).then(|| Plan { targets: names.into_iter().map(|n| (n, None)).collect(), mode, locks: None })
+            (names.len() > 1).then(|| Plan {
+                targets: names.into_iter().map(|n| (n, None)).collect(),
+                mode,
+                locks: None,
+            })
         };
         match kind {
             Kind::ShowListing { db } => {
@@ -131,9 +158,21 @@ impl Session {
             Kind::InfoSchema(q) => self.info_plan(q, sql),
             Kind::LockTables(items) => Some(self.lock_plan(items)),
             Kind::Broadcast => {
-                let targets = self.backends.iter().filter(|b| b.in_use).map(|b| (b.name.clone(), None)).collect();
-                let unlock = sql.trim_start().get(..6).is_some_and(|w| w.eq_ignore_ascii_case("unlock"));
-                Some(Plan { targets, mode: Mode::AllOk, locks: unlock.then(Vec::new) })
+                let targets = self
+                    .backends
+                    .iter()
+                    .filter(|b| b.in_use)
+                    .map(|b| (b.name.clone(), None))
+                    .collect();
+                let unlock = sql
+                    .trim_start()
+                    .get(..6)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("unlock"));
+                Some(Plan {
+                    targets,
+                    mode: Mode::AllOk,
+                    locks: unlock.then(Vec::new),
+                })
             }
             _ => None,
         }
@@ -144,14 +183,25 @@ impl Session {
         let schemas: Vec<String> = q
             .schemas
             .iter()
-            .filter_map(|s| s.clone().or_else(|| (!self.current_db.is_empty()).then(|| self.current_db.clone())))
+            .filter_map(|s| {
+                s.clone()
+                    .or_else(|| (!self.current_db.is_empty()).then(|| self.current_db.clone()))
+            })
             .filter(|s| !SYSTEM.iter().any(|x| x.eq_ignore_ascii_case(s)))
             .collect();
         let mut names: Vec<String> = Vec::new();
         if !schemas.is_empty() {
             for s in &schemas {
-                let found: Vec<String> = q.tables.iter().flat_map(|t| self.map.locations(s, t).to_vec()).collect();
-                names.extend(if found.is_empty() { self.map.db_servers(s) } else { found });
+                let found: Vec<String> = q
+                    .tables
+                    .iter()
+                    .flat_map(|t| self.map.locations(s, t).to_vec())
+                    .collect();
+                names.extend(if found.is_empty() {
+                    self.map.db_servers(s)
+                } else {
+                    found
+                });
             }
         } else if !q.schemas.is_empty() {
             // Only system schemas, or DATABASE() without a current database: one server
@@ -162,14 +212,22 @@ impl Session {
         }
         let names = self.ordered(&names);
         if names.len() == 1 {
-            return Some(Plan { targets: vec![(names[0].clone(), None)], mode: Mode::FirstSuccess, locks: None });
+            return Some(Plan {
+                targets: vec![(names[0].clone(), None)],
+                mode: Mode::FirstSuccess,
+                locks: None,
+            });
         }
         if names.len() < 2 || !q.mergeable {
             return None;
         }
         let (sql, mode) = info_union(q, sql);
         let packet = (sql.is_some()).then(|| query_packet(sql.as_deref().unwrap_or_default()));
-        Some(Plan { targets: names.into_iter().map(|n| (n, packet.clone())).collect(), mode, locks: None })
+        Some(Plan {
+            targets: names.into_iter().map(|n| (n, packet.clone())).collect(),
+            mode,
+            locks: None,
+        })
     }
 
     /// LOCK TABLES: each shard gets the items of its own tables; a shard that holds locks
@@ -184,7 +242,12 @@ impl Session {
                 locs = self.map.db_servers(&db).into_iter().take(1).collect();
             }
             if locs.is_empty() {
-                locs = self.decide(|v| v.any()).ok().map(|i| self.backends[i].name.clone()).into_iter().collect();
+                locs = self
+                    .decide(|v| v.any())
+                    .ok()
+                    .map(|i| self.backends[i].name.clone())
+                    .into_iter()
+                    .collect();
             }
             for l in locs {
                 match per.iter_mut().find(|(n, _)| *n == l) {
@@ -197,26 +260,41 @@ impl Session {
         let mut targets: Vec<(String, Option<Vec<u8>>)> = Vec::new();
         for name in self.ordered(&locks) {
             let list = &per.iter().find(|(n, _)| *n == name).expect("listed").1;
-            targets.push((name, Some(query_packet(&format!("LOCK TABLES {}", list.join(", "))))));
+            targets.push((
+                name,
+                Some(query_packet(&format!("LOCK TABLES {}", list.join(", ")))),
+            ));
         }
-        for b in self.backends.iter().filter(|b| b.locked && b.in_use && !locks.contains(&b.name)) {
+        for b in self
+            .backends
+            .iter()
+            .filter(|b| b.locked && b.in_use && !locks.contains(&b.name))
+        {
             targets.push((b.name.clone(), Some(query_packet("UNLOCK TABLES"))));
         }
         targets.sort_by_key(|(n, _)| self.server_order.iter().position(|s| s == n));
-        Plan { targets, mode: Mode::AllOk, locks: Some(locks) }
+        Plan {
+            targets,
+            mode: Mode::AllOk,
+            locks: Some(locks),
+        }
     }
 
     /// Sends a planned statement; shards lost earlier are opened again first.
     pub(super) fn run_merged(&mut self, q: Queued, plan: Plan) -> Result<(), String> {
         let mut sends = Vec::new();
         for (name, packet) in plan.targets {
-            let Some(i) = self.backends.iter().position(|b| b.name == name) else { continue };
+            let Some(i) = self.backends.iter().position(|b| b.name == name) else {
+                continue;
+            };
             if !self.backends[i].in_use && self.reconnect(std::slice::from_ref(&name)) != Some(i) {
                 let why = self.why_unavailable(i);
                 return self.reply_error(
                     1927,
                     "70100",
-                    &format!("'{name}' is not available ({why}): the merged result would be incomplete"),
+                    &format!(
+                        "'{name}' is not available ({why}): the merged result would be incomplete"
+                    ),
                 );
             }
             sends.push((i, packet));
@@ -230,7 +308,10 @@ impl Session {
         self.gathering.clear();
         self.gather_left = 0;
         for (i, packet) in sends {
-            self.backends[i].gathered = Part { server: self.backends[i].name.clone(), ..Part::default() };
+            self.backends[i].gathered = Part {
+                server: self.backends[i].name.clone(),
+                ..Part::default()
+            };
             self.gathering.push(i);
             let packet = packet.unwrap_or_else(|| q.packet.clone());
             if self.write(i, &packet, q.id, super::Expect::Gather) {
@@ -243,8 +324,14 @@ impl Session {
             }
         }
         self.gather_mode = Some(plan.mode);
-        self.lock_set =
-            plan.locks.map(|names| self.backends.iter().enumerate().filter(|(_, b)| names.contains(&b.name)).map(|(i, _)| i).collect());
+        self.lock_set = plan.locks.map(|names| {
+            self.backends
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| names.contains(&b.name))
+                .map(|(i, _)| i)
+                .collect()
+        });
         self.busy = true;
         if self.gather_left == 0 {
             self.gather_left = 1;
@@ -263,8 +350,10 @@ impl Session {
             return Ok(());
         }
         let mode = self.gather_mode.take().expect("checked");
-        let parts: Vec<Part> =
-            std::mem::take(&mut self.gathering).into_iter().map(|i| std::mem::take(&mut self.backends[i].gathered)).collect();
+        let parts: Vec<Part> = std::mem::take(&mut self.gathering)
+            .into_iter()
+            .map(|i| std::mem::take(&mut self.backends[i].gathered))
+            .collect();
         let out = merge(&parts, &mode, self.deprecate_eof);
         let ok = out.get(4) != Some(&0xFF);
         if let Some(set) = self.lock_set.take() {
@@ -303,15 +392,27 @@ mod tests {
         };
         assert_eq!(mode, want);
         // An alias is found in the result; DISTINCT is merged as whole rows, unchanged.
-        let (sql, mode) = plan("SELECT table_name AS n FROM information_schema.tables t ORDER BY n");
+        let (sql, mode) =
+            plan("SELECT table_name AS n FROM information_schema.tables t ORDER BY n");
         assert_eq!(
             sql.as_deref(),
             Some("SELECT table_name AS n , `t`.TABLE_SCHEMA, `t`.TABLE_NAME FROM information_schema.tables t ORDER BY n")
         );
-        assert!(matches!(mode, Mode::Union { ref order, .. } if order == &vec![(ColRef::Name("n".into()), false)]));
-        let (sql, mode) = plan("SELECT DISTINCT table_schema FROM information_schema.tables LIMIT 3");
+        assert!(
+            matches!(mode, Mode::Union { ref order, .. } if order == &vec![(ColRef::Name("n".into()), false)])
+        );
+        let (sql, mode) =
+            plan("SELECT DISTINCT table_schema FROM information_schema.tables LIMIT 3");
         assert_eq!(sql, None);
-        assert!(matches!(mode, Mode::Union { dedup: Dedup::WholeRow, added: 0, limit: Some((0, 3)), .. }));
+        assert!(matches!(
+            mode,
+            Mode::Union {
+                dedup: Dedup::WholeRow,
+                added: 0,
+                limit: Some((0, 3)),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -211,7 +211,11 @@ fn change_user_target(p: &[u8]) -> Option<(String, String)> {
 
 /// The cache key of a session: its user and the servers it is connected to.
 fn session_key(user: &str, backends: &[Backend]) -> String {
-    let names: Vec<String> = backends.iter().filter(|b| b.in_use).map(|b| b.name.clone()).collect();
+    let names: Vec<String> = backends
+        .iter()
+        .filter(|b| b.in_use)
+        .map(|b| b.name.clone())
+        .collect();
     cache_key(user, &names)
 }
 
@@ -229,11 +233,19 @@ fn payload_str(p: &[u8]) -> String {
 }
 
 fn no_names() -> Analysis {
-    Analysis { kinds: vec![], tables: vec![], databases: vec![] }
+    Analysis {
+        kinds: vec![],
+        tables: vec![],
+        databases: vec![],
+    }
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, host: SessionHost, info: SessionInfo) -> Result<Self, String> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        host: SessionHost,
+        info: SessionInfo,
+    ) -> Result<Self, String> {
         let cfg = shared.config();
         let connect_db = (!info.default_db.is_empty()).then(|| info.default_db.clone());
         if connect_db.is_some() {
@@ -264,7 +276,10 @@ impl Session {
             key,
             deprecate_eof,
             server_order: backends.iter().map(|b: &Backend| b.name.clone()).collect(),
-            view_servers: backends.iter().map(|b: &Backend| (b.name.clone(), b.in_use)).collect(),
+            view_servers: backends
+                .iter()
+                .map(|b: &Backend| (b.name.clone(), b.in_use))
+                .collect(),
             backends,
             state: State::Fresh,
             map: Arc::new(ShardMap::default()),
@@ -327,7 +342,12 @@ impl Session {
     /// Makes backend `i`'s entry for the request in flight the one the client gets.
     fn make_replier(&mut self, i: usize) {
         let req = self.req;
-        if let Some(p) = self.backends[i].pending.iter_mut().rev().find(|p| p.req == req) {
+        if let Some(p) = self.backends[i]
+            .pending
+            .iter_mut()
+            .rev()
+            .find(|p| p.req == req)
+        {
             p.kind = Expect::Client;
         }
     }
@@ -351,7 +371,13 @@ impl Session {
 
     /// The client's reply from backend `i` is complete (`out`: its last bytes): what it
     /// confirms takes effect, and the next request may go.
-    fn complete_client(&mut self, i: usize, out: &[u8], ok: bool, status: u16) -> Result<(), String> {
+    fn complete_client(
+        &mut self,
+        i: usize,
+        out: &[u8],
+        ok: bool,
+        status: u16,
+    ) -> Result<(), String> {
         if self.load_target == Some(i) {
             self.load_target = None;
         }
@@ -390,7 +416,11 @@ impl Session {
         self.release_claim();
         match request {
             Some(seq) if !msg.is_empty() => {
-                self.host.reply(None, &err_packet(seq.wrapping_add(1), 1927, "70100", msg), true);
+                self.host.reply(
+                    None,
+                    &err_packet(seq.wrapping_add(1), 1927, "70100", msg),
+                    true,
+                );
                 self.host.kill("");
             }
             _ => self.host.kill(msg),
@@ -444,14 +474,24 @@ impl Session {
     }
 
     fn route(&mut self, q: Queued) -> Result<(), String> {
-        let seq = packet::single(&q.packet).map_err(|e| format!("client sent a {e}"))?.seq;
+        let seq = packet::single(&q.packet)
+            .map_err(|e| format!("client sent a {e}"))?
+            .seq;
         let Some(&cmd) = q.packet.get(4) else {
-            return self.reply_client(&err_packet(seq.wrapping_add(1), 1835, "08S01", "Malformed communication packet"));
+            return self.reply_client(&err_packet(
+                seq.wrapping_add(1),
+                1835,
+                "08S01",
+                "Malformed communication packet",
+            ));
         };
         // The packet moves on with `q`: what is read of it is copied out first (the SQL text
         // only for the commands that carry it).
         let text = || payload_str(&q.packet[5..]);
-        let stmt_id = q.packet.get(5..9).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let stmt_id = q
+            .packet
+            .get(5..9)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         let hint_owned = q.hint.clone();
         let hint = hint_owned.as_deref();
         match cmd {
@@ -477,7 +517,12 @@ impl Session {
                 self.last_prepare = t;
                 self.single(q, t)
             }
-            COM_STMT_EXECUTE | COM_STMT_FETCH | COM_STMT_RESET | COM_STMT_SEND_LONG_DATA | COM_STMT_BULK_EXECUTE | COM_STMT_CLOSE => {
+            COM_STMT_EXECUTE
+            | COM_STMT_FETCH
+            | COM_STMT_RESET
+            | COM_STMT_SEND_LONG_DATA
+            | COM_STMT_BULK_EXECUTE
+            | COM_STMT_CLOSE => {
                 let known = match stmt_id {
                     Some(0xFFFF_FFFF) => self.last_prepare,
                     Some(id) if cmd == COM_STMT_CLOSE => self.ps_bin.remove(&id),
@@ -490,7 +535,10 @@ impl Session {
                         None => {
                             return self.fail_request(
                                 cmd,
-                                &format!("the server that prepared the statement ('{}') is gone", self.backends[i].name),
+                                &format!(
+                                    "the server that prepared the statement ('{}') is gone",
+                                    self.backends[i].name
+                                ),
                             )
                         }
                     },
@@ -522,7 +570,14 @@ impl Session {
         }
     }
 
-    fn route_query_text(&mut self, q: Queued, cmd: u8, sql: &str, a: &Analysis, hint: Option<&str>) -> Result<(), String> {
+    fn route_query_text(
+        &mut self,
+        q: Queued,
+        cmd: u8,
+        sql: &str,
+        a: &Analysis,
+        hint: Option<&str>,
+    ) -> Result<(), String> {
         self.pending_schema_change = a.kinds.contains(&Kind::SchemaChange);
         let kind = a.kind();
         if hint.is_none() {
@@ -542,8 +597,18 @@ impl Session {
                 self.reply_client(&text_resultset(&["Database"], &rows, 0, self.deprecate_eof))
             }
             Kind::ShowShards => {
-                let rows: Vec<Vec<Option<String>>> = self.map.shard_rows().into_iter().map(|(n, s)| vec![Some(n), Some(s)]).collect();
-                self.reply_client(&text_resultset(&["Database", "Server"], &rows, 0, self.deprecate_eof))
+                let rows: Vec<Vec<Option<String>>> = self
+                    .map
+                    .shard_rows()
+                    .into_iter()
+                    .map(|(n, s)| vec![Some(n), Some(s)])
+                    .collect();
+                self.reply_client(&text_resultset(
+                    &["Database", "Server"],
+                    &rows,
+                    0,
+                    self.deprecate_eof,
+                ))
             }
             Kind::Use(db) if hint.is_none() => self.change_db(q, db),
             Kind::Session => self.send_to_all(q),
@@ -566,7 +631,13 @@ impl Session {
                 let t = match known.map(|i| (i, self.reopened(i))) {
                     Some((_, Some(i))) => Some(i),
                     Some((i, None)) => {
-                        return self.fail_request(cmd, &format!("the server that prepared '{name}' ('{}') is gone", self.backends[i].name))
+                        return self.fail_request(
+                            cmd,
+                            &format!(
+                                "the server that prepared '{name}' ('{}') is gone",
+                                self.backends[i].name
+                            ),
+                        )
                     }
                     None => {
                         let t = self.decide(|v| v.query_target(a, hint));
@@ -595,7 +666,11 @@ impl Session {
         let cmd = q.packet.get(4).copied().unwrap_or(0);
         if !self.write(t, &q.packet, q.id, Expect::Client) {
             // Its connection is gone: settle that, then route again (reconnecting if it can).
-            log_warning!("session {}: write to '{}' failed", self.id, self.backends[t].name);
+            log_warning!(
+                "session {}: write to '{}' failed",
+                self.id,
+                self.backends[t].name
+            );
             if let Some(f) = self.lose(t, "write failed") {
                 return self.end(f);
             }
@@ -613,19 +688,30 @@ impl Session {
 
     /// Writes `q` to each of `targets` as a copy; the first that took it is the replier,
     /// unless `preferred` took it. Returns the backends written to.
-    fn write_copies(&mut self, q: &Queued, targets: &[usize], preferred: Option<usize>) -> Result<Vec<usize>, String> {
+    fn write_copies(
+        &mut self,
+        q: &Queued,
+        targets: &[usize],
+        preferred: Option<usize>,
+    ) -> Result<Vec<usize>, String> {
         let mut written = Vec::new();
         for &i in targets {
             if self.write(i, &q.packet, q.id, Expect::Replica) {
                 written.push(i);
             } else if self.backends[i].in_use {
-                log_warning!("session {}: failed to execute session command in '{}'", self.id, self.backends[i].name);
+                log_warning!(
+                    "session {}: failed to execute session command in '{}'",
+                    self.id,
+                    self.backends[i].name
+                );
                 if let Some(f) = self.lose(i, "write failed") {
                     return Err(f);
                 }
             }
         }
-        let replier = preferred.filter(|p| written.contains(p)).or(written.first().copied());
+        let replier = preferred
+            .filter(|p| written.contains(p))
+            .or(written.first().copied());
         if let Some(r) = replier {
             self.make_replier(r);
         }
@@ -637,7 +723,9 @@ impl Session {
     fn send_to_all(&mut self, q: Queued) -> Result<(), String> {
         let preferred = self.decide(|v| v.any()).ok();
         let cmd = q.packet.get(4).copied().unwrap_or(0);
-        let all: Vec<usize> = (0..self.backends.len()).filter(|&i| self.backends[i].in_use).collect();
+        let all: Vec<usize> = (0..self.backends.len())
+            .filter(|&i| self.backends[i].in_use)
+            .collect();
         let written = match self.write_copies(&q, &all, preferred) {
             Ok(w) => w,
             Err(f) => return self.end(f),
@@ -658,12 +746,16 @@ impl Session {
     /// USE / COM_INIT_DB: to every server holding the database, the first answers.
     fn change_db(&mut self, q: Queued, db: String) -> Result<(), String> {
         let names = self.map.db_servers(&db);
-        let holders: Vec<usize> =
-            (0..self.backends.len()).filter(|&i| self.backends[i].in_use && names.contains(&self.backends[i].name)).collect();
+        let holders: Vec<usize> = (0..self.backends.len())
+            .filter(|&i| self.backends[i].in_use && names.contains(&self.backends[i].name))
+            .collect();
         if holders.is_empty() {
             let stale = self.map_time.elapsed() > self.cfg.refresh_interval;
             if self.cfg.refresh_databases && stale && !self.remapped_for_use {
-                log_info!("session {}: '{db}' is not in the map, which is stale: mapping again", self.id);
+                log_info!(
+                    "session {}: '{db}' is not in the map, which is stale: mapping again",
+                    self.id
+                );
                 self.remapped_for_use = true;
                 self.queue.push_front(q);
                 self.start_mapping(false);
@@ -677,7 +769,10 @@ impl Session {
                 }
                 return self.change_db(q, db);
             }
-            log_info!("session {}: client is trying to use an unknown database '{db}'", self.id);
+            log_info!(
+                "session {}: client is trying to use an unknown database '{db}'",
+                self.id
+            );
             // One server answers (normally "Unknown database"); the current database stays.
             let t = self.decide(|v| v.any());
             let t = self.target_or_fail(t, COM_INIT_DB)?;
@@ -708,7 +803,10 @@ impl RouterSession for Session {
         // LOCAL INFILE data and the rest of 16 MiB+ requests belong to the request in flight.
         if let Some(t) = self.load_target {
             let last = packet.len() <= 4;
-            if !self.host.write_with_id(self.backends[t].endpoint, packet, id) {
+            if !self
+                .host
+                .write_with_id(self.backends[t].endpoint, packet, id)
+            {
                 let name = self.backends[t].name.clone();
                 return self.end(format!("LOAD DATA LOCAL INFILE: write to '{name}' failed"));
             }
@@ -720,7 +818,8 @@ impl RouterSession for Session {
         if let Some(targets) = self.continuation.take() {
             for &t in &targets {
                 if self.backends[t].in_use {
-                    self.host.write_with_id(self.backends[t].endpoint, packet, id);
+                    self.host
+                        .write_with_id(self.backends[t].endpoint, packet, id);
                 }
             }
             if packet.len().saturating_sub(4) == MAX_PAYLOAD {
@@ -729,12 +828,18 @@ impl RouterSession for Session {
             return Ok(());
         }
         let hint = self.host.route_hint();
-        self.queue.push_back(Queued { packet: packet.to_vec(), id, hint });
+        self.queue.push_back(Queued {
+            packet: packet.to_vec(),
+            id,
+            hint,
+        });
         self.drain()
     }
 
     fn client_reply(&mut self, endpoint: usize, data: &[u8]) -> Result<(), String> {
-        let Some(i) = self.backends.iter().position(|b| b.endpoint == endpoint) else { return Ok(()) };
+        let Some(i) = self.backends.iter().position(|b| b.endpoint == endpoint) else {
+            return Ok(());
+        };
         if !self.backends[i].in_use || self.state == State::Failed {
             return Ok(());
         }
@@ -745,7 +850,9 @@ impl RouterSession for Session {
     }
 
     fn handle_error(&mut self, endpoint: usize, message: &str) -> bool {
-        let Some(i) = self.backends.iter().position(|b| b.endpoint == endpoint) else { return true };
+        let Some(i) = self.backends.iter().position(|b| b.endpoint == endpoint) else {
+            return true;
+        };
         self.backend_failed(i, message)
     }
 
@@ -771,8 +878,15 @@ mod tests {
         p.extend_from_slice(&[1, 2, 3]);
         p.extend_from_slice(b"shop\0\x21\x00mysql_native_password\0");
         assert_eq!(change_user_target(&p), Some(("bob".into(), "shop".into())));
-        assert_eq!(change_user_target(b"bob\0\0"), Some(("bob".into(), "".into())));
+        assert_eq!(
+            change_user_target(b"bob\0\0"),
+            Some(("bob".into(), "".into()))
+        );
         assert_eq!(change_user_target(b"bob"), None);
-        assert_eq!(change_user_target(b"bob\0\x09ab"), None, "auth data longer than the packet");
+        assert_eq!(
+            change_user_target(b"bob\0\x09ab"),
+            None,
+            "auth data longer than the packet"
+        );
     }
 }

@@ -23,31 +23,58 @@ impl Session {
         for p in Packets::new(data) {
             let p = match p {
                 Ok(p) => p,
-                Err(e) => return self.lose(i, &format!("malformed reply: {e}")).map_or(Ok(()), Err),
+                Err(e) => {
+                    return self
+                        .lose(i, &format!("malformed reply: {e}"))
+                        .map_or(Ok(()), Err)
+                }
             };
             let b = &mut self.backends[i];
             b.answered = true;
             let Some(&front) = b.pending.front() else {
                 match ReplyError::parse(p.payload) {
-                    Some(e) => log_warning!("session {}: '{}' sent an unsolicited error: {e}", self.id, b.name),
-                    None => log_info!("session {}: '{}' sent an unsolicited packet", self.id, b.name),
+                    Some(e) => log_warning!(
+                        "session {}: '{}' sent an unsolicited error: {e}",
+                        self.id,
+                        b.name
+                    ),
+                    None => log_info!(
+                        "session {}: '{}' sent an unsolicited packet",
+                        self.id,
+                        b.name
+                    ),
                 }
                 continue;
             };
             let before = b.tracker.state();
             if let Err(v) = b.tracker.feed(&p) {
-                log_error!("session {}: protocol error in the reply of '{}': {v}", self.id, b.name);
+                log_error!(
+                    "session {}: protocol error in the reply of '{}': {v}",
+                    self.id,
+                    b.name
+                );
                 // What this chunk held for the client is not sent: the connection is lost
                 // as a whole, and another shard may answer instead.
-                return self.lose(i, &format!("protocol error: {v}")).map_or(Ok(()), Err);
+                return self
+                    .lose(i, &format!("protocol error: {v}"))
+                    .map_or(Ok(()), Err);
             }
             let at = packets_offset(data, &p);
             let raw = &data[at..at + 4 + p.payload.len()];
             match front.kind {
                 Expect::Client => {
                     out = Some((out.map_or(at, |o| o.0), at + raw.len()));
-                    if front.cmd == COM_STMT_PREPARE && before == ReplyState::Start && p.first() == Some(0x00) && p.payload.len() >= 5 {
-                        let id = u32::from_le_bytes([p.payload[1], p.payload[2], p.payload[3], p.payload[4]]);
+                    if front.cmd == COM_STMT_PREPARE
+                        && before == ReplyState::Start
+                        && p.first() == Some(0x00)
+                        && p.payload.len() >= 5
+                    {
+                        let id = u32::from_le_bytes([
+                            p.payload[1],
+                            p.payload[2],
+                            p.payload[3],
+                            p.payload[4],
+                        ]);
                         self.ps_bin.insert(id, i);
                         self.last_prepare = Some(i);
                     }
@@ -65,7 +92,9 @@ impl Session {
                         if let Some(v) = text_row(p.payload) {
                             if let (Some(Some(db)), Some(t)) = (v.first(), v.get(1)) {
                                 let db = String::from_utf8_lossy(db).into_owned();
-                                let t = t.map(|t| String::from_utf8_lossy(t).into_owned()).unwrap_or_default();
+                                let t = t
+                                    .map(|t| String::from_utf8_lossy(t).into_owned())
+                                    .unwrap_or_default();
                                 let name = b.name.clone();
                                 self.building.add(&db, &t, &name, &self.server_order);
                             }
@@ -106,7 +135,8 @@ impl Session {
                 b.tracker.start(next.cmd);
             }
             // Work done inside the client's transaction (not its BEGIN or a SET on every shard).
-            b.trx_work = status & IN_TRANS != 0 && (b.trx_work || front.kind == Expect::Client && !self.broadcast);
+            b.trx_work = status & IN_TRANS != 0
+                && (b.trx_work || front.kind == Expect::Client && !self.broadcast);
             match front.kind {
                 Expect::Client => {
                     let part = out.take().map_or(&[][..], |(a, b)| &data[a..b]);
@@ -123,7 +153,11 @@ impl Session {
                 Expect::Mapping => self.mapping_done(i, error),
                 Expect::InitDb => {
                     if let Some(e) = error {
-                        log_warning!("session {}: '{}' refused the connect-time database: {e}", self.id, self.backends[i].name);
+                        log_warning!(
+                            "session {}: '{}' refused the connect-time database: {e}",
+                            self.id,
+                            self.backends[i].name
+                        );
                     }
                     self.init_db_done()
                 }
@@ -132,7 +166,10 @@ impl Session {
         }
         if let Some((a, b)) = out {
             self.answering = None;
-            if !self.host.reply(Some(self.backends[i].endpoint), &data[a..b], false) {
+            if !self
+                .host
+                .reply(Some(self.backends[i].endpoint), &data[a..b], false)
+            {
                 return Err("cannot write to the client".into());
             }
         }

@@ -99,7 +99,11 @@ const NOT_ALIAS: &[&str] = &[
 
 fn is_schema_col(c: &str) -> bool {
     let c = c.to_ascii_lowercase();
-    c == "schema_name" || c == "db" || (c.ends_with("_schema") && !c.starts_with("referenced_") && !c.starts_with("unique_constraint_"))
+    c == "schema_name"
+        || c == "db"
+        || (c.ends_with("_schema")
+            && !c.starts_with("referenced_")
+            && !c.starts_with("unique_constraint_"))
 }
 
 fn is_table_col(c: &str) -> bool {
@@ -148,7 +152,10 @@ pub fn compared_values(t: &[Tok], col: fn(&str) -> bool) -> Vec<Option<String>> 
             if let Some(v) = value_at(t, next + 1) {
                 out.push(v);
             }
-        } else if t.get(next).is_some_and(|x| x.is("in")) && !negated && t.get(next + 1).is_some_and(|x| x.is_punct('(')) {
+        } else if t.get(next).is_some_and(|x| x.is("in"))
+            && !negated
+            && t.get(next + 1).is_some_and(|x| x.is_punct('('))
+        {
             let mut j = next + 2;
             while let Some(Tok::Str(s)) = t.get(j) {
                 out.push(Some(s.clone()));
@@ -191,7 +198,10 @@ fn depths(t: &[Tok]) -> Vec<usize> {
 pub fn analyze(t: &[Tok], starts: &[usize], sql: &str, end: usize) -> InfoQuery {
     let mut q = InfoQuery {
         schemas: compared_values(t, is_schema_col),
-        tables: compared_values(t, is_table_col).into_iter().flatten().collect(),
+        tables: compared_values(t, is_table_col)
+            .into_iter()
+            .flatten()
+            .collect(),
         mergeable: t.first().is_some_and(|x| x.is("select") || x.is("with")),
         order: Vec::new(),
         limit: None,
@@ -203,18 +213,26 @@ pub fn analyze(t: &[Tok], starts: &[usize], sql: &str, end: usize) -> InfoQuery 
     let d = depths(t);
     let top = |i: usize| d[i] == 0;
     // The final ORDER BY and LIMIT follow the last top-level UNION.
-    let last_union = (0..t.len()).rev().find(|&i| top(i) && (t[i].is("union") || t[i].is("except") || t[i].is("intersect")));
+    let last_union = (0..t.len())
+        .rev()
+        .find(|&i| top(i) && (t[i].is("union") || t[i].is("except") || t[i].is("intersect")));
     let from = last_union.unwrap_or(0);
     let from_kw = (0..t.len()).find(|&i| top(i) && t[i].is("from"));
-    let distinct = (0..from_kw.unwrap_or(0)).any(|i| top(i) && (t[i].is("distinct") || t[i].is("distinctrow")));
+    let distinct = (0..from_kw.unwrap_or(0))
+        .any(|i| top(i) && (t[i].is("distinct") || t[i].is("distinctrow")));
     q.plain = t.first().is_some_and(|x| x.is("select")) && last_union.is_none() && !distinct;
-    q.aliases =
-        (0..from_kw.unwrap_or(0)).filter(|&i| top(i) && t[i].is("as")).filter_map(|i| t.get(i + 1)?.ident().map(str::to_string)).collect();
+    q.aliases = (0..from_kw.unwrap_or(0))
+        .filter(|&i| top(i) && t[i].is("as"))
+        .filter_map(|i| t.get(i + 1)?.ident().map(str::to_string))
+        .collect();
     if let Some(f) = from_kw {
         q.from_at = Some(starts[f]);
         let (name, next) = match (t.get(f + 1), t.get(f + 2), t.get(f + 3)) {
             (Some(db), Some(dot), Some(n))
-                if dot.is_punct('.') && db.ident().is_some_and(|x| x.eq_ignore_ascii_case("information_schema")) =>
+                if dot.is_punct('.')
+                    && db
+                        .ident()
+                        .is_some_and(|x| x.eq_ignore_ascii_case("information_schema")) =>
             {
                 (n.ident(), f + 4)
             }
@@ -224,7 +242,9 @@ pub fn analyze(t: &[Tok], starts: &[usize], sql: &str, end: usize) -> InfoQuery 
             let alias = match t.get(next) {
                 Some(a) if a.is("as") => t.get(next + 1).and_then(|x| x.ident()),
                 Some(Tok::Quoted(a)) => Some(a.as_str()),
-                Some(Tok::Word(a)) if !NOT_ALIAS.iter().any(|w| w.eq_ignore_ascii_case(a)) => Some(a.as_str()),
+                Some(Tok::Word(a)) if !NOT_ALIAS.iter().any(|w| w.eq_ignore_ascii_case(a)) => {
+                    Some(a.as_str())
+                }
                 _ => None,
             };
             q.list = Some((name.to_string(), alias.unwrap_or(name).to_string()));
@@ -251,7 +271,9 @@ pub fn analyze(t: &[Tok], starts: &[usize], sql: &str, end: usize) -> InfoQuery 
             q.mergeable = false;
         }
     }
-    let Some(ob) = (from..t.len()).find(|&i| top(i) && t[i].is("order") && t.get(i + 1).is_some_and(|x| x.is("by"))) else {
+    let Some(ob) = (from..t.len())
+        .find(|&i| top(i) && t[i].is("order") && t.get(i + 1).is_some_and(|x| x.is("by")))
+    else {
         q.limit = limit(t, starts, end, &d, from);
         if q.limit.is_none() && has_limit(t, &d, from) {
             q.mergeable = false;
@@ -260,7 +282,9 @@ pub fn analyze(t: &[Tok], starts: &[usize], sql: &str, end: usize) -> InfoQuery 
     };
     let mut i = ob + 2;
     while i < t.len() && !(top(i) && t[i].is("limit")) {
-        let item_end = (i..t.len()).find(|&j| top(j) && (t[j].is_punct(',') || t[j].is("limit"))).unwrap_or(t.len());
+        let item_end = (i..t.len())
+            .find(|&j| top(j) && (t[j].is_punct(',') || t[j].is("limit")))
+            .unwrap_or(t.len());
         let mut item = &t[i..item_end];
         let mut desc = false;
         if let Some(last) = item.last() {
@@ -279,9 +303,17 @@ pub fn analyze(t: &[Tok], starts: &[usize], sql: &str, end: usize) -> InfoQuery 
         };
         let n = item.len();
         let text_end = if i + n < t.len() { starts[i + n] } else { end };
-        let text = if n == 0 { String::new() } else { sql[starts[i]..text_end].trim().to_string() };
+        let text = if n == 0 {
+            String::new()
+        } else {
+            sql[starts[i]..text_end].trim().to_string()
+        };
         q.order.push(OrderItem { key, desc, text });
-        i = if item_end < t.len() && t[item_end].is_punct(',') { item_end + 1 } else { item_end };
+        i = if item_end < t.len() && t[item_end].is_punct(',') {
+            item_end + 1
+        } else {
+            item_end
+        };
     }
     q.limit = limit(t, starts, end, &d, from);
     if q.limit.is_none() && has_limit(t, &d, from) {
@@ -314,7 +346,11 @@ fn limit(t: &[Tok], starts: &[usize], end: usize, d: &[usize], from: usize) -> O
         Tok::Num(n) => starts[last] + n.len(),
         _ => end,
     };
-    Some(Limit { offset, count, span: (starts[i], stop) })
+    Some(Limit {
+        offset,
+        count,
+        span: (starts[i], stop),
+    })
 }
 
 #[cfg(test)]
@@ -330,15 +366,36 @@ mod tests {
     #[test]
     fn conditions_order_and_limit() {
         let a = q("SELECT table_name FROM information_schema.tables WHERE table_schema = 'd1' AND TABLE_NAME='t2'");
-        assert_eq!((a.schemas, a.tables, a.mergeable), (vec![Some("d1".into())], vec!["t2".to_string()], true));
+        assert_eq!(
+            (a.schemas, a.tables, a.mergeable),
+            (vec![Some("d1".into())], vec!["t2".to_string()], true)
+        );
         let a =
             q("SELECT TRIGGER_NAME FROM INFORMATION_SCHEMA.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = 't1'");
         assert_eq!((a.schemas, a.tables), (vec![None], vec!["t1".to_string()]));
         let a = q("select * from information_schema.columns c where c.table_schema IN ('a','b') and 'x' = c.table_name");
-        assert_eq!((a.schemas, a.tables), (vec![Some("a".into()), Some("b".into())], vec!["x".to_string()]));
-        assert!(q("SELECT * FROM information_schema.tables WHERE table_schema NOT IN ('a')").schemas.is_empty());
-        assert!(q("SELECT * FROM information_schema.tables WHERE table_schema <> 'a'").schemas.is_empty());
-        assert!(q("SELECT * FROM information_schema.key_column_usage WHERE referenced_table_schema = 'a'").schemas.is_empty());
+        assert_eq!(
+            (a.schemas, a.tables),
+            (
+                vec![Some("a".into()), Some("b".into())],
+                vec!["x".to_string()]
+            )
+        );
+        assert!(
+            q("SELECT * FROM information_schema.tables WHERE table_schema NOT IN ('a')")
+                .schemas
+                .is_empty()
+        );
+        assert!(
+            q("SELECT * FROM information_schema.tables WHERE table_schema <> 'a'")
+                .schemas
+                .is_empty()
+        );
+        assert!(q(
+            "SELECT * FROM information_schema.key_column_usage WHERE referenced_table_schema = 'a'"
+        )
+        .schemas
+        .is_empty());
 
         let sql = "SELECT TABLE_SCHEMA s, table_name FROM information_schema.TABLES ORDER BY s DESC, t.TABLE_NAME, 2 ASC LIMIT 3, 4";
         let a = q(sql);
@@ -346,9 +403,21 @@ mod tests {
         assert_eq!(
             a.order,
             vec![
-                OrderItem { key: OrderKey::Name("s".into()), desc: true, text: "s".into() },
-                OrderItem { key: OrderKey::Name("TABLE_NAME".into()), desc: false, text: "t.TABLE_NAME".into() },
-                OrderItem { key: OrderKey::Position(2), desc: false, text: "2".into() },
+                OrderItem {
+                    key: OrderKey::Name("s".into()),
+                    desc: true,
+                    text: "s".into()
+                },
+                OrderItem {
+                    key: OrderKey::Name("TABLE_NAME".into()),
+                    desc: false,
+                    text: "t.TABLE_NAME".into()
+                },
+                OrderItem {
+                    key: OrderKey::Position(2),
+                    desc: false,
+                    text: "2".into()
+                },
             ]
         );
         assert!(a.plain);
@@ -356,16 +425,33 @@ mod tests {
         assert_eq!(&sql[a.from_at.unwrap()..a.from_at.unwrap() + 4], "FROM");
         let b = q("SELECT DISTINCT c.table_schema AS s FROM information_schema.columns AS c ORDER BY LOWER(c.table_name) DESC");
         assert!(!b.plain);
-        assert_eq!((b.list, b.aliases), (Some(("columns".into(), "c".into())), vec!["s".to_string()]));
+        assert_eq!(
+            (b.list, b.aliases),
+            (Some(("columns".into(), "c".into())), vec!["s".to_string()])
+        );
         assert_eq!(b.order[0].text, "LOWER(c.table_name)");
-        assert_eq!(q("SELECT * FROM information_schema.tables t WHERE 1").list, Some(("tables".into(), "t".into())));
-        assert_eq!(q("SELECT * FROM information_schema.tables WHERE 1").list, Some(("tables".into(), "tables".into())));
+        assert_eq!(
+            q("SELECT * FROM information_schema.tables t WHERE 1").list,
+            Some(("tables".into(), "t".into()))
+        );
+        assert_eq!(
+            q("SELECT * FROM information_schema.tables WHERE 1").list,
+            Some(("tables".into(), "tables".into()))
+        );
         assert_eq!(q("SELECT * FROM information_schema.engines").list, None);
         let l = a.limit.unwrap();
-        assert_eq!((l.offset, l.count, &sql[l.span.0..l.span.1]), (3, 4, "LIMIT 3, 4"));
-        let l = q("SELECT * FROM information_schema.schemata LIMIT 5 OFFSET 2").limit.unwrap();
+        assert_eq!(
+            (l.offset, l.count, &sql[l.span.0..l.span.1]),
+            (3, 4, "LIMIT 3, 4")
+        );
+        let l = q("SELECT * FROM information_schema.schemata LIMIT 5 OFFSET 2")
+            .limit
+            .unwrap();
         assert_eq!((l.offset, l.count), (2, 5));
-        assert_eq!(q("SELECT * FROM information_schema.schemata ORDER BY LOWER(schema_name)").order[0].key, OrderKey::Expression);
+        assert_eq!(
+            q("SELECT * FROM information_schema.schemata ORDER BY LOWER(schema_name)").order[0].key,
+            OrderKey::Expression
+        );
         let a = q("SELECT table_name FROM information_schema.tables WHERE table_schema='a' UNION SELECT table_name FROM information_schema.views ORDER BY 1 LIMIT 2");
         assert!(a.mergeable && a.order.len() == 1 && a.limit.is_some());
     }

@@ -65,9 +65,14 @@ pub fn tokenize_spans(sql: &str) -> (Vec<Tok>, Vec<usize>) {
         match c {
             b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C => i += 1,
             b'#' => i = skip_line(b, i),
-            b'-' if b.get(i + 1) == Some(&b'-') && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) => i = skip_line(b, i),
+            b'-' if b.get(i + 1) == Some(&b'-')
+                && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
+                i = skip_line(b, i)
+            }
             b'/' if b.get(i + 1) == Some(&b'*') => {
-                let exec = b.get(i + 2) == Some(&b'!') || (b.get(i + 2) == Some(&b'M') && b.get(i + 3) == Some(&b'!'));
+                let exec = b.get(i + 2) == Some(&b'!')
+                    || (b.get(i + 2) == Some(&b'M') && b.get(i + 3) == Some(&b'!'));
                 if exec {
                     i += if b[i + 2] == b'M' { 4 } else { 3 };
                     while i < b.len() && b[i].is_ascii_digit() {
@@ -112,12 +117,16 @@ pub fn tokenize_spans(sql: &str) -> (Vec<Tok>, Vec<usize>) {
             }
             b'0'..=b'9' => {
                 let mut j = i;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.' || b[j] == b'_') {
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.' || b[j] == b'_')
+                {
                     j += 1;
                 }
                 // `1abc` is an identifier in MariaDB when it is not all digits/hex.
                 let text = text_of(sql, i, j);
-                if text.bytes().all(|c| c.is_ascii_digit()) || text.contains('.') || text.starts_with("0x") {
+                if text.bytes().all(|c| c.is_ascii_digit())
+                    || text.contains('.')
+                    || text.starts_with("0x")
+                {
                     out.push(Tok::Num(text));
                 } else {
                     out.push(Tok::Word(text));
@@ -183,7 +192,10 @@ fn skip_line(b: &[u8], i: usize) -> usize {
 }
 
 fn find(b: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
-    b.get(from..)?.windows(pat.len()).position(|w| w == pat).map(|p| p + from)
+    b.get(from..)?
+        .windows(pat.len())
+        .position(|w| w == pat)
+        .map(|p| p + from)
 }
 
 /// Reads a quoted text starting at the quote `b[i]`; a doubled quote is one quote and, for
@@ -253,7 +265,18 @@ mod tests {
 
     #[test]
     fn never_fails() {
-        for s in ["'unterminated", "`x", "/* open", "@", "é€😀", "\\", "x'", "--", "/*!", "*/"] {
+        for s in [
+            "'unterminated",
+            "`x",
+            "/* open",
+            "@",
+            "é€😀",
+            "\\",
+            "x'",
+            "--",
+            "/*!",
+            "*/",
+        ] {
             let _ = tokenize(s);
         }
     }

@@ -25,16 +25,25 @@ pub enum Kind {
     /// `USE db`.
     Use(String),
     /// `SHOW DATABASES|SCHEMAS [LIKE 'pattern' | WHERE ...]`.
-    ShowDatabases { like: Option<String>, has_where: bool },
+    ShowDatabases {
+        like: Option<String>,
+        has_where: bool,
+    },
     ShowShards,
     /// What a database lists, on every shard holding part of it: `SHOW [FULL] TABLES`,
     /// `SHOW TABLE STATUS`, `SHOW TRIGGERS`, `SHOW EVENTS` `[FROM|IN db] [LIKE|WHERE ...]`.
-    ShowListing { db: Option<String> },
+    ShowListing {
+        db: Option<String>,
+    },
     /// `SHOW FUNCTION|PROCEDURE|PACKAGE [BODY] STATUS [LIKE|WHERE ...]`, `db` from `Db = 'x'`.
-    ShowRoutines { db: Option<String> },
+    ShowRoutines {
+        db: Option<String>,
+    },
     /// `SHOW CREATE TRIGGER|PROCEDURE|FUNCTION|EVENT|PACKAGE [BODY] [db.]name`: objects the
     /// shard map does not list; `db` is the qualifier.
-    ShowCreateObject { db: Option<String> },
+    ShowCreateObject {
+        db: Option<String>,
+    },
     /// A query reading only information_schema, at least one of its object lists.
     InfoSchema(InfoQuery),
     /// `LOCK TABLE[S] item, ...`: each item's table and text.
@@ -46,11 +55,20 @@ pub enum Kind {
     /// BEGIN, START TRANSACTION, COMMIT, ROLLBACK, SAVEPOINT...
     Trx,
     /// `PREPARE name FROM 'sql'` (`sql` is None for `FROM @var`).
-    Prepare { name: String, sql: Option<String> },
-    Execute { name: String },
-    Deallocate { name: String },
+    Prepare {
+        name: String,
+        sql: Option<String>,
+    },
+    Execute {
+        name: String,
+    },
+    Deallocate {
+        name: String,
+    },
     /// `EXECUTE IMMEDIATE 'sql'` (None for a variable or an expression).
-    ExecuteImmediate { sql: Option<String> },
+    ExecuteImmediate {
+        sql: Option<String>,
+    },
     LoadDataLocal,
     /// Creates, drops or renames a database, table or view: the shard map changes.
     SchemaChange,
@@ -91,15 +109,103 @@ impl Analysis {
 
 /// Words that end a table reference (never an alias or a table name).
 const RESERVED: &[&str] = &[
-    "select", "where", "set", "values", "value", "on", "using", "group", "order", "limit", "having", "union",
-    "join", "left", "right", "inner", "outer", "cross", "natural", "straight_join", "as", "for", "lock", "into",
-    "from", "with", "window", "partition", "dual", "lateral", "to", "read", "write", "if", "not", "exists",
-    "like", "key", "index", "procedure", "returning", "use", "force", "ignore", "except", "intersect", "outfile",
-    "dumpfile", "and", "or", "full", "low_priority", "local", "high_priority", "delayed", "quick", "default",
-    "character", "charset", "fields", "columns", "lines", "table", "tables", "offset", "fetch", "when", "then",
-    "else", "end", "case", "in", "is", "null", "between", "escape", "by", "all", "distinct", "wait", "nowait",
-    "skip", "share", "mode", "select", "engine", "concurrent", "replace", "add", "drop", "modify", "change",
-    "alter", "rename", "convert", "comment", "auto_increment",
+    "select",
+    "where",
+    "set",
+    "values",
+    "value",
+    "on",
+    "using",
+    "group",
+    "order",
+    "limit",
+    "having",
+    "union",
+    "join",
+    "left",
+    "right",
+    "inner",
+    "outer",
+    "cross",
+    "natural",
+    "straight_join",
+    "as",
+    "for",
+    "lock",
+    "into",
+    "from",
+    "with",
+    "window",
+    "partition",
+    "dual",
+    "lateral",
+    "to",
+    "read",
+    "write",
+    "if",
+    "not",
+    "exists",
+    "like",
+    "key",
+    "index",
+    "procedure",
+    "returning",
+    "use",
+    "force",
+    "ignore",
+    "except",
+    "intersect",
+    "outfile",
+    "dumpfile",
+    "and",
+    "or",
+    "full",
+    "low_priority",
+    "local",
+    "high_priority",
+    "delayed",
+    "quick",
+    "default",
+    "character",
+    "charset",
+    "fields",
+    "columns",
+    "lines",
+    "table",
+    "tables",
+    "offset",
+    "fetch",
+    "when",
+    "then",
+    "else",
+    "end",
+    "case",
+    "in",
+    "is",
+    "null",
+    "between",
+    "escape",
+    "by",
+    "all",
+    "distinct",
+    "wait",
+    "nowait",
+    "skip",
+    "share",
+    "mode",
+    "select",
+    "engine",
+    "concurrent",
+    "replace",
+    "add",
+    "drop",
+    "modify",
+    "change",
+    "alter",
+    "rename",
+    "convert",
+    "comment",
+    "auto_increment",
 ];
 
 fn reserved(w: &str) -> bool {
@@ -117,15 +223,31 @@ fn name_at(t: &[Tok], i: usize) -> Option<&str> {
 
 pub fn analyze(sql: &str) -> Analysis {
     let (toks, starts) = tokenize_spans(sql);
-    let mut a = Analysis { kinds: Vec::new(), tables: Vec::new(), databases: Vec::new() };
+    let mut a = Analysis {
+        kinds: Vec::new(),
+        tables: Vec::new(),
+        databases: Vec::new(),
+    };
     let mut from = 0;
-    for (i, t) in toks.iter().enumerate().chain(std::iter::once((toks.len(), &Tok::Punct(';')))) {
+    for (i, t) in toks
+        .iter()
+        .enumerate()
+        .chain(std::iter::once((toks.len(), &Tok::Punct(';'))))
+    {
         if !t.is_punct(';') {
             continue;
         }
         if i > from {
             let end = starts.get(i).copied().unwrap_or(sql.len());
-            let kind = statement(&Stmt { t: &toks[from..i], starts: &starts[from..i], sql, end }, &mut a);
+            let kind = statement(
+                &Stmt {
+                    t: &toks[from..i],
+                    starts: &starts[from..i],
+                    sql,
+                    end,
+                },
+                &mut a,
+            );
             a.kinds.push(kind);
         }
         from = i + 1;
@@ -168,7 +290,10 @@ fn statement(s: &Stmt<'_>, a: &mut Analysis) -> Kind {
     if first.is("show") {
         return show(t, a);
     }
-    if first.is("begin") && (t.len() == 1 || w(1, "work")) || first.is("commit") || first.is("rollback") || first.is("savepoint")
+    if first.is("begin") && (t.len() == 1 || w(1, "work"))
+        || first.is("commit")
+        || first.is("rollback")
+        || first.is("savepoint")
         || (first.is("start") && w(1, "transaction"))
         || (first.is("release") && w(1, "savepoint"))
     {
@@ -183,7 +308,10 @@ fn statement(s: &Stmt<'_>, a: &mut Analysis) -> Kind {
                 Some(Tok::Str(s)) => Some(s.clone()),
                 _ => None,
             };
-            return Kind::Prepare { name: name.to_string(), sql };
+            return Kind::Prepare {
+                name: name.to_string(),
+                sql,
+            };
         }
         return Kind::Other;
     }
@@ -196,26 +324,39 @@ fn statement(s: &Stmt<'_>, a: &mut Analysis) -> Kind {
             return Kind::ExecuteImmediate { sql };
         }
         return match t.get(1).and_then(|x| x.ident()) {
-            Some(n) => Kind::Execute { name: n.to_string() },
+            Some(n) => Kind::Execute {
+                name: n.to_string(),
+            },
             None => Kind::Other,
         };
     }
     if (first.is("deallocate") || first.is("drop")) && w(1, "prepare") {
         return match t.get(2).and_then(|x| x.ident()) {
-            Some(n) => Kind::Deallocate { name: n.to_string() },
+            Some(n) => Kind::Deallocate {
+                name: n.to_string(),
+            },
             None => Kind::Other,
         };
     }
     // CREATE/DROP/ALTER DATABASE|SCHEMA [IF [NOT] EXISTS] name
-    if (first.is("create") || first.is("drop") || first.is("alter")) && (w(1, "database") || w(1, "schema")) {
+    if (first.is("create") || first.is("drop") || first.is("alter"))
+        && (w(1, "database") || w(1, "schema"))
+    {
         let mut i = 2;
-        while t.get(i).is_some_and(|x| x.is("if") || x.is("not") || x.is("exists")) {
+        while t
+            .get(i)
+            .is_some_and(|x| x.is("if") || x.is("not") || x.is("exists"))
+        {
             i += 1;
         }
         if let Some(db) = t.get(i).and_then(|x| x.ident()) {
             add_db(a, db);
         }
-        return if first.is("alter") { Kind::Other } else { Kind::SchemaChange };
+        return if first.is("alter") {
+            Kind::Other
+        } else {
+            Kind::SchemaChange
+        };
     }
     if first.is("unlock") && (w(1, "tables") || w(1, "table")) {
         return Kind::Broadcast;
@@ -235,12 +376,21 @@ fn statement(s: &Stmt<'_>, a: &mut Analysis) -> Kind {
     if changes_tables(t) {
         kind = Kind::SchemaChange;
     }
-    if first.is("select") && a.tables.len() == before && t.windows(2).any(|p| matches!(p[0], Tok::Var(_)) && p[1] == Tok::Op(":=")) {
+    if first.is("select")
+        && a.tables.len() == before
+        && t.windows(2)
+            .any(|p| matches!(p[0], Tok::Var(_)) && p[1] == Tok::Op(":="))
+    {
         kind = Kind::Session;
     }
     // Queries on information_schema that name a schema: `table_schema = 'db'`.
     let new = &a.tables[before..];
-    if !new.is_empty() && new.iter().all(|r| r.db.as_deref().is_some_and(|d| d.eq_ignore_ascii_case("information_schema"))) {
+    if !new.is_empty()
+        && new.iter().all(|r| {
+            r.db.as_deref()
+                .is_some_and(|d| d.eq_ignore_ascii_case("information_schema"))
+        })
+    {
         let lists = new.iter().any(|r| info::is_list(&r.table));
         let q = info::analyze(t, s.starts, s.sql, s.end);
         for db in q.schemas.iter().flatten() {
@@ -272,7 +422,10 @@ fn lock_items(s: &Stmt<'_>) -> Vec<LockItem> {
         }
         let stop = if j < t.len() { s.starts[j] } else { s.end };
         if let Some((table, _)) = table_ref(t, item_start) {
-            out.push(LockItem { table, text: s.sql[s.starts[item_start]..stop].trim().to_string() });
+            out.push(LockItem {
+                table,
+                text: s.sql[s.starts[item_start]..stop].trim().to_string(),
+            });
         }
         i = j + 1;
         item_start = i;
@@ -290,7 +443,8 @@ fn changes_tables(t: &[Tok]) -> bool {
         let head = &t[1..t.len().min(12)];
         head.iter().any(object) && !head.iter().take(3).any(|x| x.is("temporary"))
     } else {
-        (w(0, "rename") && w(1, "table")) || (w(0, "alter") && w(1, "table") && t.iter().any(|x| x.is("rename")))
+        (w(0, "rename") && w(1, "table"))
+            || (w(0, "alter") && w(1, "table") && t.iter().any(|x| x.is("rename")))
     }
 }
 
@@ -317,13 +471,18 @@ fn show(t: &[Tok], a: &mut Analysis) -> Kind {
             (Some(l), Some(Tok::Str(p))) if l.is("like") => Some(p.clone()),
             _ => None,
         };
-        return Kind::ShowDatabases { like, has_where: w(i + 1, "where") };
+        return Kind::ShowDatabases {
+            like,
+            has_where: w(i + 1, "where"),
+        };
     }
     if w(i, "shards") {
         return Kind::ShowShards;
     }
     if w(i, "tables") {
-        return Kind::ShowListing { db: from_db(i + 1, a) };
+        return Kind::ShowListing {
+            db: from_db(i + 1, a),
+        };
     }
     if w(i, "table") && w(i + 1, "status") || w(i, "triggers") || w(i, "events") {
         let j = if w(i, "table") { i + 2 } else { i + 1 };
@@ -333,16 +492,30 @@ fn show(t: &[Tok], a: &mut Analysis) -> Kind {
         from_db(i + 2, a);
         return Kind::Other;
     }
-    let status_at = if w(i, "package") && w(i + 1, "body") { i + 2 } else { i + 1 };
+    let status_at = if w(i, "package") && w(i + 1, "body") {
+        i + 2
+    } else {
+        i + 1
+    };
     if (w(i, "function") || w(i, "procedure") || w(i, "package")) && w(status_at, "status") {
-        let db = info::compared_values(t, |c| c.eq_ignore_ascii_case("db")).into_iter().flatten().next();
+        let db = info::compared_values(t, |c| c.eq_ignore_ascii_case("db"))
+            .into_iter()
+            .flatten()
+            .next();
         return Kind::ShowRoutines { db };
     }
     if w(i, "columns") || w(i, "fields") || w(i, "index") || w(i, "indexes") || w(i, "keys") {
         if w(i + 1, "from") || w(i + 1, "in") {
             if let Some((r, next)) = table_ref(t, i + 2) {
                 let db = from_db(next, a);
-                push_table(a, TableRef { db: db.or(r.db), table: r.table }, &[]);
+                push_table(
+                    a,
+                    TableRef {
+                        db: db.or(r.db),
+                        table: r.table,
+                    },
+                    &[],
+                );
             }
         }
         return Kind::Other;
@@ -350,7 +523,10 @@ fn show(t: &[Tok], a: &mut Analysis) -> Kind {
     if w(i, "create") {
         if w(i + 1, "database") || w(i + 1, "schema") {
             let mut j = i + 2;
-            while t.get(j).is_some_and(|x| x.is("if") || x.is("not") || x.is("exists")) {
+            while t
+                .get(j)
+                .is_some_and(|x| x.is("if") || x.is("not") || x.is("exists"))
+            {
                 j += 1;
             }
             if let Some(db) = t.get(j).and_then(|x| x.ident()) {
@@ -360,8 +536,15 @@ fn show(t: &[Tok], a: &mut Analysis) -> Kind {
             if let Some((r, _)) = table_ref(t, i + 2) {
                 push_table(a, r, &[]);
             }
-        } else if ["trigger", "procedure", "function", "event", "package"].iter().any(|k| w(i + 1, k)) {
-            let j = if w(i + 1, "package") && w(i + 2, "body") { i + 3 } else { i + 2 };
+        } else if ["trigger", "procedure", "function", "event", "package"]
+            .iter()
+            .any(|k| w(i + 1, k))
+        {
+            let j = if w(i + 1, "package") && w(i + 2, "body") {
+                i + 3
+            } else {
+                i + 2
+            };
             let db = table_ref(t, j).and_then(|(r, _)| r.db);
             if let Some(d) = &db {
                 add_db(a, d);
@@ -379,12 +562,24 @@ fn table_ref(t: &[Tok], i: usize) -> Option<(TableRef, usize)> {
     if t.get(i + 1).is_some_and(|x| x.is_punct('.')) {
         // After a dot any word is a name (`db.order` is valid).
         let second = t.get(i + 2).and_then(|x| x.ident())?;
-        return Some((TableRef { db: Some(first.to_string()), table: second.to_string() }, i + 3));
+        return Some((
+            TableRef {
+                db: Some(first.to_string()),
+                table: second.to_string(),
+            },
+            i + 3,
+        ));
     }
     if first.eq_ignore_ascii_case("dual") {
         return None;
     }
-    Some((TableRef { db: None, table: first.to_string() }, i + 1))
+    Some((
+        TableRef {
+            db: None,
+            table: first.to_string(),
+        },
+        i + 1,
+    ))
 }
 
 /// Skips an optional alias (`AS x`, `x`) and index hints after a table reference.
@@ -392,7 +587,11 @@ fn skip_alias(t: &[Tok], mut i: usize) -> usize {
     if t.get(i).is_some_and(|x| x.is("as")) {
         return i + 2;
     }
-    if name_at(t, i).is_some() && !t.get(i + 1).is_some_and(|x| x.is_punct('.') || x.is_punct('(')) {
+    if name_at(t, i).is_some()
+        && !t
+            .get(i + 1)
+            .is_some_and(|x| x.is_punct('.') || x.is_punct('('))
+    {
         i += 1;
     }
     i
@@ -474,7 +673,8 @@ fn tables(t: &[Tok], a: &mut Analysis) {
         let tok = &t[i];
         let prev = if i > 0 { t.get(i - 1) } else { None };
         if tok.is_punct('(') {
-            let is_func = matches!(prev, Some(Tok::Word(w)) if !reserved(w)) && !t.get(i + 1).is_some_and(|x| x.is("select") || x.is("with"));
+            let is_func = matches!(prev, Some(Tok::Word(w)) if !reserved(w))
+                && !t.get(i + 1).is_some_and(|x| x.is("select") || x.is("with"));
             parens.push(if is_func { Paren::Func } else { Paren::Other });
             i += 1;
             continue;
@@ -498,20 +698,40 @@ fn tables(t: &[Tok], a: &mut Analysis) {
         i = match w.as_str() {
             "from" if !in_func => list(t, i + 1, a, &ctes, &[]),
             "join" | "straight_join" => list(t, i + 1, a, &ctes, &[]).min(t.len()),
-            "into" if !t.get(i + 1).is_some_and(|x| x.is("outfile") || x.is("dumpfile")) => {
-                let j = if t.get(i + 1).is_some_and(|x| x.is("table")) { i + 2 } else { i + 1 };
+            "into"
+                if !t
+                    .get(i + 1)
+                    .is_some_and(|x| x.is("outfile") || x.is("dumpfile")) =>
+            {
+                let j = if t.get(i + 1).is_some_and(|x| x.is("table")) {
+                    i + 2
+                } else {
+                    i + 1
+                };
                 single(t, j, a, &ctes)
             }
-            "update" if i == 0 || (first_word("with") && !prev.is_some_and(|p| p.is("key") || p.is("for"))) => {
+            "update"
+                if i == 0
+                    || (first_word("with")
+                        && !prev.is_some_and(|p| p.is("key") || p.is("for"))) =>
+            {
                 let mut j = i + 1;
-                while t.get(j).is_some_and(|x| x.is("low_priority") || x.is("ignore")) {
+                while t
+                    .get(j)
+                    .is_some_and(|x| x.is("low_priority") || x.is("ignore"))
+                {
                     j += 1;
                 }
                 list(t, j, a, &ctes, &[])
             }
             "insert" | "replace" if i == 0 && !t.get(i + 1).is_some_and(|x| x.is_punct('(')) => {
                 let mut j = i + 1;
-                while t.get(j).is_some_and(|x| x.is("low_priority") || x.is("delayed") || x.is("high_priority") || x.is("ignore")) {
+                while t.get(j).is_some_and(|x| {
+                    x.is("low_priority")
+                        || x.is("delayed")
+                        || x.is("high_priority")
+                        || x.is("ignore")
+                }) {
                     j += 1;
                 }
                 if t.get(j).is_some_and(|x| x.is("into")) {
@@ -523,24 +743,49 @@ fn tables(t: &[Tok], a: &mut Analysis) {
             "delete" if i == 0 => {
                 // DELETE [opts] t1[.*], t2 FROM ... (multi-table form) or DELETE FROM t.
                 let mut j = i + 1;
-                while t.get(j).is_some_and(|x| x.is("low_priority") || x.is("quick") || x.is("ignore")) {
+                while t
+                    .get(j)
+                    .is_some_and(|x| x.is("low_priority") || x.is("quick") || x.is("ignore"))
+                {
                     j += 1;
                 }
                 j
             }
             "table" | "tables" if !in_func => {
                 let mut j = i + 1;
-                while t.get(j).is_some_and(|x| x.is("if") || x.is("not") || x.is("exists")) {
+                while t
+                    .get(j)
+                    .is_some_and(|x| x.is("if") || x.is("not") || x.is("exists"))
+                {
                     j += 1;
                 }
-                list(t, j, a, &ctes, &["to", "read", "write", "local", "low_priority"])
+                list(
+                    t,
+                    j,
+                    a,
+                    &ctes,
+                    &["to", "read", "write", "local", "low_priority"],
+                )
             }
-            "truncate" if i == 0 && !t.get(i + 1).is_some_and(|x| x.is("table")) => single(t, i + 1, a, &ctes),
+            "truncate" if i == 0 && !t.get(i + 1).is_some_and(|x| x.is("table")) => {
+                single(t, i + 1, a, &ctes)
+            }
             "references" => single(t, i + 1, a, &ctes),
-            "like" if is_create && matches!(t.get(i + 1), Some(Tok::Word(_) | Tok::Quoted(_))) => single(t, i + 1, a, &ctes),
-            "rename" if t.get(i + 1).is_some_and(|x| x.is("to") || x.is("as")) => single(t, i + 2, a, &ctes),
+            "like" if is_create && matches!(t.get(i + 1), Some(Tok::Word(_) | Tok::Quoted(_))) => {
+                single(t, i + 1, a, &ctes)
+            }
+            "rename" if t.get(i + 1).is_some_and(|x| x.is("to") || x.is("as")) => {
+                single(t, i + 2, a, &ctes)
+            }
             "describe" | "desc" | "explain" if i == 0 => {
-                let j = if t.get(i + 1).is_some_and(|x| x.is("extended") || x.is("partitions")) { i + 2 } else { i + 1 };
+                let j = if t
+                    .get(i + 1)
+                    .is_some_and(|x| x.is("extended") || x.is("partitions"))
+                {
+                    i + 2
+                } else {
+                    i + 1
+                };
                 match table_ref(t, j) {
                     Some((r, next)) if !t.get(j).is_some_and(|x| x.is("select")) => {
                         push_table(a, r, &ctes);
@@ -580,13 +825,19 @@ fn single(t: &[Tok], i: usize, a: &mut Analysis, ctes: &[String]) -> usize {
 fn list(t: &[Tok], mut i: usize, a: &mut Analysis, ctes: &[String], seps: &[&str]) -> usize {
     loop {
         // `FROM (a JOIN b)`: a group of table references, not a subquery.
-        while t.get(i).is_some_and(|x| x.is_punct('(')) && !t.get(i + 1).is_some_and(|x| x.is("select") || x.is("with")) {
+        while t.get(i).is_some_and(|x| x.is_punct('('))
+            && !t.get(i + 1).is_some_and(|x| x.is("select") || x.is("with"))
+        {
             i += 1;
         }
-        let Some((r, next)) = table_ref(t, i) else { return i };
+        let Some((r, next)) = table_ref(t, i) else {
+            return i;
+        };
         push_table(a, r, ctes);
         i = next;
-        if t.get(i).is_some_and(|x| x.is_punct('.')) && t.get(i + 1).is_some_and(|x| x.is_punct('*')) {
+        if t.get(i).is_some_and(|x| x.is_punct('.'))
+            && t.get(i + 1).is_some_and(|x| x.is_punct('*'))
+        {
             i += 2; // DELETE t.* FROM ...
         }
         if !seps.iter().any(|s| t.get(i).is_some_and(|x| x.is(s))) {
@@ -602,7 +853,10 @@ fn list(t: &[Tok], mut i: usize, a: &mut Analysis, ctes: &[String], seps: &[&str
             i += 1;
             continue;
         }
-        if seps.contains(&"to") && t.get(i).is_some_and(|x| x.ident().is_some()) && table_ref(t, i).is_some() {
+        if seps.contains(&"to")
+            && t.get(i).is_some_and(|x| x.ident().is_some())
+            && table_ref(t, i).is_some()
+        {
             continue;
         }
         return i;

@@ -123,7 +123,12 @@ fn check_spans(sql: &str) -> Result<(), TestCaseError> {
         prop_assert!(w[0] < w[1], "offsets rise: {:?}", starts);
     }
     for &s in &starts {
-        prop_assert!(s < sql.len() && sql.is_char_boundary(s), "offset {} in {:?}", s, sql);
+        prop_assert!(
+            s < sql.len() && sql.is_char_boundary(s),
+            "offset {} in {:?}",
+            s,
+            sql
+        );
     }
     Ok(())
 }
@@ -164,16 +169,28 @@ fn reference_like(pattern: &str, s: &str) -> bool {
             None => s.is_empty(),
             Some('%') => (0..=s.len()).any(|k| go(&p[1..], &s[k..])),
             Some('_') => !s.is_empty() && go(&p[1..], &s[1..]),
-            Some('\\') if p.len() > 1 => !s.is_empty() && s[0].eq_ignore_ascii_case(&p[1]) && go(&p[2..], &s[1..]),
-            Some(c) => !s.is_empty() && s[0].to_lowercase().eq(c.to_lowercase()) && go(&p[1..], &s[1..]),
+            Some('\\') if p.len() > 1 => {
+                !s.is_empty() && s[0].eq_ignore_ascii_case(&p[1]) && go(&p[2..], &s[1..])
+            }
+            Some(c) => {
+                !s.is_empty() && s[0].to_lowercase().eq(c.to_lowercase()) && go(&p[1..], &s[1..])
+            }
         }
     }
-    go(&pattern.chars().collect::<Vec<_>>(), &s.chars().collect::<Vec<_>>())
+    go(
+        &pattern.chars().collect::<Vec<_>>(),
+        &s.chars().collect::<Vec<_>>(),
+    )
 }
 
 /// Runs `f` on a thread with a small stack: deep input must not recurse deeply.
 fn on_small_stack(f: impl FnOnce() + Send + 'static) {
-    std::thread::Builder::new().stack_size(256 * 1024).spawn(f).unwrap().join().expect("analysis overflowed a 256 KiB stack or panicked");
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .expect("analysis overflowed a 256 KiB stack or panicked");
 }
 
 /// Inputs of size n for each pathological shape.
@@ -187,17 +204,42 @@ type Shape = (&'static str, fn(usize) -> String);
 
 fn shapes() -> Vec<Shape> {
     vec![
-        ("nested parentheses", |n| format!("SELECT * FROM {}t1{}", "(".repeat(n), ")".repeat(n))),
-        ("open parentheses", |n| format!("SELECT f{} FROM t", "(".repeat(n))),
-        ("nested subqueries", |n| format!("SELECT * FROM t WHERE a IN {}", "(SELECT a FROM t WHERE a IN ".repeat(n))),
-        ("executable comments", |n| format!("SELECT {} 1", "/*!50100 ".repeat(n))),
-        ("comment openers", |n| format!("SELECT {} FROM t", "/* /*".repeat(n))),
+        ("nested parentheses", |n| {
+            format!("SELECT * FROM {}t1{}", "(".repeat(n), ")".repeat(n))
+        }),
+        ("open parentheses", |n| {
+            format!("SELECT f{} FROM t", "(".repeat(n))
+        }),
+        ("nested subqueries", |n| {
+            format!(
+                "SELECT * FROM t WHERE a IN {}",
+                "(SELECT a FROM t WHERE a IN ".repeat(n)
+            )
+        }),
+        ("executable comments", |n| {
+            format!("SELECT {} 1", "/*!50100 ".repeat(n))
+        }),
+        ("comment openers", |n| {
+            format!("SELECT {} FROM t", "/* /*".repeat(n))
+        }),
         ("unterminated comments", |n| "/* x */ SELECT /*".repeat(n)),
         ("line comments", |n| "-- x\nSELECT 1 # y\n".repeat(n)),
         ("quotes", |n| "'a''b' `c``d` \"e\\\"f\" ".repeat(n)),
-        ("table list", |n| format!("SELECT * FROM {}", joined(n, ", ", |i| format!("db{i}.t{i} AS a{i}")))),
-        ("joins", |n| format!("SELECT * FROM t0 {}", joined(n, " ", |i| format!("JOIN t{i} ON a = b")))),
-        ("statements", |n| "USE db1; SELECT * FROM t1; SET @a := 1; ".repeat(n)),
+        ("table list", |n| {
+            format!(
+                "SELECT * FROM {}",
+                joined(n, ", ", |i| format!("db{i}.t{i} AS a{i}"))
+            )
+        }),
+        ("joins", |n| {
+            format!(
+                "SELECT * FROM t0 {}",
+                joined(n, " ", |i| format!("JOIN t{i} ON a = b"))
+            )
+        }),
+        ("statements", |n| {
+            "USE db1; SELECT * FROM t1; SET @a := 1; ".repeat(n)
+        }),
         ("information_schema order by", |n| {
             format!(
                 "SELECT * FROM information_schema.tables WHERE table_schema IN ({}) ORDER BY {} LIMIT 10",
@@ -205,12 +247,34 @@ fn shapes() -> Vec<Shape> {
                 vec!["f(a, b)"; n].join(", ")
             )
         }),
-        ("unions", |n| "SELECT table_name FROM information_schema.tables WHERE table_schema = 'a' UNION ".repeat(n)),
-        ("ctes", |n| format!("WITH {} SELECT 1", joined(n, ", ", |i| format!("c{i} AS (SELECT 1)")))),
-        ("rename list", |n| format!("RENAME TABLE {}", joined(n, ", ", |i| format!("a{i} TO b{i}")))),
-        ("lock list", |n| format!("LOCK TABLES {}", joined(n, ", ", |i| format!("t{i} READ /*!32311 LOCAL */")))),
-        ("dotted names", |n| format!("SELECT {} FROM t", "x.from.".repeat(n))),
-        ("variables", |n| format!("SELECT {}", "@a := @@b.c, ".repeat(n))),
+        ("unions", |n| {
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'a' UNION "
+                .repeat(n)
+        }),
+        ("ctes", |n| {
+            format!(
+                "WITH {} SELECT 1",
+                joined(n, ", ", |i| format!("c{i} AS (SELECT 1)"))
+            )
+        }),
+        ("rename list", |n| {
+            format!(
+                "RENAME TABLE {}",
+                joined(n, ", ", |i| format!("a{i} TO b{i}"))
+            )
+        }),
+        ("lock list", |n| {
+            format!(
+                "LOCK TABLES {}",
+                joined(n, ", ", |i| format!("t{i} READ /*!32311 LOCAL */"))
+            )
+        }),
+        ("dotted names", |n| {
+            format!("SELECT {} FROM t", "x.from.".repeat(n))
+        }),
+        ("variables", |n| {
+            format!("SELECT {}", "@a := @@b.c, ".repeat(n))
+        }),
     ]
 }
 
@@ -244,8 +308,17 @@ fn pathological_inputs_take_linear_time_and_little_stack() {
             })
             .collect();
         let best = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-        eprintln!("{name}: {} -> {} bytes: time x{best:.1}", small.len(), large.len());
-        assert!(best < 10.0, "{name}: {} -> {} bytes took x{ratios:.1?} the time: not linear", small.len(), large.len());
+        eprintln!(
+            "{name}: {} -> {} bytes: time x{best:.1}",
+            small.len(),
+            large.len()
+        );
+        assert!(
+            best < 10.0,
+            "{name}: {} -> {} bytes took x{ratios:.1?} the time: not linear",
+            small.len(),
+            large.len()
+        );
     }
 }
 
@@ -258,5 +331,9 @@ fn like_pattern_of_many_wildcards_is_fast() {
     let t = Instant::now();
     assert!(!like_match(&pattern, &name));
     assert!(like_match(&format!("{}%", "%a".repeat(30)), &name));
-    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
 }

@@ -93,10 +93,18 @@ fn corpus_tables_and_databases() {
         let want_t: Vec<String> = tables.iter().map(|s| s.to_string()).collect();
         let want_d: Vec<String> = dbs.iter().map(|s| s.to_string()).collect();
         if t != want_t || d != want_d {
-            failures.push(format!("{sql}\n   tables {t:?} want {want_t:?}\n   dbs {d:?} want {want_d:?}"));
+            failures.push(format!(
+                "{sql}\n   tables {t:?} want {want_t:?}\n   dbs {d:?} want {want_d:?}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), CORPUS.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed:\n{}",
+        failures.len(),
+        CORPUS.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -105,68 +113,201 @@ fn kinds() {
     assert_eq!(k("USE db1"), Kind::Use("db1".into()));
     assert_eq!(k("use `my db` ;"), Kind::Use("my db".into()));
     assert_eq!(k("/* c */ USE db1"), Kind::Use("db1".into()));
-    for s in ["SHOW DATABASES", "show   schemas;", "ShOw\tDataBases ;  ", "SHOW DATABASES WHERE 1"] {
+    for s in [
+        "SHOW DATABASES",
+        "show   schemas;",
+        "ShOw\tDataBases ;  ",
+        "SHOW DATABASES WHERE 1",
+    ] {
         assert!(matches!(k(s), Kind::ShowDatabases { .. }), "{s}");
     }
-    assert_eq!(k("SHOW DATABASES LIKE 'db%'"), Kind::ShowDatabases { like: Some("db%".into()), has_where: false });
-    for s in ["SHOW SHARDS", "show shards;", "SHOW\tSHARDS", "  Show  Shards ; "] {
+    assert_eq!(
+        k("SHOW DATABASES LIKE 'db%'"),
+        Kind::ShowDatabases {
+            like: Some("db%".into()),
+            has_where: false
+        }
+    );
+    for s in [
+        "SHOW SHARDS",
+        "show shards;",
+        "SHOW\tSHARDS",
+        "  Show  Shards ; ",
+    ] {
         assert_eq!(k(s), Kind::ShowShards, "{s}");
     }
     assert_eq!(k("SHOW TABLES"), Kind::ShowListing { db: None });
-    assert_eq!(k("SHOW FULL TABLES IN `db2` LIKE 't%'"), Kind::ShowListing { db: Some("db2".into()) });
-    assert_eq!(k("SHOW TABLE STATUS LIKE 't2'"), Kind::ShowListing { db: None });
-    assert_eq!(k("show table status from d where name = 'x'"), Kind::ShowListing { db: Some("d".into()) });
+    assert_eq!(
+        k("SHOW FULL TABLES IN `db2` LIKE 't%'"),
+        Kind::ShowListing {
+            db: Some("db2".into())
+        }
+    );
+    assert_eq!(
+        k("SHOW TABLE STATUS LIKE 't2'"),
+        Kind::ShowListing { db: None }
+    );
+    assert_eq!(
+        k("show table status from d where name = 'x'"),
+        Kind::ShowListing {
+            db: Some("d".into())
+        }
+    );
     assert_eq!(k("SHOW TRIGGERS LIKE 't2'"), Kind::ShowListing { db: None });
-    assert_eq!(k("show events in d"), Kind::ShowListing { db: Some("d".into()) });
-    assert_eq!(k("SHOW FUNCTION STATUS WHERE Db = 'tsplit'"), Kind::ShowRoutines { db: Some("tsplit".into()) });
-    assert_eq!(k("SHOW PACKAGE BODY STATUS"), Kind::ShowRoutines { db: None });
-    assert_eq!(k("SHOW CREATE TRIGGER `tr1`"), Kind::ShowCreateObject { db: None });
-    assert_eq!(k("SHOW CREATE PROCEDURE d.p"), Kind::ShowCreateObject { db: Some("d".into()) });
+    assert_eq!(
+        k("show events in d"),
+        Kind::ShowListing {
+            db: Some("d".into())
+        }
+    );
+    assert_eq!(
+        k("SHOW FUNCTION STATUS WHERE Db = 'tsplit'"),
+        Kind::ShowRoutines {
+            db: Some("tsplit".into())
+        }
+    );
+    assert_eq!(
+        k("SHOW PACKAGE BODY STATUS"),
+        Kind::ShowRoutines { db: None }
+    );
+    assert_eq!(
+        k("SHOW CREATE TRIGGER `tr1`"),
+        Kind::ShowCreateObject { db: None }
+    );
+    assert_eq!(
+        k("SHOW CREATE PROCEDURE d.p"),
+        Kind::ShowCreateObject {
+            db: Some("d".into())
+        }
+    );
     assert_eq!(k("UNLOCK TABLES"), Kind::Broadcast);
     assert_eq!(k("FLUSH /*!40101 LOCAL */ TABLES"), Kind::Broadcast);
     assert_eq!(k("FLUSH TABLES WITH READ LOCK"), Kind::Broadcast);
     assert_eq!(k("FLUSH TABLES t1"), Kind::Other);
     match k("LOCK TABLES `t1` READ /*!32311 LOCAL */,d.`t2` AS x WRITE") {
         Kind::LockTables(items) => {
-            let got: Vec<(Option<String>, String, String)> = items.into_iter().map(|i| (i.table.db, i.table.table, i.text)).collect();
-            assert_eq!(got, vec![
-                (None, "t1".into(), "`t1` READ /*!32311 LOCAL */".into()),
-                (Some("d".into()), "t2".into(), "d.`t2` AS x WRITE".into()),
-            ]);
+            let got: Vec<(Option<String>, String, String)> = items
+                .into_iter()
+                .map(|i| (i.table.db, i.table.table, i.text))
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (None, "t1".into(), "`t1` READ /*!32311 LOCAL */".into()),
+                    (Some("d".into()), "t2".into(), "d.`t2` AS x WRITE".into()),
+                ]
+            );
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(k("SELECT table_name FROM information_schema.TABLES WHERE table_schema = 'x'"), Kind::InfoSchema(_)));
-    assert!(matches!(k("SELECT * FROM information_schema.PROCESSLIST"), Kind::Other), "not an object list");
-    assert!(matches!(k("SELECT * FROM information_schema.TABLES t JOIN db.x ON 1"), Kind::Other), "a user table too");
-    for s in ["SET autocommit=0", "SET NAMES utf8mb4", "set @a = 1", "SET SESSION sql_mode=''", "SET GLOBAL x=1", "SELECT @a := 1", "SET a=1; SET b=2"] {
+    assert!(matches!(
+        k("SELECT table_name FROM information_schema.TABLES WHERE table_schema = 'x'"),
+        Kind::InfoSchema(_)
+    ));
+    assert!(
+        matches!(
+            k("SELECT * FROM information_schema.PROCESSLIST"),
+            Kind::Other
+        ),
+        "not an object list"
+    );
+    assert!(
+        matches!(
+            k("SELECT * FROM information_schema.TABLES t JOIN db.x ON 1"),
+            Kind::Other
+        ),
+        "a user table too"
+    );
+    for s in [
+        "SET autocommit=0",
+        "SET NAMES utf8mb4",
+        "set @a = 1",
+        "SET SESSION sql_mode=''",
+        "SET GLOBAL x=1",
+        "SELECT @a := 1",
+        "SET a=1; SET b=2",
+    ] {
         assert_eq!(k(s), Kind::Session, "{s}");
     }
     assert_eq!(k("SELECT @a := c FROM t"), Kind::Other);
     assert_eq!(k("SET STATEMENT a=1 FOR SELECT 1"), Kind::Other);
-    for s in ["BEGIN", "begin work", "START TRANSACTION READ ONLY", "COMMIT", "ROLLBACK", "ROLLBACK TO SAVEPOINT s", "SAVEPOINT s", "RELEASE SAVEPOINT s"] {
+    for s in [
+        "BEGIN",
+        "begin work",
+        "START TRANSACTION READ ONLY",
+        "COMMIT",
+        "ROLLBACK",
+        "ROLLBACK TO SAVEPOINT s",
+        "SAVEPOINT s",
+        "RELEASE SAVEPOINT s",
+    ] {
         assert_eq!(k(s), Kind::Trx, "{s}");
     }
-    assert_eq!(k("PREPARE s1 FROM 'SELECT * FROM db1.t WHERE id = ?'"), Kind::Prepare { name: "s1".into(), sql: Some("SELECT * FROM db1.t WHERE id = ?".into()) });
-    assert_eq!(k("PREPARE s1 FROM @q"), Kind::Prepare { name: "s1".into(), sql: None });
-    assert_eq!(k("EXECUTE s1 USING @a"), Kind::Execute { name: "s1".into() });
-    assert_eq!(k("DEALLOCATE PREPARE s1"), Kind::Deallocate { name: "s1".into() });
+    assert_eq!(
+        k("PREPARE s1 FROM 'SELECT * FROM db1.t WHERE id = ?'"),
+        Kind::Prepare {
+            name: "s1".into(),
+            sql: Some("SELECT * FROM db1.t WHERE id = ?".into())
+        }
+    );
+    assert_eq!(
+        k("PREPARE s1 FROM @q"),
+        Kind::Prepare {
+            name: "s1".into(),
+            sql: None
+        }
+    );
+    assert_eq!(
+        k("EXECUTE s1 USING @a"),
+        Kind::Execute { name: "s1".into() }
+    );
+    assert_eq!(
+        k("DEALLOCATE PREPARE s1"),
+        Kind::Deallocate { name: "s1".into() }
+    );
     assert_eq!(k("DROP PREPARE s1"), Kind::Deallocate { name: "s1".into() });
-    assert_eq!(k("EXECUTE IMMEDIATE 'SELECT 1 FROM db2.t'"), Kind::ExecuteImmediate { sql: Some("SELECT 1 FROM db2.t".into()) });
-    assert_eq!(k("EXECUTE IMMEDIATE CONCAT('SELECT ', 1)"), Kind::ExecuteImmediate { sql: None });
-    assert_eq!(k("LOAD DATA LOCAL INFILE 'f' INTO TABLE t"), Kind::LoadDataLocal);
+    assert_eq!(
+        k("EXECUTE IMMEDIATE 'SELECT 1 FROM db2.t'"),
+        Kind::ExecuteImmediate {
+            sql: Some("SELECT 1 FROM db2.t".into())
+        }
+    );
+    assert_eq!(
+        k("EXECUTE IMMEDIATE CONCAT('SELECT ', 1)"),
+        Kind::ExecuteImmediate { sql: None }
+    );
+    assert_eq!(
+        k("LOAD DATA LOCAL INFILE 'f' INTO TABLE t"),
+        Kind::LoadDataLocal
+    );
     assert_eq!(k("SELECT 1; SELECT 2"), Kind::Other);
     for s in [
-        "CREATE DATABASE d", "drop schema if exists d", "CREATE TABLE d.t (id INT)", "create or replace table t like u",
-        "DROP TABLE IF EXISTS a, b", "RENAME TABLE a TO d.b", "ALTER TABLE a RENAME TO b",
-        "CREATE ALGORITHM=MERGE DEFINER=`u`@`%` SQL SECURITY INVOKER VIEW v AS SELECT 1", "DROP VIEW v", "CREATE SEQUENCE s",
+        "CREATE DATABASE d",
+        "drop schema if exists d",
+        "CREATE TABLE d.t (id INT)",
+        "create or replace table t like u",
+        "DROP TABLE IF EXISTS a, b",
+        "RENAME TABLE a TO d.b",
+        "ALTER TABLE a RENAME TO b",
+        "CREATE ALGORITHM=MERGE DEFINER=`u`@`%` SQL SECURITY INVOKER VIEW v AS SELECT 1",
+        "DROP VIEW v",
+        "CREATE SEQUENCE s",
     ] {
         assert_eq!(k(s), Kind::SchemaChange, "{s}");
     }
-    for s in ["CREATE TEMPORARY TABLE t (id INT)", "DROP TEMPORARY TABLE t", "ALTER TABLE t ADD c INT", "ALTER DATABASE d CHARACTER SET utf8mb4", "CREATE INDEX i ON t (c)", "SELECT * FROM `table`"] {
+    for s in [
+        "CREATE TEMPORARY TABLE t (id INT)",
+        "DROP TEMPORARY TABLE t",
+        "ALTER TABLE t ADD c INT",
+        "ALTER DATABASE d CHARACTER SET utf8mb4",
+        "CREATE INDEX i ON t (c)",
+        "SELECT * FROM `table`",
+    ] {
         assert_ne!(k(s), Kind::SchemaChange, "{s}");
     }
-    assert!(analyze("INSERT INTO t VALUES (1); CREATE TABLE u (id INT)").kinds.contains(&Kind::SchemaChange));
+    assert!(analyze("INSERT INTO t VALUES (1); CREATE TABLE u (id INT)")
+        .kinds
+        .contains(&Kind::SchemaChange));
     assert!(analyze("SELECT 1; SELECT 2").is_multi());
     assert!(!analyze("SELECT 1;").is_multi());
 }
@@ -184,7 +325,31 @@ fn like_patterns() {
 
 #[test]
 fn garbage_never_panics() {
-    let inputs = ["", ";;;", "SELECT * FROM", "FROM", "INSERT INTO", "RENAME TABLE a TO", "WITH", "WITH x AS (", "SHOW", "PREPARE", "EXECUTE", "USE", "((((", "))))", "UPDATE", "`", "'", "DROP PREPARE", "SHOW COLUMNS FROM", "LOCK TABLES", "a.b.c.d.e", "SELECT * FROM a.", "\u{0}\u{1}\u{ff}"];
+    let inputs = [
+        "",
+        ";;;",
+        "SELECT * FROM",
+        "FROM",
+        "INSERT INTO",
+        "RENAME TABLE a TO",
+        "WITH",
+        "WITH x AS (",
+        "SHOW",
+        "PREPARE",
+        "EXECUTE",
+        "USE",
+        "((((",
+        "))))",
+        "UPDATE",
+        "`",
+        "'",
+        "DROP PREPARE",
+        "SHOW COLUMNS FROM",
+        "LOCK TABLES",
+        "a.b.c.d.e",
+        "SELECT * FROM a.",
+        "\u{0}\u{1}\u{ff}",
+    ];
     for s in inputs {
         let _ = analyze(s);
     }

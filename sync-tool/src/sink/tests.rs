@@ -40,7 +40,10 @@ async fn client(cfg: &Config) -> Client {
 }
 
 async fn stored_checkpoint(c: &mut Client, cfg: &Config) -> Value {
-    let r = c.get(format!("{}/checkpoint", cfg.state_path()), None).await.unwrap();
+    let r = c
+        .get(format!("{}/checkpoint", cfg.state_path()), None)
+        .await
+        .unwrap();
     serde_json::from_slice(r.kvs()[0].value()).unwrap()
 }
 
@@ -115,9 +118,14 @@ async fn pipelined_writes_take_effect_in_source_order() {
     }
     sink.flush().await.unwrap();
     sink.drain().await.unwrap();
-    let durable = sink.take_durable().expect("the last checkpoint is durable after drain");
+    let durable = sink
+        .take_durable()
+        .expect("the last checkpoint is durable after drain");
     assert_eq!(durable["n"], TXNS, "{durable}");
-    assert!(durable["written_ms"].as_u64().is_some(), "written at: {durable}");
+    assert!(
+        durable["written_ms"].as_u64().is_some(),
+        "written at: {durable}"
+    );
     assert!(sink.in_flight() == 0);
     sink.shutdown().await;
 

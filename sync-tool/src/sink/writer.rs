@@ -107,18 +107,31 @@ impl Writer {
     fn when(&self, nonce: &[u8]) -> Vec<Compare> {
         let mut c = Vec::with_capacity(2);
         if let Some(f) = &self.fence {
-            c.push(Compare::create_revision(f.key.clone(), CompareOp::Equal, f.rev));
+            c.push(Compare::create_revision(
+                f.key.clone(),
+                CompareOp::Equal,
+                f.rev,
+            ));
         }
-        c.push(Compare::value(self.nonce_key.clone(), CompareOp::Equal, nonce));
+        c.push(Compare::value(
+            self.nonce_key.clone(),
+            CompareOp::Equal,
+            nonce,
+        ));
         c
     }
 
     /// Why a transaction applied nothing: the fence key changed (leadership lost) or the
     /// nonce did (a newer writer of this instance took over).
     fn failure(&self, resp: &TxnResponse) -> Failure {
-        let Some(f) = &self.fence else { return superseded() };
+        let Some(f) = &self.fence else {
+            return superseded();
+        };
         let holds_fence = resp.op_responses().into_iter().any(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().is_some_and(|kv| kv.create_revision() == f.rev),
+            TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .is_some_and(|kv| kv.create_revision() == f.rev),
             _ => false,
         });
         if holds_fence {
@@ -138,20 +151,34 @@ impl Writer {
     /// Claims the nonce key for this writer (under the fence).
     async fn claim(&mut self, nonce: &[u8]) -> Result<(), Failure> {
         let when = match &self.fence {
-            Some(f) => vec![Compare::create_revision(f.key.clone(), CompareOp::Equal, f.rev)],
+            Some(f) => vec![Compare::create_revision(
+                f.key.clone(),
+                CompareOp::Equal,
+                f.rev,
+            )],
             None => vec![],
         };
-        let txn = Txn::new().when(when).and_then(vec![TxnOp::put(self.nonce_key.clone(), nonce, None)]);
+        let txn =
+            Txn::new()
+                .when(when)
+                .and_then(vec![TxnOp::put(self.nonce_key.clone(), nonce, None)]);
         match self.client.txn(txn).await {
             Ok(r) if r.succeeded() => Ok(()),
             Ok(_) => Err(Failure::Lost),
-            Err(e) => Err(Failure::Other(format!("{:#}", anyhow::Error::from(e).context("etcd: claim writer key")))),
+            Err(e) => Err(Failure::Other(format!(
+                "{:#}",
+                anyhow::Error::from(e).context("etcd: claim writer key")
+            ))),
         }
     }
 
     /// Runs until the sink's sender is dropped and everything sent is answered, or until the
     /// first failure (then nothing more is sent).
-    pub async fn run(mut self, mut rx: tokio::sync::mpsc::Receiver<Batch>, state: tokio::sync::watch::Sender<WriterState>) {
+    pub async fn run(
+        mut self,
+        mut rx: tokio::sync::mpsc::Receiver<Batch>,
+        state: tokio::sync::watch::Sender<WriterState>,
+    ) {
         let fail = |f: Failure| state.send_modify(|s| s.failed = Some(f));
         let nonce = format!("{:016x}", rand::random::<u64>()).into_bytes();
         if let Err(f) = self.claim(&nonce).await {
@@ -159,7 +186,12 @@ impl Writer {
         }
         let when = self.when(&nonce);
         let otherwise = self.otherwise();
-        let txn = |ops: Vec<TxnOp>| Txn::new().when(when.clone()).and_then(ops).or_else(otherwise.clone());
+        let txn = |ops: Vec<TxnOp>| {
+            Txn::new()
+                .when(when.clone())
+                .and_then(ops)
+                .or_else(otherwise.clone())
+        };
 
         let mut in_flight: VecDeque<Sent> = VecDeque::new();
         let mut answers = FuturesOrdered::new();
@@ -180,7 +212,15 @@ impl Writer {
             }
             // Nothing left to send but a checkpoint: write it on its own.
             if next.is_none() && in_flight.is_empty() && unwritten.is_some() {
-                let nothing = Batch { seq: 0, ops: Vec::new(), keys: Some(Vec::new()), rows: 0, per_table: Vec::new(), checkpoint: None, commit_unix: None };
+                let nothing = Batch {
+                    seq: 0,
+                    ops: Vec::new(),
+                    keys: Some(Vec::new()),
+                    rows: 0,
+                    per_table: Vec::new(),
+                    checkpoint: None,
+                    commit_unix: None,
+                };
                 next = Some(nothing);
             }
             if let Some(b) = &next {
@@ -190,7 +230,9 @@ impl Writer {
                         None => !alone,
                         Some(keys) => keys.iter().any(|k| busy.contains_key(k)),
                     };
-                let checkpoint_due = unwritten.as_ref().is_some_and(|u| b.ops.is_empty() || u.since.elapsed() >= CHECKPOINT_EVERY);
+                let checkpoint_due = unwritten
+                    .as_ref()
+                    .is_some_and(|u| b.ops.is_empty() || u.since.elapsed() >= CHECKPOINT_EVERY);
                 if in_flight.len() < self.depth && !clash && (alone || !checkpoint_due) {
                     let mut b = next.take().expect("checked above");
                     let mut ops = std::mem::take(&mut b.ops);
@@ -199,7 +241,10 @@ impl Writer {
                         if let Some(mut u) = unwritten.take() {
                             // when it was written, for `status`
                             if let Value::Object(m) = &mut u.value {
-                                m.insert("written_ms".into(), Value::from((now_unix() * 1000.0) as u64));
+                                m.insert(
+                                    "written_ms".into(),
+                                    Value::from((now_unix() * 1000.0) as u64),
+                                );
                             }
                             match serde_json::to_vec(&u.value) {
                                 Ok(v) => ops.push(TxnOp::put(self.checkpoint_key.clone(), v, None)),
@@ -218,7 +263,10 @@ impl Writer {
                         None => barrier_in_flight = true,
                     }
                     answers.push_back(send(self.client.clone(), txn(ops)));
-                    in_flight.push_back(Sent { batch: b, checkpoint });
+                    in_flight.push_back(Sent {
+                        batch: b,
+                        checkpoint,
+                    });
                     continue;
                 }
             }
@@ -261,7 +309,11 @@ impl Writer {
 fn take(b: Batch, unwritten: &mut Option<Unwritten>) -> Batch {
     if let Some(cp) = &b.checkpoint {
         let since = unwritten.as_ref().map_or_else(Instant::now, |u| u.since);
-        *unwritten = Some(Unwritten { value: cp.clone(), commit_unix: b.commit_unix, since });
+        *unwritten = Some(Unwritten {
+            value: cp.clone(),
+            commit_unix: b.commit_unix,
+            since,
+        });
     }
     b
 }
@@ -271,7 +323,12 @@ fn superseded() -> Failure {
 }
 
 /// `pending`: a checkpoint handed over is still not in etcd.
-fn committed(state: &tokio::sync::watch::Sender<WriterState>, b: Batch, checkpoint: Option<Value>, pending: bool) {
+fn committed(
+    state: &tokio::sync::watch::Sender<WriterState>,
+    b: Batch,
+    checkpoint: Option<Value>,
+    pending: bool,
+) {
     METRICS.etcd_txns.inc();
     METRICS.rows_applied.add(b.rows);
     for (t, c) in &b.per_table {

@@ -26,7 +26,10 @@ pub struct Filter {
 
 impl Filter {
     pub fn new(t: &Tables) -> Filter {
-        Filter { include: t.include.clone(), exclude: t.exclude.clone() }
+        Filter {
+            include: t.include.clone(),
+            exclude: t.exclude.clone(),
+        }
     }
     pub fn matches(&self, schema: &str, table: &str) -> bool {
         let hit = |p: &String| {
@@ -98,7 +101,10 @@ impl TableMeta {
 
 /// No two selected tables may share a prefix or have nested prefixes.
 pub fn check_prefixes(tables: &[TableMeta]) -> Result<()> {
-    let mut p: Vec<(&str, String)> = tables.iter().map(|t| (t.prefix.as_str(), t.label())).collect();
+    let mut p: Vec<(&str, String)> = tables
+        .iter()
+        .map(|t| (t.prefix.as_str(), t.label()))
+        .collect();
     p.sort();
     for w in p.windows(2) {
         if w[1].0.starts_with(w[0].0) {
@@ -123,13 +129,16 @@ pub struct RowEncoder {
 
 impl RowEncoder {
     pub fn new<S: AsRef<str>>(t: &TableMeta, names: &[S]) -> Result<RowEncoder> {
-        let pk = t
-            .pk
-            .iter()
-            .map(|c| names.iter().position(|n| n.as_ref() == c))
-            .collect::<Option<Vec<usize>>>();
+        let pk =
+            t.pk.iter()
+                .map(|c| names.iter().position(|n| n.as_ref() == c))
+                .collect::<Option<Vec<usize>>>();
         let Some(pk) = pk else {
-            bail!("table {}: a primary-key column is not among the columns {:?}", t.label(), names.iter().map(AsRef::as_ref).collect::<Vec<_>>());
+            bail!(
+                "table {}: a primary-key column is not among the columns {:?}",
+                t.label(),
+                names.iter().map(AsRef::as_ref).collect::<Vec<_>>()
+            );
         };
         let names = names
             .iter()
@@ -173,11 +182,19 @@ impl RowEncoder {
 
     /// Writes the new image of an updated row under `new_key`, and deletes `old_key` first
     /// when the update changed the primary key.
-    pub async fn update(&self, sink: &mut Sink, t: &TableMeta, old_key: Option<String>, new_key: String, values: &[Value]) -> Result<()> {
+    pub async fn update(
+        &self,
+        sink: &mut Sink,
+        t: &TableMeta,
+        old_key: Option<String>,
+        new_key: String,
+        values: &[Value],
+    ) -> Result<()> {
         if let Some(old) = old_key.filter(|k| *k != new_key) {
             sink.delete(old, Some(t.label_str())).await?;
         }
-        sink.put(new_key, self.json(values), Some(t.label_str())).await
+        sink.put(new_key, self.json(values), Some(t.label_str()))
+            .await
     }
 
     /// Writes a delete of the row.
@@ -197,7 +214,10 @@ pub struct StaleKeys {
 }
 
 impl StaleKeys {
-    pub async fn before_dump<'a>(sink: &mut Sink, tables: impl IntoIterator<Item = &'a TableMeta>) -> Result<StaleKeys> {
+    pub async fn before_dump<'a>(
+        sink: &mut Sink,
+        tables: impl IntoIterator<Item = &'a TableMeta>,
+    ) -> Result<StaleKeys> {
         let rev = sink.revision().await?;
         let mut prefixes = Vec::new();
         for t in tables {
@@ -233,7 +253,13 @@ pub struct Progress {
 impl Progress {
     pub fn new(table: &str) -> Progress {
         tracing::info!(table, "dump: table started");
-        Progress { table: table.into(), rows: 0, start: Instant::now(), last_log: Instant::now(), pending_metric: 0 }
+        Progress {
+            table: table.into(),
+            rows: 0,
+            start: Instant::now(),
+            last_log: Instant::now(),
+            pending_metric: 0,
+        }
     }
     pub fn row(&mut self) {
         self.rows += 1;
@@ -258,7 +284,10 @@ impl Progress {
 /// Stable short fingerprint of the selected table set, stored in the checkpoint: a
 /// different selection forces a re-dump.
 pub fn selection_fingerprint(tables: &[TableMeta]) -> String {
-    let mut names: Vec<String> = tables.iter().map(|t| format!("{}={}", t.label(), t.prefix)).collect();
+    let mut names: Vec<String> = tables
+        .iter()
+        .map(|t| format!("{}={}", t.label(), t.prefix))
+        .collect();
     names.sort();
     let mut h: u64 = 0xcbf29ce484222325;
     for b in names.join("\n").bytes() {
@@ -291,7 +320,9 @@ pub async fn migrate_columns(sink: &mut Sink, t: &TableMeta, new: &[String]) -> 
     loop {
         let (kvs, next) = sink.scan_prefix(&t.prefix, start).await?;
         for (k, v) in kvs {
-            let Ok(Value::Object(mut row)) = serde_json::from_slice::<Value>(&v) else { continue };
+            let Ok(Value::Object(mut row)) = serde_json::from_slice::<Value>(&v) else {
+                continue;
+            };
             let mut out = Row::new();
             for c in new {
                 out.insert(c.clone(), row.remove(c).unwrap_or(Value::Null));
@@ -323,7 +354,10 @@ mod tests {
         assert!(glob("a?c", "abc"));
         assert!(!glob("a?c", "abbc"));
         assert!(glob("public.*", "public.t"));
-        let f = Filter::new(&Tables { include: vec!["app.*".into(), "x".into()], exclude: vec!["app.tmp_*".into()] });
+        let f = Filter::new(&Tables {
+            include: vec!["app.*".into(), "x".into()],
+            exclude: vec!["app.tmp_*".into()],
+        });
         assert!(f.matches("app", "users"));
         assert!(!f.matches("app", "tmp_1"));
         assert!(f.matches("other", "x"));
@@ -351,9 +385,13 @@ mod tests {
         for (n, v) in names.iter().zip(&values) {
             row.insert(n.to_string(), v.clone());
         }
-        assert_eq!(String::from_utf8(enc.json(&values)).unwrap(), serde_json::to_string(&row).unwrap());
+        assert_eq!(
+            String::from_utf8(enc.json(&values)).unwrap(),
+            serde_json::to_string(&row).unwrap()
+        );
         assert_eq!(enc.key(&t, &values).unwrap(), "/p/t/a%2Fb%2Cc,42");
-        let empty = RowEncoder::new(&TableMeta::new(&tpl, "s", "t", vec![]), &[] as &[&str]).unwrap();
+        let empty =
+            RowEncoder::new(&TableMeta::new(&tpl, "s", "t", vec![]), &[] as &[&str]).unwrap();
         assert_eq!(empty.json(&[]), b"{}");
         assert!(RowEncoder::new(&t, &["id"]).is_err(), "k2 is missing");
     }

@@ -29,7 +29,12 @@ impl Dbs {
 
     pub fn with_shared(prefix: &str) -> Dbs {
         let u = unique("x");
-        let d = Dbs { a: format!("sr_a_{u}"), b: format!("sr_b_{u}"), c: format!("sr_c_{u}"), shared: format!("{prefix}_{u}") };
+        let d = Dbs {
+            a: format!("sr_a_{u}"),
+            b: format!("sr_b_{u}"),
+            c: format!("sr_c_{u}"),
+            shared: format!("{prefix}_{u}"),
+        };
         let p = env::mariadb_ports();
         let run = |port: u16, sql: &[String]| {
             let mut c = env::mariadb(port);
@@ -41,10 +46,16 @@ impl Dbs {
             p[0],
             &[
                 format!("CREATE DATABASE {}", d.a),
-                format!("CREATE TABLE {}.t1 (id INT PRIMARY KEY, srv VARCHAR(8))", d.a),
+                format!(
+                    "CREATE TABLE {}.t1 (id INT PRIMARY KEY, srv VARCHAR(8))",
+                    d.a
+                ),
                 format!("INSERT INTO {}.t1 VALUES (1, 's1')", d.a),
                 format!("CREATE DATABASE {}", d.shared),
-                format!("CREATE TABLE {}.ta (id INT PRIMARY KEY, srv VARCHAR(8))", d.shared),
+                format!(
+                    "CREATE TABLE {}.ta (id INT PRIMARY KEY, srv VARCHAR(8))",
+                    d.shared
+                ),
                 format!("INSERT INTO {}.ta VALUES (1, 's1')", d.shared),
             ],
         );
@@ -52,10 +63,16 @@ impl Dbs {
             p[1],
             &[
                 format!("CREATE DATABASE {}", d.b),
-                format!("CREATE TABLE {}.t2 (id INT PRIMARY KEY, srv VARCHAR(8))", d.b),
+                format!(
+                    "CREATE TABLE {}.t2 (id INT PRIMARY KEY, srv VARCHAR(8))",
+                    d.b
+                ),
                 format!("INSERT INTO {}.t2 VALUES (1, 's2')", d.b),
                 format!("CREATE DATABASE {}", d.shared),
-                format!("CREATE TABLE {}.tb (id INT PRIMARY KEY, srv VARCHAR(8))", d.shared),
+                format!(
+                    "CREATE TABLE {}.tb (id INT PRIMARY KEY, srv VARCHAR(8))",
+                    d.shared
+                ),
                 format!("INSERT INTO {}.tb VALUES (1, 's2')", d.shared),
             ],
         );
@@ -63,7 +80,10 @@ impl Dbs {
             p[2],
             &[
                 format!("CREATE DATABASE {}", d.c),
-                format!("CREATE TABLE {}.t3 (id INT PRIMARY KEY, srv VARCHAR(8))", d.c),
+                format!(
+                    "CREATE TABLE {}.t3 (id INT PRIMARY KEY, srv VARCHAR(8))",
+                    d.c
+                ),
                 format!("INSERT INTO {}.t3 VALUES (1, 's3')", d.c),
             ],
         );
@@ -74,7 +94,11 @@ impl Dbs {
 impl Drop for Dbs {
     fn drop(&mut self) {
         let p = env::mariadb_ports();
-        for (port, dbs) in [(p[0], vec![&self.a, &self.shared]), (p[1], vec![&self.b, &self.shared]), (p[2], vec![&self.c])] {
+        for (port, dbs) in [
+            (p[0], vec![&self.a, &self.shared]),
+            (p[1], vec![&self.b, &self.shared]),
+            (p[2], vec![&self.c]),
+        ] {
             for d in dbs {
                 drop_database(port, d);
             }
@@ -120,7 +144,11 @@ pub fn rows(reply: &[u8]) -> Result<Vec<Vec<String>>, ReplyError> {
         }
         if is_row(t.state(), &p, false) {
             let r = text_row(p.payload).expect("text row");
-            out.push(r.into_iter().map(|v| v.map_or("NULL".into(), |v| String::from_utf8_lossy(v).into_owned())).collect());
+            out.push(
+                r.into_iter()
+                    .map(|v| v.map_or("NULL".into(), |v| String::from_utf8_lossy(v).into_owned()))
+                    .collect(),
+            );
         }
         t.feed(&p).expect("valid reply");
     }
@@ -134,7 +162,13 @@ pub fn one(h: &mut Harness, sql: &str) -> String {
         r.len(),
         1,
         "{sql}: {r:?} {:?}",
-        h.client(|c| c.chunks.iter().rev().take(12).map(|x| (x.0, x.1.len(), x.2)).collect::<Vec<_>>())
+        h.client(|c| c
+            .chunks
+            .iter()
+            .rev()
+            .take(12)
+            .map(|x| (x.0, x.1.len(), x.2))
+            .collect::<Vec<_>>())
     );
     r[0][0].clone()
 }
@@ -142,7 +176,12 @@ pub fn one(h: &mut Harness, sql: &str) -> String {
 pub fn ok(h: &mut Harness, sql: &str) {
     let reply = h.query(sql);
     if let Some(p) = Packets::new(&reply).next() {
-        assert_ne!(p.unwrap().first(), Some(0xFF), "{sql}: {:?}", ReplyError::parse(Packets::new(&reply).next().unwrap().unwrap().payload));
+        assert_ne!(
+            p.unwrap().first(),
+            Some(0xFF),
+            "{sql}: {:?}",
+            ReplyError::parse(Packets::new(&reply).next().unwrap().unwrap().payload)
+        );
     }
 }
 
@@ -155,7 +194,8 @@ pub fn port_of(h: &mut Harness, sql: &str) -> u16 {
 /// sequence (the test sends single-packet commands, so its sequence number is 1).
 pub fn wait_killed(h: &mut Harness) -> Option<String> {
     h.pump_until(Duration::from_secs(10), |c| c.killed.is_some());
-    let (killed, last) = h.client(|c| (c.killed.clone(), c.chunks.last().map(|(_, d, _)| d.clone())));
+    let (killed, last) =
+        h.client(|c| (c.killed.clone(), c.chunks.last().map(|(_, d, _)| d.clone())));
     let killed = killed?;
     if !killed.is_empty() {
         return Some(killed);
@@ -233,33 +273,58 @@ pub fn check_restore(dump: &str, s: &str, port: u16, restored: &str) {
         assert!(dump.contains(want), "the dump lacks {want}");
     }
     let p = env::mariadb_ports();
-    env::mariadb(port).query_drop(format!("CREATE DATABASE {restored}")).unwrap();
+    env::mariadb(port)
+        .query_drop(format!("CREATE DATABASE {restored}"))
+        .unwrap();
     let mut load = Command::new("mariadb")
-        .args(["-h127.0.0.1", &format!("-P{port}"), &format!("-u{}", env::USER), &format!("-p{}", env::PASSWORD), restored])
+        .args([
+            "-h127.0.0.1",
+            &format!("-P{port}"),
+            &format!("-u{}", env::USER),
+            &format!("-p{}", env::PASSWORD),
+            restored,
+        ])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::io::Write::write_all(load.stdin.as_mut().unwrap(), dump.as_bytes()).unwrap();
     let out = load.wait_with_output().unwrap();
-    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut dst = env::mariadb(port);
     for (from, t) in [(p[0], "ta"), (p[1], "tb"), (p[1], "tc")] {
-        let q = |db: &str| format!("SELECT id, CAST({c} AS CHAR) FROM {db}.{t} ORDER BY id", c = if t == "tc" { "b" } else { "srv" });
+        let q = |db: &str| {
+            format!(
+                "SELECT id, CAST({c} AS CHAR) FROM {db}.{t} ORDER BY id",
+                c = if t == "tc" { "b" } else { "srv" }
+            )
+        };
         let original: Rows = env::mariadb(from).query(q(s)).unwrap();
         let copy: Rows = dst.query(q(restored)).unwrap();
         assert_eq!(copy, original, "{t}");
     }
-    let v: Rows = dst.query(format!("SELECT id, srv FROM {restored}.v_ta ORDER BY id")).unwrap();
+    let v: Rows = dst
+        .query(format!("SELECT id, srv FROM {restored}.v_ta ORDER BY id"))
+        .unwrap();
     assert_eq!(v, vec![(2, Some("two".into())), (3, None)]);
-    dst.query_drop(format!("INSERT INTO {restored}.tb VALUES (9, 'LOUD')")).unwrap();
+    dst.query_drop(format!("INSERT INTO {restored}.tb VALUES (9, 'LOUD')"))
+        .unwrap();
     assert_eq!(
-        dst.query_first::<String, _>(format!("SELECT srv FROM {restored}.tb WHERE id = 9")).unwrap().as_deref(),
+        dst.query_first::<String, _>(format!("SELECT srv FROM {restored}.tb WHERE id = 9"))
+            .unwrap()
+            .as_deref(),
         Some("loud"),
         "trigger restored"
     );
     assert_eq!(
-        dst.query_first::<u64, _>(format!("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{restored}'")).unwrap(),
+        dst.query_first::<u64, _>(format!(
+            "SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{restored}'"
+        ))
+        .unwrap(),
         Some(1)
     );
 }
@@ -267,7 +332,10 @@ pub fn check_restore(dump: &str, s: &str, port: u16, restored: &str) {
 /// tests/tools/schema_clients.py against a MariaDB endpoint on `port`, for database `db`.
 pub fn schema_clients(port: u16, db: &str) -> Command {
     let mut c = Command::new("python3");
-    c.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/schema_clients.py"));
+    c.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tools/schema_clients.py"
+    ));
     c.args(["127.0.0.1", &port.to_string(), env::USER, env::PASSWORD, db]);
     c
 }
@@ -279,13 +347,27 @@ pub fn check_schema_clients(out: &Output, s: &str) {
     let tail = &stderr[stderr.len().saturating_sub(2000)..];
     assert!(out.status.success(), "schema_clients.py failed (pip install PyMySQL mysql-connector-python SQLAlchemy?): ...{tail}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let list = |x: &serde_json::Value| -> Vec<String> { x.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect() };
+    let list = |x: &serde_json::Value| -> Vec<String> {
+        x.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
     for driver in ["pymysql", "mysql_connector"] {
         let r = &v[driver];
-        assert_eq!(list(&r["tables"]), vec!["ta", "tb", "tc", "v_ta"], "{driver}");
+        assert_eq!(
+            list(&r["tables"]),
+            vec!["ta", "tb", "tc", "v_ta"],
+            "{driver}"
+        );
         assert_eq!(list(&r["last_two"]), vec!["v_ta", "tc"], "{driver}");
         assert_eq!(list(&r["schemata"]), vec![s.to_string()], "{driver}");
-        assert_eq!(list(&r["columns"]), vec!["id", "srv", "id", "srv", "id", "b", "id", "srv"], "{driver}");
+        assert_eq!(
+            list(&r["columns"]),
+            vec!["id", "srv", "id", "srv", "id", "b", "id", "srv"],
+            "{driver}"
+        );
     }
     for orm in ["sqlalchemy_pymysql", "sqlalchemy_mysqlconnector"] {
         let r = &v[orm];

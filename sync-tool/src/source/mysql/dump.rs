@@ -14,11 +14,20 @@ use crate::config::Config;
 use crate::sink::Sink;
 use crate::source::{Progress, RowEncoder, StaleKeys};
 
-pub async fn dump(_cfg: &Config, conn: &mut Conn, tables: &[MyTable], sink: &mut Sink) -> Result<(String, u64, String)> {
+pub async fn dump(
+    _cfg: &Config,
+    conn: &mut Conn,
+    tables: &[MyTable],
+    sink: &mut Sink,
+) -> Result<(String, u64, String)> {
     let stale = StaleKeys::before_dump(sink, tables.iter().map(|t| &*t.meta)).await?;
-    conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| classify(e, "FLUSH TABLES WITH READ LOCK"))?;
+    conn.query_drop("FLUSH TABLES WITH READ LOCK")
+        .await
+        .map_err(|e| classify(e, "FLUSH TABLES WITH READ LOCK"))?;
     let pos = async {
-        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await.map_err(|e| classify(e, "dump"))?;
+        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .map_err(|e| classify(e, "dump"))?;
         conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             .await
             .map_err(|e| classify(e, "START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
@@ -38,26 +47,45 @@ pub async fn dump(_cfg: &Config, conn: &mut Conn, tables: &[MyTable], sink: &mut
         let label = t.meta.label();
         let mut progress = Progress::new(&label);
         let cols = t.cols.iter().map(dump_expr).collect::<Vec<_>>().join(", ");
-        let sql = format!("SELECT {cols} FROM {}.{}", quote_ident(&t.meta.schema), quote_ident(&t.meta.name));
+        let sql = format!(
+            "SELECT {cols} FROM {}.{}",
+            quote_ident(&t.meta.schema),
+            quote_ident(&t.meta.name)
+        );
         let names: Vec<&str> = t.cols.iter().map(|c| c.name.as_str()).collect();
         let enc = RowEncoder::new(&t.meta, &names)?;
         let mut values = Vec::with_capacity(t.cols.len());
-        let mut result = conn.exec_iter(sql, ()).await.map_err(|e| classify(e, &format!("dump {label}")))?;
-        while let Some(r) = result.next().await.map_err(|e| classify(e, &format!("dump {label}")))? {
+        let mut result = conn
+            .exec_iter(sql, ())
+            .await
+            .map_err(|e| classify(e, &format!("dump {label}")))?;
+        while let Some(r) = result
+            .next()
+            .await
+            .map_err(|e| classify(e, &format!("dump {label}")))?
+        {
             let vals = r.unwrap();
             if vals.len() != t.cols.len() {
-                return Err(anyhow!("dump {label}: {} values for {} columns", vals.len(), t.cols.len()));
+                return Err(anyhow!(
+                    "dump {label}: {} values for {} columns",
+                    vals.len(),
+                    t.cols.len()
+                ));
             }
             values.clear();
             for (c, v) in t.cols.iter().zip(vals) {
-                values.push(map_value(&c.kind, v).map_err(|e| anyhow!("table {label} column {}: {e}", c.name))?);
+                values.push(
+                    map_value(&c.kind, v)
+                        .map_err(|e| anyhow!("table {label} column {}: {e}", c.name))?,
+                );
             }
             enc.upsert(sink, &t.meta, &values).await?;
             progress.row();
         }
         drop(result);
         let names: Vec<String> = t.cols.iter().map(|c| c.name.clone()).collect();
-        sink.put_state(&format!("columns/{label}"), &Value::from(names)).await?;
+        sink.put_state(&format!("columns/{label}"), &Value::from(names))
+            .await?;
         progress.done();
     }
     conn.query_drop("COMMIT").await.context("dump: commit")?;

@@ -29,7 +29,11 @@ pub fn codecs(tme: &TableMapEvent<'_>) -> Result<Vec<Codec>> {
                 .ok_or_else(|| anyhow!("column {i}: no type"))?;
             // one signedness bit per numeric column, in column order
             let unsigned = ty.is_numeric_type() && signedness.next().unwrap_or(false);
-            Ok(Codec { ty, meta: tme.get_column_metadata(i).unwrap_or(&[]).to_vec(), unsigned })
+            Ok(Codec {
+                ty,
+                meta: tme.get_column_metadata(i).unwrap_or(&[]).to_vec(),
+                unsigned,
+            })
         })
         .collect()
 }
@@ -38,7 +42,10 @@ pub fn codecs(tme: &TableMapEvent<'_>) -> Result<Vec<Codec>> {
 pub type Image<'a> = Vec<BinlogValue<'a>>;
 
 /// Reads every row of `re`.
-pub fn rows<'a>(re: &'a RowsEventData<'a>, codecs: &'a [Codec]) -> Result<Vec<(Option<Image<'a>>, Option<Image<'a>>)>> {
+pub fn rows<'a>(
+    re: &'a RowsEventData<'a>,
+    codecs: &'a [Codec],
+) -> Result<Vec<(Option<Image<'a>>, Option<Image<'a>>)>> {
     if matches!(re, RowsEventData::PartialUpdateRowsEvent(_)) {
         bail!("partial JSON update in the binlog (set binlog_row_value_options='' on the server)");
     }
@@ -50,11 +57,15 @@ pub fn rows<'a>(re: &'a RowsEventData<'a>, codecs: &'a [Codec]) -> Result<Vec<(O
     let mut out = Vec::new();
     while !buf.is_empty() {
         let before = match re.columns_before_image() {
-            Some(present) => Some(image(&mut buf, codecs, |i| present.get(i).is_some_and(|b| *b))?),
+            Some(present) => Some(image(&mut buf, codecs, |i| {
+                present.get(i).is_some_and(|b| *b)
+            })?),
             None => None,
         };
         let after = match re.columns_after_image() {
-            Some(present) => Some(image(&mut buf, codecs, |i| present.get(i).is_some_and(|b| *b))?),
+            Some(present) => Some(image(&mut buf, codecs, |i| {
+                present.get(i).is_some_and(|b| *b)
+            })?),
             None => None,
         };
         out.push((before, after));
@@ -63,7 +74,11 @@ pub fn rows<'a>(re: &'a RowsEventData<'a>, codecs: &'a [Codec]) -> Result<Vec<(O
 }
 
 /// One row image: a null bitmap over the columns present, then their non-null values.
-fn image<'a>(buf: &mut ParseBuf<'a>, codecs: &'a [Codec], present: impl Fn(usize) -> bool) -> Result<Image<'a>> {
+fn image<'a>(
+    buf: &mut ParseBuf<'a>,
+    codecs: &'a [Codec],
+    present: impl Fn(usize) -> bool,
+) -> Result<Image<'a>> {
     let count = (0..codecs.len()).filter(|&i| present(i)).count();
     let nulls: &[u8] = buf.parse(count.div_ceil(8))?;
     let mut values = Vec::with_capacity(count);
@@ -75,7 +90,12 @@ fn image<'a>(buf: &mut ParseBuf<'a>, codecs: &'a [Codec], present: impl Fn(usize
         if nulls[k / 8] & (1 << (k % 8)) != 0 {
             values.push(BinlogValue::Value(mysql_async::Value::NULL));
         } else {
-            values.push(buf.parse::<BinlogValue<'a>>((c.ty, c.meta.as_slice(), c.unsigned, false))?);
+            values.push(buf.parse::<BinlogValue<'a>>((
+                c.ty,
+                c.meta.as_slice(),
+                c.unsigned,
+                false,
+            ))?);
         }
         k += 1;
     }

@@ -117,11 +117,18 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// Epoch text `sec[.frac]` (binlog TIMESTAMP, dump UNIX_TIMESTAMP()) → RFC 3339 UTC.
 fn epoch_to_rfc3339(s: &str) -> Result<String> {
     let (sec, f) = s.split_once('.').unwrap_or((s, ""));
-    let sec: i64 = sec.trim().parse().map_err(|_| anyhow!("invalid epoch timestamp {s:?}"))?;
+    let sec: i64 = sec
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("invalid epoch timestamp {s:?}"))?;
     if f.len() > 6 || !f.bytes().all(|b| b.is_ascii_digit()) {
         bail!("invalid epoch timestamp {s:?}");
     }
-    let us: u32 = if f.is_empty() { 0 } else { format!("{f:0<6}").parse()? };
+    let us: u32 = if f.is_empty() {
+        0
+    } else {
+        format!("{f:0<6}").parse()?
+    };
     let (days, rem) = (sec.div_euclid(86_400), sec.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
     Ok(format!(
@@ -163,7 +170,10 @@ pub fn map_value(kind: &MyKind, v: My) -> Result<Value> {
                     if let Ok(i) = t.parse::<i64>() {
                         Value::from(i)
                     } else {
-                        Value::from(t.parse::<u64>().map_err(|_| anyhow!("invalid integer {t:?}"))?)
+                        Value::from(
+                            t.parse::<u64>()
+                                .map_err(|_| anyhow!("invalid integer {t:?}"))?,
+                        )
                     }
                 }
             };
@@ -178,14 +188,22 @@ pub fn map_value(kind: &MyKind, v: My) -> Result<Value> {
             // shortest decimal form of the single-precision value (0.1f32 → 0.1)
             My::Float(f) => float_value(f.to_string().parse::<f64>()?),
             My::Double(d) => float_value((d as f32).to_string().parse::<f64>()?),
-            other => float_value(text(&other).unwrap_or_default().parse::<f32>()?.to_string().parse::<f64>()?),
+            other => float_value(
+                text(&other)
+                    .unwrap_or_default()
+                    .parse::<f32>()?
+                    .to_string()
+                    .parse::<f64>()?,
+            ),
         },
         MyKind::Double => match v {
             My::Double(d) => float_value(d),
             My::Float(f) => float_value(f as f64),
             other => float_value(text(&other).unwrap_or_default().parse::<f64>()?),
         },
-        MyKind::Decimal | MyKind::Text => Value::String(text(&v).ok_or_else(|| anyhow!("unexpected value {v:?}"))?),
+        MyKind::Decimal | MyKind::Text => {
+            Value::String(text(&v).ok_or_else(|| anyhow!("unexpected value {v:?}"))?)
+        }
         MyKind::Binary => match v {
             My::Bytes(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
             other => bail!("expected bytes, got {other:?}"),
@@ -212,12 +230,9 @@ pub fn map_value(kind: &MyKind, v: My) -> Result<Value> {
             if i == 0 {
                 Value::String(String::new())
             } else {
-                Value::String(
-                    labels
-                        .get(i as usize - 1)
-                        .cloned()
-                        .ok_or_else(|| anyhow!("ENUM index {i} out of range ({} labels)", labels.len()))?,
-                )
+                Value::String(labels.get(i as usize - 1).cloned().ok_or_else(|| {
+                    anyhow!("ENUM index {i} out of range ({} labels)", labels.len())
+                })?)
             }
         }
         MyKind::Set(labels) => {
@@ -248,15 +263,17 @@ pub fn map_value(kind: &MyKind, v: My) -> Result<Value> {
             other => Value::String(text(&other).unwrap_or_default()),
         },
         MyKind::DateTime => match v {
-            My::Date(y, m, d, h, mi, s, us) => {
-                Value::String(format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}{}", frac(us)))
-            }
+            My::Date(y, m, d, h, mi, s, us) => Value::String(format!(
+                "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}{}",
+                frac(us)
+            )),
             other => Value::String(text(&other).unwrap_or_default()),
         },
         MyKind::Timestamp => match v {
-            My::Date(y, m, d, h, mi, s, us) => {
-                Value::String(format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}{}Z", frac(us)))
-            }
+            My::Date(y, m, d, h, mi, s, us) => Value::String(format!(
+                "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}{}Z",
+                frac(us)
+            )),
             other => Value::String(epoch_to_rfc3339(&text(&other).unwrap_or_default())?),
         },
         MyKind::Time => match v {
@@ -273,7 +290,9 @@ pub fn map_value(kind: &MyKind, v: My) -> Result<Value> {
 
 /// `enum('a','b''c')` / `set(...)` column type → labels.
 pub fn parse_labels(column_type: &str) -> Result<Vec<String>> {
-    let open = column_type.find('(').ok_or_else(|| anyhow!("no value list in {column_type:?}"))?;
+    let open = column_type
+        .find('(')
+        .ok_or_else(|| anyhow!("no value list in {column_type:?}"))?;
     let b: Vec<char> = column_type[open + 1..].chars().collect();
     let mut out = Vec::new();
     let mut i = 0;
@@ -313,11 +332,21 @@ pub fn parse_labels(column_type: &str) -> Result<Vec<String>> {
 }
 
 /// Kind of a column from `information_schema.COLUMNS` (the dump side).
-pub fn kind_from_schema(data_type: &str, column_type: &str, bit_len: Option<u64>, is_json: bool) -> Result<MyKind> {
+pub fn kind_from_schema(
+    data_type: &str,
+    column_type: &str,
+    bit_len: Option<u64>,
+    is_json: bool,
+) -> Result<MyKind> {
     Ok(match data_type.to_ascii_lowercase().as_str() {
-        "mediumint" if !column_type.to_ascii_lowercase().contains("unsigned") => MyKind::Int24Signed,
+        "mediumint" if !column_type.to_ascii_lowercase().contains("unsigned") => {
+            MyKind::Int24Signed
+        }
         "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" => MyKind::Int,
-        "binary" => match column_type.split_once('(').and_then(|(_, r)| r.trim_end_matches(')').parse::<usize>().ok()) {
+        "binary" => match column_type
+            .split_once('(')
+            .and_then(|(_, r)| r.trim_end_matches(')').parse::<usize>().ok())
+        {
             Some(n) => MyKind::BinaryFixed(n),
             None => MyKind::Binary,
         },
@@ -354,40 +383,103 @@ mod tests {
 
     #[test]
     fn mapping() {
-        assert_eq!(map_value(&MyKind::Int, My::UInt(u64::MAX)).unwrap(), json!(u64::MAX));
+        assert_eq!(
+            map_value(&MyKind::Int, My::UInt(u64::MAX)).unwrap(),
+            json!(u64::MAX)
+        );
         assert_eq!(map_value(&MyKind::Int, My::Int(-5)).unwrap(), json!(-5));
-        assert_eq!(map_value(&MyKind::Float, My::Float(0.1)).unwrap(), json!(0.1));
-        assert_eq!(map_value(&MyKind::Decimal, My::Bytes(b"-12.50".to_vec())).unwrap(), json!("-12.50"));
-        assert_eq!(map_value(&MyKind::Bit(1), My::Bytes(vec![1])).unwrap(), json!(true));
-        assert_eq!(map_value(&MyKind::Bit(5), My::Bytes(vec![0x15])).unwrap(), json!("10101"));
-        assert_eq!(map_value(&MyKind::Bit(10), My::Bytes(vec![0x01, 0x02])).unwrap(), json!("0100000010"));
+        assert_eq!(
+            map_value(&MyKind::Float, My::Float(0.1)).unwrap(),
+            json!(0.1)
+        );
+        assert_eq!(
+            map_value(&MyKind::Decimal, My::Bytes(b"-12.50".to_vec())).unwrap(),
+            json!("-12.50")
+        );
+        assert_eq!(
+            map_value(&MyKind::Bit(1), My::Bytes(vec![1])).unwrap(),
+            json!(true)
+        );
+        assert_eq!(
+            map_value(&MyKind::Bit(5), My::Bytes(vec![0x15])).unwrap(),
+            json!("10101")
+        );
+        assert_eq!(
+            map_value(&MyKind::Bit(10), My::Bytes(vec![0x01, 0x02])).unwrap(),
+            json!("0100000010")
+        );
         let e = MyKind::Enum(vec!["a".into(), "b".into()]);
         assert_eq!(map_value(&e, My::Int(2)).unwrap(), json!("b"));
         assert_eq!(map_value(&e, My::Int(0)).unwrap(), json!(""));
         assert!(map_value(&e, My::Int(3)).is_err());
         let s = MyKind::Set(vec!["x".into(), "y".into(), "z".into()]);
-        assert_eq!(map_value(&s, My::Bytes(vec![5])).unwrap(), json!(["x", "z"]));
+        assert_eq!(
+            map_value(&s, My::Bytes(vec![5])).unwrap(),
+            json!(["x", "z"])
+        );
         assert_eq!(map_value(&s, My::UInt(6)).unwrap(), json!(["y", "z"]));
-        assert_eq!(map_value(&MyKind::Timestamp, My::Bytes(b"1704164645".to_vec())).unwrap(), json!("2024-01-02T03:04:05Z"));
-        assert_eq!(map_value(&MyKind::Timestamp, My::Bytes(b"1704164645.120000".to_vec())).unwrap(), json!("2024-01-02T03:04:05.12Z"));
-        assert_eq!(map_value(&MyKind::Timestamp, My::Bytes(b"1704164645.12".to_vec())).unwrap(), json!("2024-01-02T03:04:05.12Z"));
-        assert_eq!(map_value(&MyKind::DateTime, My::Date(2024, 2, 29, 1, 2, 3, 500)).unwrap(), json!("2024-02-29T01:02:03.0005"));
-        assert_eq!(map_value(&MyKind::Time, My::Time(true, 1, 2, 3, 4, 0)).unwrap(), json!("-26:03:04"));
-        assert_eq!(map_value(&MyKind::Year, My::Bytes(b"1900".to_vec())).unwrap(), json!(0));
-        assert_eq!(map_value(&MyKind::Json, My::Bytes(br#"{"a":[1]}"#.to_vec())).unwrap(), json!({"a": [1]}));
-        assert_eq!(map_value(&MyKind::Binary, My::Bytes(vec![0, 255])).unwrap(), json!("AP8="));
+        assert_eq!(
+            map_value(&MyKind::Timestamp, My::Bytes(b"1704164645".to_vec())).unwrap(),
+            json!("2024-01-02T03:04:05Z")
+        );
+        assert_eq!(
+            map_value(&MyKind::Timestamp, My::Bytes(b"1704164645.120000".to_vec())).unwrap(),
+            json!("2024-01-02T03:04:05.12Z")
+        );
+        assert_eq!(
+            map_value(&MyKind::Timestamp, My::Bytes(b"1704164645.12".to_vec())).unwrap(),
+            json!("2024-01-02T03:04:05.12Z")
+        );
+        assert_eq!(
+            map_value(&MyKind::DateTime, My::Date(2024, 2, 29, 1, 2, 3, 500)).unwrap(),
+            json!("2024-02-29T01:02:03.0005")
+        );
+        assert_eq!(
+            map_value(&MyKind::Time, My::Time(true, 1, 2, 3, 4, 0)).unwrap(),
+            json!("-26:03:04")
+        );
+        assert_eq!(
+            map_value(&MyKind::Year, My::Bytes(b"1900".to_vec())).unwrap(),
+            json!(0)
+        );
+        assert_eq!(
+            map_value(&MyKind::Json, My::Bytes(br#"{"a":[1]}"#.to_vec())).unwrap(),
+            json!({"a": [1]})
+        );
+        assert_eq!(
+            map_value(&MyKind::Binary, My::Bytes(vec![0, 255])).unwrap(),
+            json!("AP8=")
+        );
         assert_eq!(map_value(&MyKind::Text, My::NULL).unwrap(), json!(null));
-        assert_eq!(map_value(&MyKind::Int24Signed, My::Int(0x80_0000)).unwrap(), json!(-8388608));
-        assert_eq!(map_value(&MyKind::Int24Signed, My::Int(-5)).unwrap(), json!(-5));
-        assert_eq!(map_value(&MyKind::BinaryFixed(4), My::Bytes(b"ab".to_vec())).unwrap(), json!("YWIAAA=="));
-        assert_eq!(kind_from_schema("binary", "binary(4)", None, false).unwrap(), MyKind::BinaryFixed(4));
-        assert_eq!(kind_from_schema("mediumint", "mediumint(8) unsigned", None, false).unwrap(), MyKind::Int);
+        assert_eq!(
+            map_value(&MyKind::Int24Signed, My::Int(0x80_0000)).unwrap(),
+            json!(-8388608)
+        );
+        assert_eq!(
+            map_value(&MyKind::Int24Signed, My::Int(-5)).unwrap(),
+            json!(-5)
+        );
+        assert_eq!(
+            map_value(&MyKind::BinaryFixed(4), My::Bytes(b"ab".to_vec())).unwrap(),
+            json!("YWIAAA==")
+        );
+        assert_eq!(
+            kind_from_schema("binary", "binary(4)", None, false).unwrap(),
+            MyKind::BinaryFixed(4)
+        );
+        assert_eq!(
+            kind_from_schema("mediumint", "mediumint(8) unsigned", None, false).unwrap(),
+            MyKind::Int
+        );
         assert!(map_value(&MyKind::Timestamp, My::Bytes(b"x".to_vec())).is_err());
     }
 
     #[test]
     fn labels() {
-        assert_eq!(parse_labels("enum('a','b''c','d,e')").unwrap(), vec!["a", "b'c", "d,e"]);
+        assert_eq!(
+            parse_labels("enum('a','b''c','d,e')").unwrap(),
+            vec!["a", "b'c", "d,e"]
+        );
         assert_eq!(parse_labels("set('')").unwrap(), vec![""]);
         assert!(parse_labels("enum('a").is_err());
         assert_eq!(civil_from_days(0), (1970, 1, 1));

@@ -31,7 +31,9 @@ impl Rows {
     /// Decodes the next complete row into `out`; false when there is none yet.
     pub fn next_row(&mut self, out: &mut Vec<Option<String>>) -> Result<bool> {
         let rest = &self.buf[self.pos..];
-        let Some(i) = rest.iter().position(|&b| b == b'\n') else { return Ok(false) };
+        let Some(i) = rest.iter().position(|&b| b == b'\n') else {
+            return Ok(false);
+        };
         fields(&rest[..i], out)?;
         self.pos += i + 1;
         Ok(true)
@@ -54,8 +56,14 @@ pub fn fields(line: &[u8], out: &mut Vec<Option<String>>) -> Result<()> {
             out.push(None);
             continue;
         }
-        let bytes = if raw.contains(&b'\\') { unescape(raw)? } else { raw.to_vec() };
-        out.push(Some(String::from_utf8(bytes).map_err(|_| anyhow!("COPY output is not valid UTF-8"))?));
+        let bytes = if raw.contains(&b'\\') {
+            unescape(raw)?
+        } else {
+            raw.to_vec()
+        };
+        out.push(Some(
+            String::from_utf8(bytes).map_err(|_| anyhow!("COPY output is not valid UTF-8"))?,
+        ));
     }
     Ok(())
 }
@@ -70,7 +78,9 @@ fn unescape(raw: &[u8]) -> Result<Vec<u8>> {
             v.push(b);
             continue;
         }
-        let Some(&e) = raw.get(i) else { bail!("COPY output: backslash at the end of a column") };
+        let Some(&e) = raw.get(i) else {
+            bail!("COPY output: backslash at the end of a column")
+        };
         i += 1;
         match e {
             b'b' => v.push(0x08),
@@ -132,13 +142,22 @@ mod tests {
 
     #[test]
     fn nulls_empty_strings_and_escapes() {
-        assert_eq!(cols("1\t\\N\t"), vec![Some("1".into()), None, Some("".into())]);
-        assert_eq!(cols("a\\tb\\nc\\\\d\\re"), vec![Some("a\tb\nc\\d\re".into())]);
+        assert_eq!(
+            cols("1\t\\N\t"),
+            vec![Some("1".into()), None, Some("".into())]
+        );
+        assert_eq!(
+            cols("a\\tb\\nc\\\\d\\re"),
+            vec![Some("a\tb\nc\\d\re".into())]
+        );
         // a literal backslash-N inside text is escaped as \\N, not NULL
         assert_eq!(cols("\\\\N"), vec![Some("\\N".into())]);
         assert_eq!(cols("\\b\\f\\v"), vec![Some("\u{8}\u{c}\u{b}".into())]);
         assert_eq!(cols("\\101\\x41\\x4a"), vec![Some("AAJ".into())]);
-        assert_eq!(cols("caf\u{e9} \u{1F600}"), vec![Some("caf\u{e9} \u{1F600}".into())]);
+        assert_eq!(
+            cols("caf\u{e9} \u{1F600}"),
+            vec![Some("caf\u{e9} \u{1F600}".into())]
+        );
         // bytea hex output keeps its leading backslash escaped
         assert_eq!(cols("\\\\x00ff"), vec![Some("\\x00ff".into())]);
     }
@@ -158,7 +177,12 @@ mod tests {
         for chunk in [&b"1\ta\n2\t"[..], b"b", b"\n3\tc\n", b""] {
             r.push(chunk);
             while r.next_row(&mut out).unwrap() {
-                got.push(out.iter().map(|c| c.clone().unwrap()).collect::<Vec<_>>().join(","));
+                got.push(
+                    out.iter()
+                        .map(|c| c.clone().unwrap())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
             }
         }
         r.finish().unwrap();

@@ -40,7 +40,10 @@ pub async fn connect_sql(cfg: &Config) -> Result<Client> {
         .application_name("sync-tool")
         .options(SESSION_OPTIONS)
         .connect_timeout(std::time::Duration::from_secs(10));
-    let (client, conn) = pc.connect(NoTls).await.map_err(|e| classify_pg(e, "connect"))?;
+    let (client, conn) = pc
+        .connect(NoTls)
+        .await
+        .map_err(|e| classify_pg(e, "connect"))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "postgres connection closed");
@@ -125,7 +128,9 @@ fn resolve<'a>(
             )
             .await
             .map_err(|e| classify_pg(e, "type lookup"))?;
-        let Some(row) = row else { return Ok(Kind::Text) };
+        let Some(row) = row else {
+            return Ok(Kind::Text);
+        };
         let typtype: String = row.get(0);
         let cat: String = row.get(1);
         let elem: u32 = row.get(2);
@@ -136,14 +141,21 @@ fn resolve<'a>(
         }
         if cat == "A" && elem != 0 {
             let ek = resolve(client, elem, depth + 1).await?;
-            return Ok(Kind::Array(Box::new(ek), delim.bytes().next().unwrap_or(b',')));
+            return Ok(Kind::Array(
+                Box::new(ek),
+                delim.bytes().next().unwrap_or(b','),
+            ));
         }
         Ok(Kind::Text)
     })
 }
 
 /// Loads the selected tables with their columns and primary keys.
-pub async fn load_tables(cfg: &Config, client: &Client, types: &mut TypeCache) -> Result<Vec<PgTable>> {
+pub async fn load_tables(
+    cfg: &Config,
+    client: &Client,
+    types: &mut TypeCache,
+) -> Result<Vec<PgTable>> {
     let filter = Filter::new(&cfg.sync.tables);
     let tpl = cfg.key_template()?;
     let rows = client
@@ -160,7 +172,8 @@ pub async fn load_tables(cfg: &Config, client: &Client, types: &mut TypeCache) -
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for r in rows {
-        let (schema, name, oid, ident): (String, String, u32, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        let (schema, name, oid, ident): (String, String, u32, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
         if !filter.matches(&schema, &name) {
             continue;
         }
@@ -184,7 +197,11 @@ pub async fn load_tables(cfg: &Config, client: &Client, types: &mut TypeCache) -
         if ident != "d" && ident != "f" {
             problems.push(format!(
                 "{schema}.{name} has REPLICA IDENTITY {} (use DEFAULT or FULL)",
-                if ident == "n" { "NOTHING" } else { "USING INDEX" }
+                if ident == "n" {
+                    "NOTHING"
+                } else {
+                    "USING INDEX"
+                }
             ));
             continue;
         }
@@ -199,12 +216,21 @@ pub async fn load_tables(cfg: &Config, client: &Client, types: &mut TypeCache) -
         let mut columns = Vec::new();
         for c in cols {
             let (cname, typ): (String, u32) = (c.get(0), c.get(1));
-            columns.push(Column { name: cname, kind: types.kind(client, typ).await? });
+            columns.push(Column {
+                name: cname,
+                kind: types.kind(client, typ).await?,
+            });
         }
-        out.push(PgTable { meta: Arc::new(TableMeta::new(&tpl, &schema, &name, pk)), columns });
+        out.push(PgTable {
+            meta: Arc::new(TableMeta::new(&tpl, &schema, &name, pk)),
+            columns,
+        });
     }
     if !problems.is_empty() {
-        return Err(fatal(format!("unsupported tables: {}", problems.join("; "))));
+        return Err(fatal(format!(
+            "unsupported tables: {}",
+            problems.join("; ")
+        )));
     }
     if out.is_empty() {
         return Err(fatal("no table matches sync.tables (nothing to replicate)"));
@@ -219,11 +245,20 @@ async fn ensure_publication(cfg: &Config, client: &Client, tables: &[PgTable]) -
     let pubname = &cfg.sync.publication;
     let list = tables
         .iter()
-        .map(|t| format!("{}.{}", quote_ident(&t.meta.schema), quote_ident(&t.meta.name)))
+        .map(|t| {
+            format!(
+                "{}.{}",
+                quote_ident(&t.meta.schema),
+                quote_ident(&t.meta.name)
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let existing = client
-        .query_opt("SELECT puballtables FROM pg_publication WHERE pubname = $1", &[pubname])
+        .query_opt(
+            "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+            &[pubname],
+        )
         .await
         .map_err(|e| classify_pg(e, "publication lookup"))?;
     match existing {
@@ -251,7 +286,10 @@ async fn ensure_publication(cfg: &Config, client: &Client, tables: &[PgTable]) -
             if have != want {
                 tracing::info!(publication = %pubname, "publication table list differs from the selection; altering it");
                 client
-                    .batch_execute(&format!("ALTER PUBLICATION {} SET TABLE {list}", quote_ident(pubname)))
+                    .batch_execute(&format!(
+                        "ALTER PUBLICATION {} SET TABLE {list}",
+                        quote_ident(pubname)
+                    ))
                     .await
                     .map_err(|e| fatal(format!("cannot alter publication {pubname}: {e}")))?;
             }
@@ -265,11 +303,19 @@ pub fn lsn_str(l: u64) -> String {
 }
 
 pub fn parse_lsn(s: &str) -> Result<u64> {
-    let (a, b) = s.split_once('/').ok_or_else(|| anyhow!("invalid LSN {s:?}"))?;
+    let (a, b) = s
+        .split_once('/')
+        .ok_or_else(|| anyhow!("invalid LSN {s:?}"))?;
     Ok(u64::from_str_radix(a, 16)? << 32 | u64::from_str_radix(b, 16)?)
 }
 
-pub fn checkpoint(cfg: &Config, system_id: &str, fingerprint: &str, phase: &str, lsn: u64) -> Value {
+pub fn checkpoint(
+    cfg: &Config,
+    system_id: &str,
+    fingerprint: &str,
+    phase: &str,
+    lsn: u64,
+) -> Value {
     json!({
         "source": "postgres",
         "phase": phase,
@@ -298,7 +344,11 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
         .map_err(|e| classify_pg(e, "recovery check"))?
         .get(0);
     if in_recovery {
-        bail!("postgres server {}:{} is in recovery (a standby); waiting for a primary", cfg.database.host, cfg.database.port());
+        bail!(
+            "postgres server {}:{} is in recovery (a standby); waiting for a primary",
+            cfg.database.host,
+            cfg.database.port()
+        );
     }
     let version: i32 = sql
         .query_one("SELECT current_setting('server_version_num')::int", &[])
@@ -306,11 +356,19 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
         .map_err(|e| classify_pg(e, "version"))?
         .get(0);
     if version < 140000 {
-        return Err(fatal(format!("PostgreSQL {version} is too old: 14 or newer is required")));
+        return Err(fatal(format!(
+            "PostgreSQL {version} is too old: 14 or newer is required"
+        )));
     }
-    let wal_level: String = sql.query_one("SHOW wal_level", &[]).await.map_err(|e| classify_pg(e, "wal_level"))?.get(0);
+    let wal_level: String = sql
+        .query_one("SHOW wal_level", &[])
+        .await
+        .map_err(|e| classify_pg(e, "wal_level"))?
+        .get(0);
     if wal_level != "logical" {
-        return Err(fatal(format!("wal_level is {wal_level:?}; logical replication needs wal_level = logical")));
+        return Err(fatal(format!(
+            "wal_level is {wal_level:?}; logical replication needs wal_level = logical"
+        )));
     }
     let mut types = TypeCache::default();
     let tables = load_tables(cfg, &sql, &mut types).await?;
@@ -320,7 +378,11 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
     *started = true;
 
     let mut repl = stream::open_gated(cfg).await?;
-    let system_id = repl.identify_system().await.map_err(|e| anyhow!("IDENTIFY_SYSTEM: {e}"))?.system_id;
+    let system_id = repl
+        .identify_system()
+        .await
+        .map_err(|e| anyhow!("IDENTIFY_SYSTEM: {e}"))?
+        .system_id;
 
     let slot = &cfg.sync.slot;
     let slot_row = sql
@@ -361,7 +423,13 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
         tracing::warn!(slot = %slot, "slot is missing (new primary, or dropped); re-dumping and removing stale keys");
     }
 
-    let mut session = Session { cfg: cfg.clone(), sql, tables, types, fingerprint };
+    let mut session = Session {
+        cfg: cfg.clone(),
+        sql,
+        tables,
+        types,
+        fingerprint,
+    };
     let start_lsn = match resume_lsn {
         Some(l) => {
             tracing::info!(slot = %slot, lsn = %lsn_str(l), "resuming from checkpoint");
@@ -376,14 +444,30 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
                     .await
                     .map_err(|e| classify_pg(e, "drop slot"))?;
             }
-            sink.write_checkpoint(&checkpoint(cfg, &system_id, &session.fingerprint, "dump", 0)).await?;
+            sink.write_checkpoint(&checkpoint(
+                cfg,
+                &system_id,
+                &session.fingerprint,
+                "dump",
+                0,
+            ))
+            .await?;
             let snap = if cfg.sync.dump { "export" } else { "nothing" };
             let rows = repl
-                .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT '{snap}')", quote_ident(slot)))
+                .simple_query(&format!(
+                    "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT '{snap}')",
+                    quote_ident(slot)
+                ))
                 .await
                 .map_err(|e| anyhow!("CREATE_REPLICATION_SLOT {slot}: {e}"))?;
-            let row = rows.first().ok_or_else(|| anyhow!("CREATE_REPLICATION_SLOT returned no row"))?;
-            let text = |i: usize| row.get(i).and_then(|v| v.as_ref()).map(|b| String::from_utf8_lossy(b).into_owned());
+            let row = rows
+                .first()
+                .ok_or_else(|| anyhow!("CREATE_REPLICATION_SLOT returned no row"))?;
+            let text = |i: usize| {
+                row.get(i)
+                    .and_then(|v| v.as_ref())
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+            };
             let consistent = parse_lsn(&text(1).ok_or_else(|| anyhow!("no consistent point"))?)?;
             tracing::info!(slot = %slot, consistent_point = %lsn_str(consistent), "replication slot created");
             if cfg.sync.dump {
@@ -391,7 +475,14 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
                 METRICS.dumps.inc();
                 dump::dump(&mut session, sink, Some(&snapshot)).await?;
             }
-            sink.write_checkpoint(&checkpoint(cfg, &system_id, &session.fingerprint, "stream", consistent)).await?;
+            sink.write_checkpoint(&checkpoint(
+                cfg,
+                &system_id,
+                &session.fingerprint,
+                "stream",
+                consistent,
+            ))
+            .await?;
             consistent
         }
     };
@@ -406,6 +497,12 @@ pub async fn dump_only(cfg: &Config, sink: &mut Sink) -> Result<()> {
     let tables = load_tables(cfg, &sql, &mut types).await?;
     let metas: Vec<TableMeta> = tables.iter().map(|t| (*t.meta).clone()).collect();
     let fingerprint = selection_fingerprint(&metas);
-    let mut session = Session { cfg: cfg.clone(), sql, tables, types, fingerprint };
+    let mut session = Session {
+        cfg: cfg.clone(),
+        sql,
+        tables,
+        types,
+        fingerprint,
+    };
     dump::dump(&mut session, sink, None).await
 }

@@ -33,10 +33,22 @@ pub enum Cell {
 #[derive(Debug)]
 pub enum Msg {
     Relation(Relation),
-    Insert { rel: u32, new: Vec<Cell> },
-    Update { rel: u32, old: Option<Vec<Cell>>, new: Vec<Cell> },
-    Delete { rel: u32, old: Vec<Cell> },
-    Truncate { rels: Vec<u32> },
+    Insert {
+        rel: u32,
+        new: Vec<Cell>,
+    },
+    Update {
+        rel: u32,
+        old: Option<Vec<Cell>>,
+        new: Vec<Cell>,
+    },
+    Delete {
+        rel: u32,
+        old: Vec<Cell>,
+    },
+    Truncate {
+        rels: Vec<u32>,
+    },
     Other(#[allow(dead_code)] u8),
 }
 
@@ -47,7 +59,10 @@ struct Cur<'a> {
 
 impl<'a> Cur<'a> {
     fn u8(&mut self) -> Result<u8> {
-        let v = *self.b.get(self.i).ok_or_else(|| anyhow!("pgoutput: message truncated"))?;
+        let v = *self
+            .b
+            .get(self.i)
+            .ok_or_else(|| anyhow!("pgoutput: message truncated"))?;
         self.i += 1;
         Ok(v)
     }
@@ -69,7 +84,10 @@ impl<'a> Cur<'a> {
     }
     fn cstr(&mut self) -> Result<String> {
         let rest = &self.b[self.i..];
-        let n = rest.iter().position(|&c| c == 0).ok_or_else(|| anyhow!("pgoutput: unterminated string"))?;
+        let n = rest
+            .iter()
+            .position(|&c| c == 0)
+            .ok_or_else(|| anyhow!("pgoutput: unterminated string"))?;
         let s = String::from_utf8(rest[..n].to_vec())?;
         self.i += n + 1;
         Ok(s)
@@ -109,16 +127,29 @@ pub fn parse(data: &[u8]) -> Result<Msg> {
                 let cname = c.cstr()?;
                 let type_oid = c.u32()?;
                 let _typmod = c.u32()?;
-                columns.push(RelColumn { key: flags & 1 == 1, name: cname, type_oid });
+                columns.push(RelColumn {
+                    key: flags & 1 == 1,
+                    name: cname,
+                    type_oid,
+                });
             }
-            Msg::Relation(Relation { id, namespace, name, replident, columns })
+            Msg::Relation(Relation {
+                id,
+                namespace,
+                name,
+                replident,
+                columns,
+            })
         }
         b'I' => {
             let rel = c.u32()?;
             if c.u8()? != b'N' {
                 bail!("pgoutput: insert without new tuple");
             }
-            Msg::Insert { rel, new: c.tuple()? }
+            Msg::Insert {
+                rel,
+                new: c.tuple()?,
+            }
         }
         b'U' => {
             let rel = c.u32()?;
@@ -131,7 +162,11 @@ pub fn parse(data: &[u8]) -> Result<Msg> {
             if k != b'N' {
                 bail!("pgoutput: update without new tuple");
             }
-            Msg::Update { rel, old, new: c.tuple()? }
+            Msg::Update {
+                rel,
+                old,
+                new: c.tuple()?,
+            }
         }
         b'D' => {
             let rel = c.u32()?;
@@ -139,7 +174,10 @@ pub fn parse(data: &[u8]) -> Result<Msg> {
             if k != b'K' && k != b'O' {
                 bail!("pgoutput: delete without old tuple");
             }
-            Msg::Delete { rel, old: c.tuple()? }
+            Msg::Delete {
+                rel,
+                old: c.tuple()?,
+            }
         }
         b'T' => {
             let n = c.u32()? as usize;
@@ -172,7 +210,9 @@ mod tests {
         r.extend(b"v\0");
         r.extend(25u32.to_be_bytes());
         r.extend((-1i32).to_be_bytes());
-        let Msg::Relation(rel) = parse(&r).unwrap() else { panic!() };
+        let Msg::Relation(rel) = parse(&r).unwrap() else {
+            panic!()
+        };
         assert_eq!(rel.name, "t");
         assert!(rel.columns[0].key && !rel.columns[1].key);
 
@@ -184,7 +224,9 @@ mod tests {
         u.extend(1u32.to_be_bytes());
         u.push(b'7');
         u.push(b'u');
-        let Msg::Update { old, new, .. } = parse(&u).unwrap() else { panic!() };
+        let Msg::Update { old, new, .. } = parse(&u).unwrap() else {
+            panic!()
+        };
         assert!(old.is_none());
         assert_eq!(new, vec![Cell::Text("7".into()), Cell::Unchanged]);
         assert!(parse(&u[..u.len() - 3]).is_err());

@@ -38,7 +38,9 @@ pub async fn open_gated(cfg: &Config) -> Result<ReplicationClient> {
     .with_wakeup_interval(d.replication_status_timeout)
     .with_options(SESSION_OPTIONS)
     .with_application_name("sync-tool");
-    let c = ReplicationClient::connect_gated(rc).await.map_err(|e| pg_err(e, "replication connect"))?;
+    let c = ReplicationClient::connect_gated(rc)
+        .await
+        .map_err(|e| pg_err(e, "replication connect"))?;
     Ok(c)
 }
 
@@ -65,8 +67,12 @@ pub async fn stream(
 ) -> Result<()> {
     // The gated session was opened before we knew the start position; the slot's own
     // confirmed position is used (LSN 0/0) and older transactions are skipped below.
-    repl.start().await.map_err(|e| pg_err(e, "START_REPLICATION"))?;
-    repl.wait_started().await.map_err(|e| pg_err(e, "START_REPLICATION"))?;
+    repl.start()
+        .await
+        .map_err(|e| pg_err(e, "START_REPLICATION"))?;
+    repl.wait_started()
+        .await
+        .map_err(|e| pg_err(e, "START_REPLICATION"))?;
     repl.update_applied_lsn(Lsn(resume_lsn));
     tracing::info!(slot = %s.cfg.sync.slot, from = %lsn_str(resume_lsn), "streaming changes");
 
@@ -93,7 +99,10 @@ pub async fn stream(
                 break r;
             }
             sink.check()?;
-            if !in_txn && (sink.has_pending_checkpoint() || sink.buffered() > 0) && sink.in_flight() == 0 {
+            if !in_txn
+                && (sink.has_pending_checkpoint() || sink.buffered() > 0)
+                && sink.in_flight() == 0
+            {
                 sink.flush().await?;
             }
             ack(sink, &repl);
@@ -113,7 +122,11 @@ pub async fn stream(
                 in_txn = true;
                 skipping = final_lsn.0 < resume_lsn;
             }
-            ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
+            ReplicationEvent::Commit {
+                end_lsn,
+                commit_time_micros,
+                ..
+            } => {
                 in_txn = false;
                 if skipping {
                     skipping = false;
@@ -139,7 +152,11 @@ pub async fn stream(
             ReplicationEvent::KeepAlive { wal_end, .. } => {
                 // Idle: everything received is in etcd, so the slot may move to the WAL end
                 // (keeps WAL from piling up when other databases write).
-                if !in_txn && sink.buffered() == 0 && !sink.has_pending_checkpoint() && wal_end.0 > last_end {
+                if !in_txn
+                    && sink.buffered() == 0
+                    && !sink.has_pending_checkpoint()
+                    && wal_end.0 > last_end
+                {
                     repl.update_applied_lsn(wal_end);
                 }
             }
@@ -177,15 +194,23 @@ async fn on_relation(
     let table = by_name.get(&(r.namespace.clone(), r.name.clone())).cloned();
     let mut cols = Vec::with_capacity(r.columns.len());
     for c in &r.columns {
-        let kind = if table.is_some() { s.types.kind(&s.sql, c.type_oid).await? } else { Kind::Text };
+        let kind = if table.is_some() {
+            s.types.kind(&s.sql, c.type_oid).await?
+        } else {
+            Kind::Text
+        };
         cols.push((c.name.clone(), kind));
     }
     let table = match table {
         None => None,
         Some(t) => {
             let names: Vec<String> = cols.iter().map(|(n, _)| n.clone()).collect();
-            let enc = RowEncoder::new(&t, &names)
-                .map_err(|_| fatal(format!("table {}: a primary-key column is not among the replicated columns {names:?}", t.label())))?;
+            let enc = RowEncoder::new(&t, &names).map_err(|_| {
+                fatal(format!(
+                    "table {}: a primary-key column is not among the replicated columns {names:?}",
+                    t.label()
+                ))
+            })?;
             migrate_columns(sink, &t, &names).await?;
             Some((t, enc))
         }
@@ -196,9 +221,19 @@ async fn on_relation(
 
 /// The values of a tuple in column order; the positions of unchanged TOAST values (sent as
 /// "unchanged", stored as null here) go to `unchanged`.
-fn to_values(rel: &Rel, t: &TableMeta, cells: Vec<Cell>, unchanged: &mut Vec<usize>) -> Result<Vec<Value>> {
+fn to_values(
+    rel: &Rel,
+    t: &TableMeta,
+    cells: Vec<Cell>,
+    unchanged: &mut Vec<usize>,
+) -> Result<Vec<Value>> {
     if cells.len() != rel.cols.len() {
-        bail!("table {}: tuple has {} columns, relation {}", t.label(), cells.len(), rel.cols.len());
+        bail!(
+            "table {}: tuple has {} columns, relation {}",
+            t.label(),
+            cells.len(),
+            rel.cols.len()
+        );
     }
     let mut values = Vec::with_capacity(cells.len());
     for (i, ((name, kind), cell)) in rel.cols.iter().zip(cells).enumerate() {
@@ -208,24 +243,32 @@ fn to_values(rel: &Rel, t: &TableMeta, cells: Vec<Cell>, unchanged: &mut Vec<usi
                 unchanged.push(i);
                 Value::Null
             }
-            Cell::Text(text) => pg_text(kind, &text).map_err(|e| anyhow!("table {} column {name}: {e}", t.label()))?,
+            Cell::Text(text) => pg_text(kind, &text)
+                .map_err(|e| anyhow!("table {} column {name}: {e}", t.label()))?,
         });
     }
     Ok(values)
 }
 
 async fn apply(sink: &mut Sink, rels: &HashMap<u32, Rel>, msg: Msg) -> Result<()> {
-    let rel_of = |id: u32| rels.get(&id).ok_or_else(|| anyhow!("pgoutput: change for unknown relation {id}"));
+    let rel_of = |id: u32| {
+        rels.get(&id)
+            .ok_or_else(|| anyhow!("pgoutput: change for unknown relation {id}"))
+    };
     match msg {
         Msg::Insert { rel, new } => {
             let r = rel_of(rel)?;
-            let Some((t, enc)) = &r.table else { return Ok(()) };
+            let Some((t, enc)) = &r.table else {
+                return Ok(());
+            };
             let values = to_values(r, t, new, &mut Vec::new())?;
             enc.upsert(sink, t, &values).await?;
         }
         Msg::Update { rel, old, new } => {
             let r = rel_of(rel)?;
-            let Some((t, enc)) = &r.table else { return Ok(()) };
+            let Some((t, enc)) = &r.table else {
+                return Ok(());
+            };
             let mut unchanged = Vec::new();
             let mut values = to_values(r, t, new, &mut unchanged)?;
             let old_key = match old {
@@ -242,7 +285,9 @@ async fn apply(sink: &mut Sink, rels: &HashMap<u32, Rel>, msg: Msg) -> Result<()
                     let c = &r.cols[i].0;
                     match stored.as_ref().and_then(|m| m.get(c)) {
                         Some(v) => values[i] = v.clone(),
-                        None => tracing::warn!(table = %t.label(), key = %src, column = %c, "unchanged TOAST value not found in etcd; stored as null"),
+                        None => {
+                            tracing::warn!(table = %t.label(), key = %src, column = %c, "unchanged TOAST value not found in etcd; stored as null")
+                        }
                     }
                 }
             }
@@ -250,13 +295,19 @@ async fn apply(sink: &mut Sink, rels: &HashMap<u32, Rel>, msg: Msg) -> Result<()
         }
         Msg::Delete { rel, old } => {
             let r = rel_of(rel)?;
-            let Some((t, enc)) = &r.table else { return Ok(()) };
+            let Some((t, enc)) = &r.table else {
+                return Ok(());
+            };
             let values = to_values(r, t, old, &mut Vec::new())?;
             enc.delete(sink, t, &values).await?;
         }
         Msg::Truncate { rels: ids } => {
             for id in ids {
-                if let Some(Rel { table: Some((t, _)), .. }) = rels.get(&id) {
+                if let Some(Rel {
+                    table: Some((t, _)),
+                    ..
+                }) = rels.get(&id)
+                {
                     sink.delete_prefix(&t.prefix).await?;
                 }
             }
