@@ -11,6 +11,7 @@
 #   make test                 install and start the test services, run every test; the
 #                             end-to-end suite runs inside MaxScale when MAXSCALE_BIN and
 #                             MAXSCALE_LIBDIR are set too
+#   make lint                 rustfmt --check and clippy -D warnings over the workspace (CI runs it)
 #   make fuzz [FUZZ_SECONDS=300] protocol fuzzing of both routers inside MaxScale (MAXSCALE_* set)
 #   make bench-mirror / bench-schemarouter / bench-schemarouter-sessions / bench-sync-pg / bench-sync-mysql
 
@@ -26,7 +27,7 @@ BUILD_MODULES = $(CARGO) build --release -p mirror -p schemarouter $(MODULE_FEAT
 # Where a packaged MaxScale keeps its modules (Debian/Ubuntu, then RHEL/SUSE).
 MAXSCALE_LIBDIR ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/maxscale /usr/lib64/maxscale))
 
-.PHONY: all build install services test test-unit e2e bench-mirror bench-schemarouter bench-schemarouter-sessions bench-report fuzz clean
+.PHONY: all build install services lint test test-unit e2e bench-mirror bench-schemarouter bench-schemarouter-sessions bench-report fuzz clean
 
 all: build
 
@@ -47,6 +48,13 @@ install:
 services:
 	$(SERVICES)/install.sh
 	$(SERVICES)/up.sh
+
+# House habits that catch defects before a test does. install.sh brings libclang (bindgen).
+lint:
+	$(SERVICES)/install.sh
+	-command -v rustup >/dev/null && rustup component add rustfmt clippy
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # The modules must exist as files before the test host loads them: build the workspace first.
 test: services

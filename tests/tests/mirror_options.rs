@@ -334,7 +334,7 @@ fn reconnect_brings_a_restarted_target_back_with_the_session_state() {
         .unwrap();
 }
 
-fn diff_of<'a>(r: &'a Value) -> &'a Value {
+fn diff_of(r: &Value) -> &Value {
     &result_of(r, "s2").unwrap()["diff"]
 }
 
