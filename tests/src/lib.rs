@@ -15,3 +15,5 @@ pub mod mirror_setup;
 pub mod packets;
 pub mod private_server;
 pub mod ps_ids;
+pub mod reliability;
+pub mod sysbench;

@@ -208,6 +208,142 @@ impl MaxScale {
         )
     }
 
+    /// The MaxScale process id (from its pid file).
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("run/maxscale.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The process runs and its REST API answers.
+    pub fn alive(&self) -> bool {
+        let running = self.pid().is_some_and(|pid| {
+            Command::new("kill")
+                .args(["-0", &pid.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        running && self.get("/v1/maxscale").is_ok()
+    }
+
+    /// Its resident set size (VmRSS of /proc/<pid>/status), in kB.
+    pub fn rss_kb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// How many client sessions it has (`GET /v1/sessions`).
+    pub fn sessions(&self) -> Option<usize> {
+        self.get("/v1/sessions").ok()?["data"]
+            .as_array()
+            .map(Vec::len)
+    }
+
+    /// Its connections to the servers (a session that ends must close its own: one left open
+    /// takes its next event, e.g. the server closing it, to the freed session).
+    pub fn backend_connections(&self) -> Option<u64> {
+        let servers = self.get("/v1/servers").ok()?;
+        servers["data"]
+            .as_array()?
+            .iter()
+            .map(|s| s["attributes"]["statistics"]["connections"].as_u64())
+            .sum()
+    }
+
+    /// Waits until no session and no backend connection is left (`timeout`); else says what is.
+    pub fn wait_idle(&self, timeout: Duration) -> Result<(), String> {
+        let end = Instant::now() + timeout;
+        loop {
+            match (self.sessions(), self.backend_connections()) {
+                (Some(0), Some(0)) => return Ok(()),
+                (n, c) if Instant::now() > end => {
+                    return Err(format!(
+                        "{timeout:?} after their clients went: {n:?} sessions, {c:?} backend connections left"
+                    ))
+                }
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// MaxScale is up, serves a new client on each listener (`SELECT 1`), and every session
+    /// ended, with its backend connections (30 s).
+    pub fn healthy(&self, ports: &[u16]) -> Result<(), String> {
+        if !self.alive() {
+            return Err("MaxScale is not running".into());
+        }
+        for &port in ports {
+            let t = Some(Duration::from_secs(10));
+            let opts = client_opts(port, None)
+                .tcp_connect_timeout(t)
+                .read_timeout(t)
+                .write_timeout(t);
+            let mut c = mysql::Conn::new(opts)
+                .map_err(|e| format!("port {port}: no new connection: {e}"))?;
+            let one: Option<u32> = mysql::prelude::Queryable::query_first(&mut c, "SELECT 1")
+                .map_err(|e| format!("port {port}: SELECT 1 failed: {e}"))?;
+            if one != Some(1) {
+                return Err(format!("port {port}: SELECT 1 returned {one:?}"));
+            }
+        }
+        self.wait_idle(Duration::from_secs(30))
+    }
+
+    /// Fails the test with `what` and `err`, MaxScale's alerts (its crash handler logs the
+    /// signal and the crashing thread's stack as alerts) and the end of its log; the whole log
+    /// is kept in a file.
+    pub fn fail(&self, what: &str, err: &str) -> ! {
+        let log = self.log();
+        let kept = std::env::temp_dir().join(format!(
+            "maxscale_failure_{}_{}.log",
+            std::process::id(),
+            self.admin_port
+        ));
+        let _ = std::fs::write(&kept, &log);
+        let alerts: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("alert"))
+            .take(80)
+            .collect();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        panic!(
+            "{what}: {err}\nMaxScale log kept in {}; alerts:\n{}\nlast lines:\n{}",
+            kept.display(),
+            alerts.join("\n"),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+
+    /// `maxctrl set server <name> <state>` (`clear`: `maxctrl clear server`); `force` also
+    /// closes the server's connections (maintenance).
+    pub fn server_state(
+        &self,
+        name: &str,
+        state: &str,
+        clear: bool,
+        force: bool,
+    ) -> Result<(), String> {
+        let verb = if clear { "clear" } else { "set" };
+        let force = if force { "&force=yes" } else { "" };
+        self.curl(
+            "PUT",
+            &format!("/v1/servers/{name}/{verb}?state={state}{force}"),
+            None,
+        )
+        .map(|_| ())
+    }
+
+    /// The state MaxScale shows for a server ("Master, Running", "Down", ...).
+    pub fn server_state_of(&self, name: &str) -> String {
+        self.get(&format!("/v1/servers/{name}"))
+            .ok()
+            .and_then(|v| v["data"]["attributes"]["state"].as_str().map(String::from))
+            .unwrap_or_default()
+    }
+
     /// Waits until a server is Running in MaxScale's view.
     pub fn wait_running(&self, server: &str) {
         let running = || {

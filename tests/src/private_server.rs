@@ -135,6 +135,25 @@ impl PrivateServer {
         }
     }
 
+    /// KILLs, from the server side, the connections of the test user (all but the caller's;
+    /// with `db`, those whose current database it is) and says how many.
+    pub fn kill_connections(&self, db: Option<&str>) -> usize {
+        use mysql::prelude::Queryable;
+        let mut c = crate::env::mariadb(self.port);
+        let mut sql = format!(
+            "SELECT id FROM information_schema.processlist WHERE user = '{}' AND id <> CONNECTION_ID()",
+            crate::env::USER
+        );
+        if let Some(db) = db {
+            sql.push_str(&format!(" AND db = '{db}'"));
+        }
+        let ids: Vec<u64> = c.query(sql).unwrap();
+        // One may have ended meanwhile (unknown thread id): not a failure.
+        ids.iter()
+            .filter(|id| c.query_drop(format!("KILL {id}")).is_ok())
+            .count()
+    }
+
     fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id();
         let ok = Command::new("kill")

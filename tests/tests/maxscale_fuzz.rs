@@ -92,90 +92,6 @@ fn config(sharding: u16, mirror: u16, file: &std::path::Path, s2: u16) -> String
     cnf
 }
 
-fn alive(ms: &MaxScale) -> bool {
-    let pid = std::fs::read_to_string(ms.dir.path().join("run/maxscale.pid")).unwrap_or_default();
-    let running = std::process::Command::new("kill")
-        .args(["-0", pid.trim()])
-        .status()
-        .is_ok_and(|s| s.success());
-    running && ms.get("/v1/maxscale").is_ok()
-}
-
-fn sessions(ms: &MaxScale) -> Option<usize> {
-    ms.get("/v1/sessions").ok()?["data"]
-        .as_array()
-        .map(Vec::len)
-}
-
-/// MaxScale is up, serves a new client on each listener, and every fuzzing session ended.
-fn healthy(ms: &MaxScale, ports: &[u16]) -> Result<(), String> {
-    if !alive(ms) {
-        return Err("MaxScale is not running".into());
-    }
-    for &port in ports {
-        let opts = mysql::OptsBuilder::new()
-            .ip_or_hostname(Some("127.0.0.1"))
-            .tcp_port(port)
-            .user(Some(env::USER))
-            .pass(Some(env::PASSWORD))
-            .prefer_socket(false)
-            .tcp_connect_timeout(Some(Duration::from_secs(10)))
-            .read_timeout(Some(Duration::from_secs(10)))
-            .write_timeout(Some(Duration::from_secs(10)));
-        let mut c =
-            mysql::Conn::new(opts).map_err(|e| format!("port {port}: no new connection: {e}"))?;
-        let one: Option<u32> = c
-            .query_first("SELECT 1")
-            .map_err(|e| format!("port {port}: SELECT 1 failed: {e}"))?;
-        if one != Some(1) {
-            return Err(format!("port {port}: SELECT 1 returned {one:?}"));
-        }
-    }
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        match (sessions(ms), backend_connections(ms)) {
-            (Some(0), Some(0)) => return Ok(()),
-            (n, c) if Instant::now() > end => {
-                return Err(format!(
-                    "30 s after their clients went: {n:?} sessions, {c:?} backend connections left"
-                ))
-            }
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
-
-/// MaxScale's connections to the servers (a session that ends must close its own: one left
-/// open takes its next event, e.g. the server closing it, to the freed session).
-fn backend_connections(ms: &MaxScale) -> Option<u64> {
-    let servers = ms.get("/v1/servers").ok()?;
-    servers["data"]
-        .as_array()?
-        .iter()
-        .map(|s| s["attributes"]["statistics"]["connections"].as_u64())
-        .sum()
-}
-
-fn fail(ms: &MaxScale, what: &str, err: &str) -> ! {
-    let log = ms.log();
-    let kept =
-        std::env::temp_dir().join(format!("maxscale_fuzz_failure_{}.log", std::process::id()));
-    let _ = std::fs::write(&kept, &log);
-    // MaxScale's crash handler logs the signal and the crashing thread's stack as alerts.
-    let alerts: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("alert"))
-        .take(80)
-        .collect();
-    let tail: Vec<&str> = log.lines().rev().take(20).collect();
-    panic!(
-        "{what}: {err}\nMaxScale log kept in {}; alerts:\n{}\nlast lines:\n{}",
-        kept.display(),
-        alerts.join("\n"),
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    );
-}
-
 #[test]
 fn fuzz_both_routers() {
     let Some(inst) = maxscale::installation() else {
@@ -187,16 +103,16 @@ fn fuzz_both_routers() {
     let (ms, ports, _dir) = start(&inst, env::mariadb_ports()[1]);
     let sharding = ports[0];
     drop(maxscale::client(sharding, None));
-    if let Err(e) = healthy(&ms, &ports) {
-        fail(&ms, "before fuzzing", &e);
+    if let Err(e) = ms.healthy(&ports) {
+        ms.fail("before fuzzing", &e);
     }
 
     for (i, case) in regression_cases().iter().enumerate() {
         for &port in &ports {
             let _ = fuzz::run(port, fuzz::caps(i as u64), case);
         }
-        if let Err(e) = healthy(&ms, &ports) {
-            fail(&ms, &format!("regression case {i}"), &e);
+        if let Err(e) = ms.healthy(&ports) {
+            ms.fail(&format!("regression case {i}"), &e);
         }
     }
 
@@ -260,10 +176,9 @@ fn fuzz_both_routers() {
             }
         }
         rounds += 1;
-        if let Err(e) = healthy(&ms, &ports) {
+        if let Err(e) = ms.healthy(&ports) {
             let seeds: Vec<String> = round.iter().map(|(s, p)| format!("{s}@{p}")).collect();
-            fail(
-                &ms,
+            ms.fail(
                 &format!(
                     "after round {rounds} (case seeds at ports: {})",
                     seeds.join(" ")
@@ -299,8 +214,8 @@ fn server_down_after_sessions_ended() {
             let _: Option<u32> = c.exec_first("SELECT ?", (1,)).unwrap();
         }
     }
-    if let Err(e) = healthy(&ms, &[sharding, mirror_port]) {
-        fail(&ms, "after the sessions ended", &e);
+    if let Err(e) = ms.healthy(&[sharding, mirror_port]) {
+        ms.fail("after the sessions ended", &e);
     }
     srv.stop();
     let down = || {
@@ -316,7 +231,7 @@ fn server_down_after_sessions_ended() {
     }
     assert!(down(), "the monitor never marked s2 down");
     std::thread::sleep(Duration::from_secs(2));
-    if !alive(&ms) {
-        fail(&ms, "after s2 went down", "MaxScale is not running");
+    if !ms.alive() {
+        ms.fail("after s2 went down", "MaxScale is not running");
     }
 }
