@@ -13,6 +13,7 @@
 #                             MAXSCALE_LIBDIR are set too
 #   make lint                 rustfmt --check and clippy -D warnings over the workspace (CI runs it)
 #   make fuzz [FUZZ_SECONDS=300] protocol fuzzing of both routers inside MaxScale (MAXSCALE_* set)
+#   make soak [SOAK_SECONDS=1800] sysbench through both routers inside MaxScale: RSS slope, sessions, errors
 #   make bench-mirror / bench-schemarouter / bench-schemarouter-sessions / bench-sync-pg / bench-sync-mysql
 
 CARGO ?= cargo
@@ -27,7 +28,7 @@ BUILD_MODULES = $(CARGO) build --release -p mirror -p schemarouter $(MODULE_FEAT
 # Where a packaged MaxScale keeps its modules (Debian/Ubuntu, then RHEL/SUSE).
 MAXSCALE_LIBDIR ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/maxscale /usr/lib64/maxscale))
 
-.PHONY: all build install services lint test test-unit e2e bench-mirror bench-schemarouter bench-schemarouter-sessions bench-report fuzz clean
+.PHONY: all build install services lint test test-unit e2e bench-mirror bench-schemarouter bench-schemarouter-sessions bench-report fuzz soak clean
 
 all: build
 
@@ -70,6 +71,13 @@ FUZZ_SECONDS ?= 300
 fuzz: services
 	$(BUILD_MODULES)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test -p router-tests --test maxscale_fuzz -- --test-threads=1 --nocapture
+
+# sysbench through each router in a MaxScale of its own for SOAK_SECONDS (default 1800): prints
+# the RSS slope (MB/h) per router; fails on an error, a session left or a growing RSS.
+SOAK_SECONDS ?= 1800
+soak: services
+	$(BUILD_MODULES)
+	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test -p router-tests --test maxscale_soak -- --test-threads=1 --nocapture
 
 test-unit:
 	SYNC_TESTS_SKIP=1 $(CARGO) test --workspace --lib --bins
