@@ -1,104 +1,16 @@
-//! PostgreSQL and etcd restarted mid-stream. The test starts its own private PostgreSQL 15
-//! cluster and etcd member (other ports, temporary directories) so that restarting them does
-//! not disturb the shared services; it stops them at the end.
+//! PostgreSQL and etcd restarted mid-stream. The test starts its own private PostgreSQL cluster
+//! (15, or the major SYNC_PG_MAJOR names) and etcd member (other ports, temporary directories)
+//! so that restarting them does not disturb the shared services; it stops them at the end.
 
 mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+use common::pg_server::{chosen_major, PgServer};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn pg_cmd(bin: &str) -> Command {
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", &format!("{PG_BIN}/{bin}")]);
-        c
-    } else {
-        Command::new(format!("{PG_BIN}/{bin}"))
-    }
-}
-
-struct PrivatePg {
-    data: String,
-}
-
-impl PrivatePg {
-    fn start(dir: &Path, port: u16) -> PrivatePg {
-        let data = dir.join("pgdata");
-        std::fs::create_dir_all(dir).unwrap();
-        if is_root() {
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir)
-                .status()
-                .unwrap();
-        }
-        let data = data.to_string_lossy().into_owned();
-        let out = pg_cmd("initdb")
-            .args([
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-            ])
-            .output()
-            .expect("initdb (PostgreSQL 15 server binaries needed)");
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let conf = format!(
-            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nwal_level = logical\nmax_replication_slots = 4\nmax_wal_senders = 4\nfsync = off\n",
-            dir.display()
-        );
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(format!("{data}/postgresql.conf"))
-            .unwrap();
-        std::io::Write::write_all(&mut f, conf.as_bytes()).unwrap();
-        let pg = PrivatePg { data };
-        pg.ctl(&["start"]);
-        pg
-    }
-    fn ctl(&self, args: &[&str]) {
-        let log = format!("{}/../pg.log", self.data);
-        let out = pg_cmd("pg_ctl")
-            .args(["-D", &self.data, "-l", &log, "-w", "-t", "60", "-m", "fast"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let _ = pg_cmd("pg_ctl")
-            .args(["-D", &self.data, "-m", "immediate", "stop"])
-            .output();
-    }
-}
 
 struct PrivateEtcd {
     dir: String,
@@ -208,7 +120,8 @@ async fn pg_and_etcd_restarted_mid_stream() {
     // client socket of another program could hold one
     let base = 20000 + (std::process::id() % 4000) as u16 * 3;
     let (pg_port, etcd_port) = (base, base + 1);
-    let pg = PrivatePg::start(&dir.join("pg"), pg_port);
+    let major = chosen_major().unwrap_or_else(|| "15".into());
+    let pg = PgServer::start(&dir.join("pg"), pg_port, &major);
     let mut etcd = PrivateEtcd::start(&dir, etcd_port);
     let c = connect_pg(pg_port).await;
     c.batch_execute(

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod maria;
+pub mod pg_server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub const PG_PORT: u16 = 5433;
+
+/// The PostgreSQL server of the suites: 5433, or a private one of major SYNC_PG_MAJOR.
+pub fn pg_port() -> u16 {
+    pg_server::suite_port()
+}
 pub const ETCD: &str = "127.0.0.1:2379";
 pub const BIN: &str = env!("CARGO_BIN_EXE_sync-tool");
 
@@ -41,11 +47,12 @@ pub fn up_script() -> PathBuf {
 }
 
 pub async fn pg(db: &str) -> tokio_postgres::Client {
+    let port = pg_port();
     let conn = format!(
-        "host=127.0.0.1 port={PG_PORT} user=repl password=replpass dbname={db} connect_timeout=5"
+        "host=127.0.0.1 port={port} user=repl password=replpass dbname={db} connect_timeout=5"
     );
     let (c, conn) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL on 127.0.0.1:{PG_PORT} is not reachable ({e}); start it with tests/services/up.sh pg, or set SYNC_TESTS_SKIP=1")
+        panic!("PostgreSQL on 127.0.0.1:{port} is not reachable ({e}); start it with tests/services/up.sh pg, or set SYNC_TESTS_SKIP=1")
     });
     tokio::spawn(async move {
         let _ = conn.await;
@@ -208,9 +215,10 @@ pub fn pg_config(path: &str, slot: &str, include: &[&str], extra_sync: &str) -> 
         .map(|s| format!("\"{s}\""))
         .collect::<Vec<_>>()
         .join(", ");
+    let port = pg_port();
     format!(
         "log_level: info\n\
-         database: {{type: postgres, host: 127.0.0.1, port: {PG_PORT}, user: repl, password: replpass, name: testdb, retry_period: 200ms}}\n\
+         database: {{type: postgres, host: 127.0.0.1, port: {port}, user: repl, password: replpass, name: testdb, retry_period: 200ms}}\n\
          etcd: {{endpoints: [\"{ETCD}\"], path: {path}, dial_timeout: 5s, request_timeout: 10s}}\n\
          sync:\n  slot: {slot}\n  publication: {slot}\n  tables: {{include: [{inc}]}}\n  key_template: \"/{{path}}/{{schema}}.{{table}}/{{pk}}\"\n  lease_ttl: 2s\n  max_backoff: 2s\n{extra_sync}"
     )

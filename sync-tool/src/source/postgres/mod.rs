@@ -5,7 +5,10 @@ mod copy_text;
 mod dump;
 pub mod pgoutput;
 pub mod scan;
+mod spool;
 mod stream;
+pub mod version;
+mod walsender;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use crate::shutdown::Stop;
 use crate::sink::Sink;
 use crate::source::{check_prefixes, selection_fingerprint, Filter, TableMeta};
 use crate::value::Kind;
+use version::Features;
 
 /// Session settings that make text output match the type mapping (also on the walsender).
 pub const SESSION_OPTIONS: &str = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c extra_float_digits=3 -c bytea_output=hex";
@@ -74,6 +78,18 @@ pub struct Column {
 pub struct PgTable {
     pub meta: Arc<TableMeta>,
     pub columns: Vec<Column>,
+    /// a partitioned table (relkind 'p'), published via its root
+    pub partitioned: bool,
+}
+
+/// What the connected server's major supports.
+pub async fn server_features(client: &Client) -> Result<Features> {
+    let num: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| classify_pg(e, "version"))?
+        .get(0);
+    Features::new(num)
 }
 
 /// OID → mapping kind, resolved through the catalog (domains to their base type, arrays to
@@ -158,9 +174,10 @@ pub async fn load_tables(
 ) -> Result<Vec<PgTable>> {
     let filter = Filter::new(&cfg.sync.tables);
     let tpl = cfg.key_template()?;
+    let features = server_features(client).await?;
     let rows = client
         .query(
-            "SELECT n.nspname::text, c.relname::text, c.oid, c.relreplident::text \
+            "SELECT n.nspname::text, c.relname::text, c.oid, c.relreplident::text, c.relkind::text \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
                AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
@@ -175,6 +192,14 @@ pub async fn load_tables(
         let (schema, name, oid, ident): (String, String, u32, String) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
         if !filter.matches(&schema, &name) {
+            continue;
+        }
+        let partitioned = r.get::<_, String>(4) == "p";
+        if partitioned && !features.partition_root() {
+            problems.push(format!(
+                "{schema}.{name} is a partitioned table, which PostgreSQL {} cannot publish (13+ can; select its partitions instead)",
+                features.major()
+            ));
             continue;
         }
         let pk: Vec<String> = client
@@ -205,10 +230,18 @@ pub async fn load_tables(
             ));
             continue;
         }
+        // generated columns (12+) are not replicated
+        let generated = if features.generated_columns() {
+            "AND attgenerated = ''"
+        } else {
+            ""
+        };
         let cols = client
             .query(
-                "SELECT attname::text, atttypid FROM pg_attribute \
-                 WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+                &format!(
+                    "SELECT attname::text, atttypid FROM pg_attribute \
+                     WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped {generated} ORDER BY attnum"
+                ),
                 &[&oid],
             )
             .await
@@ -224,6 +257,7 @@ pub async fn load_tables(
         out.push(PgTable {
             meta: Arc::new(TableMeta::new(&tpl, &schema, &name, pk)),
             columns,
+            partitioned,
         });
     }
     if !problems.is_empty() {
@@ -254,18 +288,41 @@ async fn ensure_publication(cfg: &Config, client: &Client, tables: &[PgTable]) -
         })
         .collect::<Vec<_>>()
         .join(", ");
+    // a partitioned table's changes under its own name (13+; refused before, in load_tables)
+    let via_root = tables.iter().any(|t| t.partitioned);
     let existing = client
         .query_opt(
-            "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+            if via_root {
+                "SELECT puballtables, pubviaroot FROM pg_publication WHERE pubname = $1"
+            } else {
+                "SELECT puballtables, true FROM pg_publication WHERE pubname = $1"
+            },
             &[pubname],
         )
         .await
         .map_err(|e| classify_pg(e, "publication lookup"))?;
+    if let Some(r) = &existing {
+        if !r.get::<_, bool>(1) {
+            tracing::info!(publication = %pubname, "setting publish_via_partition_root (a selected table is partitioned)");
+            client
+                .batch_execute(&format!(
+                    "ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
+                    quote_ident(pubname)
+                ))
+                .await
+                .map_err(|e| fatal(format!("cannot alter publication {pubname}: {e}")))?;
+        }
+    }
+    let with = if via_root {
+        " WITH (publish_via_partition_root = true)"
+    } else {
+        ""
+    };
     match existing {
         None => {
             tracing::info!(publication = %pubname, tables = tables.len(), "creating publication");
             client
-                .batch_execute(&format!("CREATE PUBLICATION {} FOR TABLE {list}", quote_ident(pubname)))
+                .batch_execute(&format!("CREATE PUBLICATION {} FOR TABLE {list}{with}", quote_ident(pubname)))
                 .await
                 .map_err(|e| fatal(format!("cannot create publication {pubname}: {e} (create it as the tables' owner: CREATE PUBLICATION {pubname} FOR TABLE {list})")))?;
         }
@@ -333,6 +390,7 @@ pub struct Session {
     pub tables: Vec<PgTable>,
     pub types: TypeCache,
     pub fingerprint: String,
+    pub features: Features,
 }
 
 /// One run: connect, check, dump if needed, stream until an error.
@@ -350,16 +408,13 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
             cfg.database.port()
         );
     }
-    let version: i32 = sql
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
+    let features = server_features(&sql).await?;
+    let version: String = sql
+        .query_one("SHOW server_version", &[])
         .await
         .map_err(|e| classify_pg(e, "version"))?
         .get(0);
-    if version < 140000 {
-        return Err(fatal(format!(
-            "PostgreSQL {version} is too old: 14 or newer is required"
-        )));
-    }
+    features.log(&version);
     let wal_level: String = sql
         .query_one("SHOW wal_level", &[])
         .await
@@ -379,15 +434,23 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
 
     let mut repl = stream::open_gated(cfg).await?;
     let system_id = repl
-        .identify_system()
+        .simple_query("IDENTIFY_SYSTEM")
         .await
-        .map_err(|e| anyhow!("IDENTIFY_SYSTEM: {e}"))?
-        .system_id;
+        .map_err(|e| anyhow!("IDENTIFY_SYSTEM: {e:#}"))?
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .ok_or_else(|| anyhow!("IDENTIFY_SYSTEM returned no system identifier"))?;
 
     let slot = &cfg.sync.slot;
+    // wal_status is 13+ (before, a slot is never invalidated: it keeps its WAL)
+    let wal_status = if features.slot_wal_status() {
+        "coalesce(wal_status, '')::text"
+    } else {
+        "''::text"
+    };
     let slot_row = sql
         .query_opt(
-            "SELECT plugin::text, database::text, active, coalesce(wal_status, '')::text, coalesce(confirmed_flush_lsn::text, '') FROM pg_replication_slots WHERE slot_name = $1",
+            &format!("SELECT plugin::text, database::text, active, {wal_status}, coalesce(confirmed_flush_lsn::text, '') FROM pg_replication_slots WHERE slot_name = $1"),
             &[slot],
         )
         .await
@@ -429,6 +492,7 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
         tables,
         types,
         fingerprint,
+        features,
     };
     let start_lsn = match resume_lsn {
         Some(l) => {
@@ -452,22 +516,14 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
                 0,
             ))
             .await?;
-            let snap = if cfg.sync.dump { "export" } else { "nothing" };
             let rows = repl
-                .simple_query(&format!(
-                    "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT '{snap}')",
-                    quote_ident(slot)
-                ))
+                .simple_query(&features.create_slot(slot, cfg.sync.dump))
                 .await
-                .map_err(|e| anyhow!("CREATE_REPLICATION_SLOT {slot}: {e}"))?;
+                .map_err(|e| anyhow!("CREATE_REPLICATION_SLOT {slot}: {e:#}"))?;
             let row = rows
                 .first()
                 .ok_or_else(|| anyhow!("CREATE_REPLICATION_SLOT returned no row"))?;
-            let text = |i: usize| {
-                row.get(i)
-                    .and_then(|v| v.as_ref())
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-            };
+            let text = |i: usize| row.get(i).cloned().flatten();
             let consistent = parse_lsn(&text(1).ok_or_else(|| anyhow!("no consistent point"))?)?;
             tracing::info!(slot = %slot, consistent_point = %lsn_str(consistent), "replication slot created");
             if cfg.sync.dump {
@@ -493,6 +549,7 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
 /// stale keys, exit.
 pub async fn dump_only(cfg: &Config, sink: &mut Sink) -> Result<()> {
     let sql = connect_sql(cfg).await?;
+    let features = server_features(&sql).await?;
     let mut types = TypeCache::default();
     let tables = load_tables(cfg, &sql, &mut types).await?;
     let metas: Vec<TableMeta> = tables.iter().map(|t| (*t.meta).clone()).collect();
@@ -503,6 +560,7 @@ pub async fn dump_only(cfg: &Config, sink: &mut Sink) -> Result<()> {
         tables,
         types,
         fingerprint,
+        features,
     };
     dump::dump(&mut session, sink, None).await
 }

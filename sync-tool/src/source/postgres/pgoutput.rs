@@ -1,6 +1,7 @@
-//! Decoder for the pgoutput (protocol version 1) messages that pgwire-replication hands over
-//! raw: Relation, Type, Origin, Insert, Update, Delete, Truncate. Begin/Commit/Message are
-//! decoded by pgwire-replication itself.
+//! Decoder for the pgoutput messages of protocol versions 1 and 2: Begin, Commit, Relation,
+//! Insert, Update, Delete, Truncate (PostgreSQL 11+), and the streamed in-progress transactions
+//! of version 2 (PostgreSQL 14+: Stream Start/Stop/Commit/Abort; inside a stream block every
+//! change message carries the (sub)transaction id after its tag).
 
 use anyhow::{anyhow, bail, Result};
 
@@ -49,6 +50,29 @@ pub enum Msg {
     Truncate {
         rels: Vec<u32>,
     },
+    Begin {
+        /// the commit's LSN
+        final_lsn: u64,
+    },
+    Commit {
+        end_lsn: u64,
+        /// microseconds since 2000-01-01
+        commit_time: i64,
+    },
+    StreamStart {
+        xid: u32,
+    },
+    StreamStop,
+    StreamCommit {
+        xid: u32,
+        commit_lsn: u64,
+        end_lsn: u64,
+        commit_time: i64,
+    },
+    StreamAbort {
+        xid: u32,
+        subxid: u32,
+    },
     Other(#[allow(dead_code)] u8),
 }
 
@@ -82,6 +106,9 @@ impl<'a> Cur<'a> {
         let s = self.take(4)?;
         Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
     }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into()?))
+    }
     fn cstr(&mut self) -> Result<String> {
         let rest = &self.b[self.i..];
         let n = rest
@@ -111,10 +138,48 @@ impl<'a> Cur<'a> {
     }
 }
 
-pub fn parse(data: &[u8]) -> Result<Msg> {
+/// Decodes one message; `in_stream`: it came between Stream Start and Stream Stop, where change
+/// messages carry a transaction id, which is returned.
+pub fn parse(data: &[u8], in_stream: bool) -> Result<(Option<u32>, Msg)> {
     let mut c = Cur { b: data, i: 0 };
     let tag = c.u8()?;
+    let xid = if in_stream && matches!(tag, b'R' | b'Y' | b'I' | b'U' | b'D' | b'T' | b'M') {
+        Some(c.u32()?)
+    } else {
+        None
+    };
+    Ok((xid, body(tag, &mut c)?))
+}
+
+fn body(tag: u8, c: &mut Cur) -> Result<Msg> {
     Ok(match tag {
+        b'B' => Msg::Begin {
+            final_lsn: c.u64()?,
+        },
+        b'C' => {
+            let _flags = c.u8()?;
+            let _commit_lsn = c.u64()?;
+            Msg::Commit {
+                end_lsn: c.u64()?,
+                commit_time: c.u64()? as i64,
+            }
+        }
+        b'S' => Msg::StreamStart { xid: c.u32()? },
+        b'E' => Msg::StreamStop,
+        b'c' => {
+            let xid = c.u32()?;
+            let _flags = c.u8()?;
+            Msg::StreamCommit {
+                xid,
+                commit_lsn: c.u64()?,
+                end_lsn: c.u64()?,
+                commit_time: c.u64()? as i64,
+            }
+        }
+        b'A' => Msg::StreamAbort {
+            xid: c.u32()?,
+            subxid: c.u32()?,
+        },
         b'R' => {
             let id = c.u32()?;
             let namespace = c.cstr()?;
@@ -210,7 +275,7 @@ mod tests {
         r.extend(b"v\0");
         r.extend(25u32.to_be_bytes());
         r.extend((-1i32).to_be_bytes());
-        let Msg::Relation(rel) = parse(&r).unwrap() else {
+        let (None, Msg::Relation(rel)) = parse(&r, false).unwrap() else {
             panic!()
         };
         assert_eq!(rel.name, "t");
@@ -224,11 +289,53 @@ mod tests {
         u.extend(1u32.to_be_bytes());
         u.push(b'7');
         u.push(b'u');
-        let Msg::Update { old, new, .. } = parse(&u).unwrap() else {
+        let (None, Msg::Update { old, new, .. }) = parse(&u, false).unwrap() else {
             panic!()
         };
         assert!(old.is_none());
         assert_eq!(new, vec![Cell::Text("7".into()), Cell::Unchanged]);
-        assert!(parse(&u[..u.len() - 3]).is_err());
+        assert!(parse(&u[..u.len() - 3], false).is_err());
+        // the same update inside a stream block: the subtransaction id follows the tag
+        let mut su = vec![b'U'];
+        su.extend(777u32.to_be_bytes());
+        su.extend(&u[1..]);
+        let (Some(777), Msg::Update { new: snew, .. }) = parse(&su, true).unwrap() else {
+            panic!()
+        };
+        assert_eq!(snew, new);
+    }
+
+    #[test]
+    fn stream_commit_and_abort() {
+        let mut m = vec![b'c'];
+        m.extend(9u32.to_be_bytes());
+        m.push(0);
+        m.extend(0x1_0000_0010u64.to_be_bytes());
+        m.extend(0x1_0000_0040u64.to_be_bytes());
+        m.extend(5i64.to_be_bytes());
+        let (
+            _,
+            Msg::StreamCommit {
+                xid,
+                commit_lsn,
+                end_lsn,
+                commit_time,
+            },
+        ) = parse(&m, false).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (xid, commit_lsn, end_lsn, commit_time),
+            (9, 0x1_0000_0010, 0x1_0000_0040, 5)
+        );
+        let mut a = vec![b'A'];
+        a.extend(9u32.to_be_bytes());
+        a.extend(11u32.to_be_bytes());
+        assert!(matches!(
+            parse(&a, false).unwrap().1,
+            Msg::StreamAbort { xid: 9, subxid: 11 }
+        ));
+        assert!(parse(&a[..6], false).is_err());
     }
 }

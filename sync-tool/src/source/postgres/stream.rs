@@ -1,17 +1,19 @@
 //! The pgoutput stream: changes are applied to the sink, each commit's `end_lsn` becomes the
 //! checkpoint written with the data, and only checkpoints that etcd has committed are
 //! acknowledged to PostgreSQL. Transactions at or before the stored checkpoint (resent because
-//! the slot's confirmed position may lag etcd) are skipped.
+//! the slot's confirmed position may lag etcd) are skipped. Streamed in-progress transactions
+//! (PostgreSQL 14+) are spooled to a temporary file per transaction and applied at their commit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 use futures_util::FutureExt;
-use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
 use serde_json::Value;
 
 use super::pgoutput::{parse, Cell, Msg, Relation};
+use super::spool::Spool;
+use super::walsender::{ConnectParams, Event, Replication, WalSender};
 use super::{checkpoint, lsn_str, Session, SESSION_OPTIONS};
 use crate::config::Config;
 use crate::retry::fatal;
@@ -22,33 +24,19 @@ use crate::value::{pg_text, Kind, Row};
 
 const PG_EPOCH_UNIX: f64 = 946_684_800.0;
 
-pub async fn open_gated(cfg: &Config) -> Result<ReplicationClient> {
+/// A replication session, before START_REPLICATION.
+pub async fn open_gated(cfg: &Config) -> Result<WalSender> {
     let d = &cfg.database;
-    let rc = ReplicationConfig::new(
-        d.host.clone(),
-        d.user.clone(),
-        d.password.clone(),
-        d.name.clone(),
-        cfg.sync.slot.clone(),
-        cfg.sync.publication.clone(),
-    )
-    .with_port(d.port())
-    .with_tls(TlsConfig::disabled())
-    .with_status_interval(d.replication_status_timeout)
-    .with_wakeup_interval(d.replication_status_timeout)
-    .with_options(SESSION_OPTIONS)
-    .with_application_name("sync-tool");
-    let c = ReplicationClient::connect_gated(rc)
-        .await
-        .map_err(|e| pg_err(e, "replication connect"))?;
-    Ok(c)
-}
-
-fn pg_err(e: pgwire_replication::PgWireError, what: &str) -> anyhow::Error {
-    if e.is_auth() {
-        return fatal(format!("postgres {what}: {e}"));
-    }
-    anyhow!("postgres {what}: {e}")
+    WalSender::connect(&ConnectParams {
+        host: &d.host,
+        port: d.port(),
+        user: &d.user,
+        password: &d.password,
+        database: &d.name,
+        options: SESSION_OPTIONS,
+        application_name: "sync-tool",
+    })
+    .await
 }
 
 struct Rel {
@@ -60,20 +48,20 @@ struct Rel {
 pub async fn stream(
     s: &mut Session,
     sink: &mut Sink,
-    mut repl: ReplicationClient,
+    ws: WalSender,
     system_id: &str,
     resume_lsn: u64,
     mut stop: Stop,
 ) -> Result<()> {
-    // The gated session was opened before we knew the start position; the slot's own
-    // confirmed position is used (LSN 0/0) and older transactions are skipped below.
-    repl.start()
+    // The slot's own confirmed position is used (LSN 0/0) and older transactions are
+    // skipped below.
+    let cmd = s
+        .features
+        .start_replication(&s.cfg.sync.slot, &s.cfg.sync.publication);
+    let mut repl = ws
+        .start(&cmd, s.cfg.database.replication_status_timeout, resume_lsn)
         .await
-        .map_err(|e| pg_err(e, "START_REPLICATION"))?;
-    repl.wait_started()
-        .await
-        .map_err(|e| pg_err(e, "START_REPLICATION"))?;
-    repl.update_applied_lsn(Lsn(resume_lsn));
+        .map_err(|e| anyhow!("{cmd}: {e:#}"))?;
     tracing::info!(slot = %s.cfg.sync.slot, from = %lsn_str(resume_lsn), "streaming changes");
 
     let by_name: HashMap<(String, String), Arc<TableMeta>> = s
@@ -85,6 +73,9 @@ pub async fn stream(
     let mut in_txn = false;
     let mut skipping = false;
     let mut last_end = resume_lsn;
+    // streamed transactions in progress, by transaction id; `streaming`: inside a stream block
+    let mut spools: HashMap<u32, Spool> = HashMap::new();
+    let mut streaming: Option<u32> = None;
 
     loop {
         // Group commits: flush when nothing more is immediately available and no etcd
@@ -112,63 +103,116 @@ pub async fn stream(
                 _ = stop.wait(), if !in_txn => return finish(sink, &repl, last_end).await,
             }
         };
-        let ev = match ev {
-            Ok(Some(ev)) => ev,
-            Ok(None) => bail!("replication stream ended"),
-            Err(e) => return Err(anyhow!("replication stream: {e}")),
-        };
-        match ev {
-            ReplicationEvent::Begin { final_lsn, .. } => {
-                in_txn = true;
-                skipping = final_lsn.0 < resume_lsn;
+        let data = match ev? {
+            Event::KeepAlive { wal_end } => {
+                // Idle: everything received is in etcd, so the slot may move to the WAL end
+                // (keeps WAL from piling up when other databases write).
+                if !in_txn
+                    && spools.is_empty()
+                    && sink.buffered() == 0
+                    && !sink.has_pending_checkpoint()
+                    && wal_end > last_end
+                {
+                    repl.update_applied_lsn(wal_end);
+                }
+                continue;
             }
-            ReplicationEvent::Commit {
+            Event::XLogData { data } => data,
+        };
+        let (xid, msg) = parse(&data, streaming.is_some())?;
+        if let Some(top) = streaming {
+            if !matches!(msg, Msg::StreamStop) {
+                let sp = spools
+                    .get_mut(&top)
+                    .ok_or_else(|| anyhow!("pgoutput: stream block without a spool"))?;
+                sp.push(xid.unwrap_or(top), &data)?;
+                continue;
+            }
+        }
+        match msg {
+            Msg::Begin { final_lsn } => {
+                in_txn = true;
+                skipping = final_lsn < resume_lsn;
+            }
+            Msg::Commit {
                 end_lsn,
-                commit_time_micros,
-                ..
+                commit_time,
             } => {
                 in_txn = false;
                 if skipping {
                     skipping = false;
                     continue;
                 }
-                last_end = end_lsn.0;
-                let cp = checkpoint(&s.cfg, system_id, &s.fingerprint, "stream", end_lsn.0);
-                sink.commit(cp, Some(commit_time_micros as f64 / 1e6 + PG_EPOCH_UNIX));
-                ack(sink, &repl);
+                last_end = end_lsn;
+                commit(s, sink, &repl, system_id, end_lsn, commit_time);
             }
-            ReplicationEvent::XLogData { data, .. } => {
-                let msg = parse(&data)?;
-                if let Msg::Relation(r) = msg {
-                    on_relation(s, sink, &by_name, &mut rels, r).await?;
-                    continue;
+            Msg::StreamStart { xid } => {
+                if !spools.contains_key(&xid) {
+                    spools.insert(xid, Spool::new()?);
                 }
-                if skipping {
-                    continue;
-                }
-                apply(sink, &rels, msg).await?;
-                ack(sink, &repl);
+                streaming = Some(xid);
             }
-            ReplicationEvent::KeepAlive { wal_end, .. } => {
-                // Idle: everything received is in etcd, so the slot may move to the WAL end
-                // (keeps WAL from piling up when other databases write).
-                if !in_txn
-                    && sink.buffered() == 0
-                    && !sink.has_pending_checkpoint()
-                    && wal_end.0 > last_end
-                {
-                    repl.update_applied_lsn(wal_end);
+            Msg::StreamStop => streaming = None,
+            Msg::StreamAbort { xid, subxid } => {
+                if xid == subxid {
+                    spools.remove(&xid);
+                } else if let Some(sp) = spools.get_mut(&xid) {
+                    sp.abort_subtransaction(subxid);
                 }
             }
-            ReplicationEvent::Message { .. } => {}
-            ReplicationEvent::StoppedAt { .. } => bail!("replication stopped"),
+            Msg::StreamCommit {
+                xid,
+                commit_lsn,
+                end_lsn,
+                commit_time,
+            } => {
+                let sp = spools.remove(&xid).ok_or_else(|| {
+                    anyhow!("pgoutput: commit of unknown streamed transaction {xid}")
+                })?;
+                let skip = commit_lsn < resume_lsn;
+                let n = sp.len();
+                for rec in sp.replay()? {
+                    let (_, m) = parse(&rec?, true)?;
+                    if let Msg::Relation(r) = m {
+                        on_relation(s, sink, &by_name, &mut rels, r).await?;
+                    } else if !skip {
+                        apply(sink, &rels, m).await?;
+                        ack(sink, &repl);
+                    }
+                }
+                if !skip {
+                    tracing::info!(xid, messages = n, "streamed transaction applied");
+                    last_end = end_lsn;
+                    commit(s, sink, &repl, system_id, end_lsn, commit_time);
+                }
+            }
+            Msg::Relation(r) => on_relation(s, sink, &by_name, &mut rels, r).await?,
+            msg => {
+                if !skipping {
+                    apply(sink, &rels, msg).await?;
+                    ack(sink, &repl);
+                }
+            }
         }
     }
 }
 
+fn commit(
+    s: &Session,
+    sink: &mut Sink,
+    repl: &Replication,
+    system_id: &str,
+    end_lsn: u64,
+    commit_time: i64,
+) {
+    let cp = checkpoint(&s.cfg, system_id, &s.fingerprint, "stream", end_lsn);
+    sink.commit(cp, Some(commit_time as f64 / 1e6 + PG_EPOCH_UNIX));
+    ack(sink, repl);
+}
+
 /// Graceful stop between transactions: everything read goes to etcd with its checkpoint, which
 /// is then acknowledged (the server hears of it with the next standby status, if any comes).
-async fn finish(sink: &mut Sink, repl: &ReplicationClient, last_end: u64) -> Result<()> {
+async fn finish(sink: &mut Sink, repl: &Replication, last_end: u64) -> Result<()> {
     sink.flush().await?;
     sink.drain().await?;
     ack(sink, repl);
@@ -176,10 +220,10 @@ async fn finish(sink: &mut Sink, repl: &ReplicationClient, last_end: u64) -> Res
     Ok(())
 }
 
-fn ack(sink: &mut Sink, repl: &ReplicationClient) {
+fn ack(sink: &mut Sink, repl: &Replication) {
     if let Some(cp) = sink.take_durable() {
         if let Some(l) = cp.get("position_num").and_then(Value::as_u64) {
-            repl.update_applied_lsn(Lsn(l));
+            repl.update_applied_lsn(l);
         }
     }
 }
@@ -312,7 +356,7 @@ async fn apply(sink: &mut Sink, rels: &HashMap<u32, Rel>, msg: Msg) -> Result<()
                 }
             }
         }
-        Msg::Relation(_) | Msg::Other(_) => {}
+        _ => {}
     }
     Ok(())
 }
