@@ -376,9 +376,13 @@ public:
     }
 
     // Host services, called by the module.
+    // As MaxScale's own routers do: no connection to a server that is down, in maintenance
+    // or draining (MaxScale's connect() does not check, and a router reconnecting a lost
+    // target would otherwise use a server put into maintenance).
     bool ep_connect(size_t i)
     {
-        return i < m_endpoints.size() && m_endpoints[i]->connect();
+        return i < m_endpoints.size() && m_endpoints[i]->target()->is_connectable()
+               && m_endpoints[i]->connect();
     }
 
     bool ep_is_open(size_t i)

@@ -13,7 +13,10 @@ use bridge::protocol::resultset::err_packet;
 use bridge::protocol::{will_respond, ReplyState};
 use bridge::{log_info, log_notice, log_warning};
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a target that was connected again waits before the next attempt (reconnect=true).
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -629,6 +632,14 @@ impl MirrorSession {
                 }
                 continue;
             }
+            // MaxScale connects without waiting: to a server that just died, `connect` says
+            // yes and the connection fails a moment later. Without a pause every request of
+            // every session would connect again (hundreds a second, each logged).
+            if b.reconnected_at
+                .is_some_and(|t| t.elapsed() < RECONNECT_PAUSE)
+            {
+                continue;
+            }
             if !self.host.connect(b.endpoint) {
                 if !b.reconnect_logged {
                     log_info!("session {}: target '{}' cannot be connected yet; trying again with later requests", self.id, b.name);
@@ -646,6 +657,7 @@ impl MirrorSession {
             b.lost = false;
             b.next_write = seq;
             b.stats.reconnects.fetch_add(1, Relaxed);
+            b.reconnected_at = Some(Instant::now());
             let (ep, name) = (b.endpoint, b.name.clone());
             for (p, id) in &replay {
                 if !self.host.write_with_id(ep, p, *id) {

@@ -59,6 +59,8 @@ struct Backend {
     lag_requests: u64,
     /// A failed reconnection attempt was logged (once per loss).
     reconnect_logged: bool,
+    /// When it was last connected again (reconnect=true): at most one attempt a second.
+    reconnected_at: Option<std::time::Instant>,
     stats: Arc<TargetStats>,
 }
 
@@ -131,6 +133,7 @@ impl MirrorSession {
                     lag_bytes: 0,
                     lag_requests: 0,
                     reconnect_logged: false,
+                    reconnected_at: None,
                     stats: shared.stats.target(&e.name),
                 }
             })
