@@ -44,6 +44,9 @@ impl PrivateServer {
             .args(["-R", "mysql:mysql"])
             .arg(&d)
             .status();
+        // One installation at a time: two at once in one process failed (threads of a test).
+        static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let installing = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
         let out = Command::new("mariadb-install-db")
             .arg(format!("--defaults-file={}/my.cnf", d.display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
@@ -51,9 +54,11 @@ impl PrivateServer {
             .expect("mariadb-install-db (MariaDB server binaries needed)");
         assert!(
             out.status.success(),
-            "mariadb-install-db: {}",
+            "mariadb-install-db: {}{}",
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        drop(installing);
         let mut s = PrivateServer {
             _dir: dir,
             data: d,
