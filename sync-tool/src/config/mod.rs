@@ -173,6 +173,22 @@ pub struct Sync {
     /// Upper bound of the retry backoff.
     #[serde(default = "default_max_backoff", deserialize_with = "de_duration")]
     pub max_backoff: Duration,
+    /// What happens to the etcd keys of a table that left the selection.
+    #[serde(default)]
+    pub on_table_removed: OnTableRemoved,
+    /// Rows per chunk of the incremental snapshot of a table added to the selection.
+    #[serde(default = "default_snapshot_chunk")]
+    pub snapshot_chunk: usize,
+}
+
+/// `sync.on_table_removed`: `delete` (default) removes the keys of a table that is no longer
+/// selected, `keep` leaves them in etcd (no longer updated).
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTableRemoved {
+    #[default]
+    Delete,
+    Keep,
 }
 
 impl Default for Sync {
@@ -222,6 +238,9 @@ fn default_max_bytes() -> usize {
 }
 fn default_lease_ttl() -> Duration {
     Duration::from_secs(5)
+}
+fn default_snapshot_chunk() -> usize {
+    1024
 }
 fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
@@ -301,6 +320,9 @@ impl Config {
         }
         if !(1..=64).contains(&self.sync.txns_in_flight) {
             bail!("sync.txns_in_flight must be between 1 and 64");
+        }
+        if !(1..=100_000).contains(&self.sync.snapshot_chunk) {
+            bail!("sync.snapshot_chunk must be between 1 and 100000");
         }
         if self.sync.max_txn_bytes < 4096 {
             bail!("sync.max_txn_bytes must be at least 4096");

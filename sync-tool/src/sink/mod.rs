@@ -8,7 +8,10 @@
 
 #[cfg(test)]
 mod tests;
+mod touches;
 mod writer;
+
+pub use touches::Touch;
 
 use std::time::{Duration, Instant};
 
@@ -139,6 +142,12 @@ pub struct Sink {
     acked: u64,
     /// Undo data of the open source transaction, see [`Sink::begin_txn`].
     savepoint: Option<Savepoint>,
+    /// Fields put into every checkpoint (the table selection, an incremental snapshot's progress).
+    extras: serde_json::Map<String, Value>,
+    /// The last checkpoint of a source transaction (see [`Sink::recommit`]).
+    last_checkpoint: Option<Value>,
+    /// Changes of the tables an incremental snapshot is reading.
+    touches: touches::Touches,
 }
 
 /// What the buffer held when a source transaction began: its length (the transaction's new
@@ -151,6 +160,8 @@ struct Savepoint {
     replaced: Vec<(usize, BufferedOp)>,
     /// Part of the transaction was handed to the writer: it can no longer be taken back.
     flushed: bool,
+    /// Changes of watched tables recorded before the transaction.
+    touches: usize,
 }
 
 impl Sink {
@@ -182,6 +193,9 @@ impl Sink {
             submitted: 0,
             acked: 0,
             savepoint: None,
+            extras: Default::default(),
+            last_checkpoint: None,
+            touches: Default::default(),
         }
     }
 
@@ -368,18 +382,72 @@ impl Sink {
         Ok((kvs, next))
     }
 
+    /// Sets (or with `None` removes) a field that every checkpoint written from now on carries.
+    pub fn set_checkpoint_field(&mut self, name: &str, value: Option<Value>) {
+        match value {
+            Some(v) => self.extras.insert(name.to_string(), v),
+            None => self.extras.remove(name),
+        };
+    }
+
+    fn with_extras(&self, mut cp: Value) -> Value {
+        if let Value::Object(m) = &mut cp {
+            for (k, v) in &self.extras {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        cp
+    }
+
+    /// Makes the last source transaction's checkpoint pending again (when nothing else is), so
+    /// that changed checkpoint fields reach etcd with the data buffered since.
+    pub fn recommit(&mut self) {
+        if self.pending_checkpoint.is_none() {
+            if let Some(cp) = self.last_checkpoint.clone() {
+                self.pending_checkpoint = Some((cp, Some(Instant::now())));
+            }
+        }
+    }
+
+    /// Records the changes of these tables (label, prefix) from now on; empty: none.
+    pub fn watch_tables(&mut self, tables: &[(String, String)]) {
+        self.touches.watch(tables);
+    }
+
+    /// The tag of the recorded changes that follow (transaction id, binlog position).
+    pub fn set_change_tag(&mut self, tag: u64) {
+        self.touches.set_tag(tag);
+    }
+
+    /// The changes of watched tables recorded since the last call.
+    pub fn take_touches(&mut self) -> Vec<Touch> {
+        self.touches.take()
+    }
+
+    /// Buffers a put of an incremental snapshot's row (not recorded as a change of the stream).
+    pub async fn put_snapshot_row(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        table: &str,
+    ) -> Result<()> {
+        let size = key.len() + value.len() + OP_OVERHEAD;
+        if size + 256 > self.max_bytes {
+            bail!(
+                "row for key {key} is {size} bytes; larger than sync.max_txn_bytes ({}) allows",
+                self.max_bytes
+            );
+        }
+        let table = self.label(Some(table));
+        self.add_op(key, Op::Put(value), size, table).await
+    }
+
     /// Writes a checkpoint alone (no data), e.g. "dump in progress", and waits for it.
     pub async fn write_checkpoint(&mut self, cp: &Value) -> Result<()> {
         self.flush().await?;
-        self.submit(
-            Vec::new(),
-            Some(Vec::new()),
-            0,
-            Vec::new(),
-            Some(cp.clone()),
-            None,
-        )
-        .await?;
+        let cp = self.with_extras(cp.clone());
+        self.submit(Vec::new(), Some(Vec::new()), 0, Vec::new(), Some(cp), None)
+            .await?;
         self.drain().await
     }
 
@@ -428,6 +496,19 @@ impl Sink {
 
     async fn add(&mut self, key: String, op: Op, size: usize, table: Option<&str>) -> Result<()> {
         let table = self.label(table);
+        if let Some(t) = table.as_ref().filter(|_| !self.touches.is_empty()) {
+            self.touches.key(t, &key);
+        }
+        self.add_op(key, op, size, table).await
+    }
+
+    async fn add_op(
+        &mut self,
+        key: String,
+        op: Op,
+        size: usize,
+        table: Option<std::sync::Arc<str>>,
+    ) -> Result<()> {
         if let Some((idx, _, slot)) = self.ops.get_full_mut(key.as_str()) {
             let prev = std::mem::replace(slot, (op, table));
             let old = match &prev.0 {
@@ -468,6 +549,7 @@ impl Sink {
     /// Deletes every key under `prefix` (must end in '/'), after what is buffered (in order).
     pub async fn delete_prefix(&mut self, prefix: &str) -> Result<()> {
         debug_assert!(prefix.ends_with('/'));
+        self.touches.prefix(prefix);
         self.flush_inner().await?;
         let op = TxnOp::delete(prefix, Some(DeleteOptions::new().with_prefix()));
         self.submit(vec![op], None, 0, Vec::new(), None, None).await
@@ -477,6 +559,7 @@ impl Sink {
     /// that writes its last operations.
     pub fn commit(&mut self, checkpoint: Value, commit_unix: Option<f64>) {
         self.savepoint = None;
+        self.last_checkpoint = Some(checkpoint.clone());
         self.pending_checkpoint = Some((checkpoint, Some(Instant::now())));
         if commit_unix.is_some() {
             self.pending_commit_unix = commit_unix;
@@ -491,6 +574,7 @@ impl Sink {
         sp.bytes = self.bytes;
         sp.replaced.clear();
         sp.flushed = false;
+        sp.touches = self.touches.len();
         self.savepoint = Some(sp);
     }
 
@@ -505,6 +589,7 @@ impl Sink {
             return false;
         }
         self.ops.truncate(sp.len);
+        self.touches.truncate(sp.touches);
         while let Some((idx, prev)) = sp.replaced.pop() {
             if let Some((_, slot)) = self.ops.get_index_mut(idx) {
                 *slot = prev;
@@ -570,7 +655,10 @@ impl Sink {
                 Op::Delete => TxnOp::delete(key, None),
             });
         }
-        let cp = self.pending_checkpoint.take().map(|(cp, _)| cp);
+        let cp = self
+            .pending_checkpoint
+            .take()
+            .map(|(cp, _)| self.with_extras(cp));
         let commit_unix = if cp.is_some() {
             self.pending_commit_unix.take()
         } else {

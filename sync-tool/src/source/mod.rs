@@ -5,6 +5,7 @@
 pub mod mysql;
 pub mod postgres;
 pub mod scan;
+pub mod snapshot;
 
 use std::time::{Duration, Instant};
 

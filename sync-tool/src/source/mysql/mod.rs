@@ -6,6 +6,7 @@
 mod dump;
 mod rows;
 pub mod scan;
+pub mod snapshot;
 mod stream;
 pub mod types;
 
@@ -22,6 +23,7 @@ use crate::metrics::METRICS;
 use crate::retry::fatal;
 use crate::shutdown::Stop;
 use crate::sink::Sink;
+use crate::source::snapshot::{selection, Snapshots};
 use crate::source::{check_prefixes, selection_fingerprint, Filter, TableMeta};
 use types::{kind_from_schema, MyCol};
 
@@ -451,8 +453,9 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
     let server = server_identity(&mut conn, &settings).await?;
     *started = true;
 
-    let cp = sink.read_checkpoint().await?;
+    let mut cp = sink.read_checkpoint().await?;
     let mariadb_gtid = gtid_binlog_pos(&mut conn).await?.is_some();
+    selection::adopt(cfg, sink, &mut cp, &metas, &fingerprint, mariadb_gtid).await?;
     let mut resume = None;
     if let Some(cp) = &cp {
         let same_stream = cp.get("source") == Some(&json!("mysql"))
@@ -504,12 +507,17 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let (start, gtid) = match resume {
+    let cp = cp.unwrap_or_default();
+    let (start, gtid, snapshots) = match resume {
         Some(Start::FilePos(f, p)) => {
             tracing::info!(file = %f, pos = p, gtid = %gtid, "resuming from checkpoint");
-            (Start::FilePos(f, p), gtid)
+            let snapshots = Snapshots::resume(cfg, sink, &cp, position_num(&f, p)).await?;
+            (Start::FilePos(f, p), gtid, snapshots)
         }
-        Some(Start::Gtid(g)) => (Start::Gtid(g.clone()), g),
+        Some(Start::Gtid(g)) => {
+            let snapshots = Snapshots::resume(cfg, sink, &cp, 0).await?;
+            (Start::Gtid(g.clone()), g, snapshots)
+        }
         None => {
             sink.write_checkpoint(&checkpoint(&server, &fingerprint, "dump", "", 0, ""))
                 .await?;
@@ -522,7 +530,7 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
             };
             sink.write_checkpoint(&checkpoint(&server, &fingerprint, "stream", &f, p, &g))
                 .await?;
-            (Start::FilePos(f, p), g)
+            (Start::FilePos(f, p), g, Snapshots::none())
         }
     };
     let r = stream::stream(
@@ -535,6 +543,7 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
         start,
         &gtid,
         mariadb_gtid,
+        snapshots,
         stop,
     )
     .await;

@@ -19,13 +19,14 @@ use mysql_async::{BinlogStreamRequest, Conn};
 use super::rows::{codecs, rows, Codec, Image};
 use super::types::{map_value, MyCol, MyKind};
 use super::{
-    by_name, checkpoint, classify, connect, json_columns, replica_server_id, signed_mediumints,
-    MyTable, Start,
+    by_name, checkpoint, classify, connect, json_columns, position_num, replica_server_id,
+    signed_mediumints, MyTable, Start,
 };
 use crate::config::Config;
 use crate::retry::fatal;
 use crate::shutdown::Stop;
 use crate::sink::Sink;
+use crate::source::snapshot::Snapshots;
 use crate::source::{migrate_columns, RowEncoder, TableMeta};
 use mysql_async::prelude::Queryable;
 
@@ -445,6 +446,7 @@ pub async fn stream(
     start: Start,
     gtid: &str,
     mariadb_gtid: bool,
+    mut snapshots: Snapshots,
     mut stop: Stop,
 ) -> Result<()> {
     let selected = by_name(tables);
@@ -533,6 +535,9 @@ pub async fn stream(
         if !txn.open && stop.requested() {
             return finish(sink, &cur_file).await;
         }
+        if !txn.open {
+            snapshots.step(sink).await?;
+        }
         let next = loop {
             if let Some(r) = bs.next().now_or_never() {
                 break r;
@@ -547,6 +552,7 @@ pub async fn stream(
             tokio::select! {
                 r = bs.next() => break r,
                 _ = sink.changed() => {}
+                _ = snapshots.ready(), if !txn.open => snapshots.step(sink).await?,
                 _ = stop.wait(), if !txn.open => return finish(sink, &cur_file).await,
             }
         };
@@ -571,6 +577,12 @@ pub async fn stream(
         let end_pos = hdr.log_pos() as u64;
         let ts = hdr.timestamp() as f64;
         tracing::trace!(file = %cur_file, end_pos, event_type = hdr.event_type_raw(), flags = hdr.flags_raw(), timestamp = hdr.timestamp(), "binlog event");
+        if end_pos > 0 && hdr.flags_raw() & ARTIFICIAL == 0 && !cur_file.is_empty() {
+            // where the stream is, and the tag of the changes this event makes
+            let at = position_num(&cur_file, end_pos);
+            snapshots.seen(at);
+            sink.set_change_tag(at);
+        }
         if hdr.event_type_raw() == 162 {
             // MariaDB GTID event: starts a transaction (unless standalone, e.g. DDL)
             let g = mariadb_gtid_event(ev.data(), hdr.server_id())

@@ -5,6 +5,7 @@ mod copy_text;
 mod dump;
 pub mod pgoutput;
 pub mod scan;
+pub mod snapshot;
 mod spool;
 mod stream;
 pub mod version;

@@ -1,6 +1,6 @@
 //! The selected tables read in primary-key order, a chunk at a time (keyset pagination, each
 //! chunk its own statement: no long transaction, no snapshot held), mapped exactly as the dump
-//! maps them. For `verify`, while the sync runs.
+//! maps them. For `verify`, while the sync runs, and for incremental snapshots.
 
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
@@ -72,6 +72,17 @@ impl Scanner {
         self.tables.iter().map(|t| &*t.t.meta)
     }
 
+    /// Index of the table with this label.
+    pub fn index(&self, label: &str) -> Option<usize> {
+        self.tables
+            .iter()
+            .position(|t| t.t.meta.label_str() == label)
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.sql
+    }
+
     /// Up to `limit` rows of table `i` after `cursor` (from the start if `None`), as etcd keys
     /// and values; fewer than `limit` means the table ends there.
     pub async fn chunk(
@@ -80,8 +91,19 @@ impl Scanner {
         cursor: &mut Option<Cursor>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>> {
+        let q = self.select(i, cursor.as_ref(), limit);
+        let label = self.tables[i].t.meta.label();
+        let msgs = self
+            .sql
+            .simple_query(&q)
+            .await
+            .with_context(|| format!("verify: read {label}"))?;
+        self.decode(i, &msgs, cursor)
+    }
+
+    /// The SELECT of up to `limit` rows of table `i` after `cursor`, in primary-key order.
+    pub fn select(&self, i: usize, cursor: Option<&Cursor>, limit: usize) -> String {
         let tb = &self.tables[i];
-        let label = tb.t.meta.label();
         let cols =
             tb.t.columns
                 .iter()
@@ -106,17 +128,24 @@ impl Scanner {
                 format!(" WHERE ({key}) > ({vals})")
             }
         };
-        let q = format!(
+        format!(
             "SELECT {cols} FROM {}.{}{after} ORDER BY {key} LIMIT {limit}",
             quote_ident(&tb.t.meta.schema),
             quote_ident(&tb.t.meta.name)
-        );
-        let msgs = self
-            .sql
-            .simple_query(&q)
-            .await
-            .with_context(|| format!("verify: read {label}"))?;
-        let mut out = Vec::with_capacity(limit);
+        )
+    }
+
+    /// The rows of [`Scanner::select`]'s answer (the `Row` messages among `msgs`) as etcd keys
+    /// and values; `cursor` moves to the last of them.
+    pub fn decode(
+        &self,
+        i: usize,
+        msgs: &[SimpleQueryMessage],
+        cursor: &mut Option<Cursor>,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let tb = &self.tables[i];
+        let label = tb.t.meta.label();
+        let mut out = Vec::with_capacity(msgs.len());
         let mut values = Vec::with_capacity(tb.t.columns.len());
         let mut last = None;
         for m in msgs {
@@ -132,15 +161,15 @@ impl Scanner {
                 });
             }
             out.push((tb.enc.key(&tb.t.meta, &values)?, tb.enc.json(&values)));
-            last = Some(
+            last = Some(r);
+        }
+        if let Some(r) = last {
+            *cursor = Some(
                 tb.pk
                     .iter()
                     .map(|(p, _)| r.get(*p).unwrap_or_default().to_string())
                     .collect(),
             );
-        }
-        if last.is_some() {
-            *cursor = last;
         }
         Ok(out)
     }
