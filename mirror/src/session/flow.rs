@@ -3,6 +3,7 @@
 //! and reconnected.
 
 use super::entry::{is_barrier, Entry, Part, Step, ENTRY_OVERHEAD};
+use super::exec_types;
 use super::{Expect, MirrorSession, MAX_STATEMENTS};
 use crate::config::{OnError, ReportWhen};
 use crate::diff::Comparison;
@@ -70,6 +71,14 @@ impl MirrorSession {
             return self.settle(None);
         };
         self.history.record(packet, id);
+        if command == COM_STMT_EXECUTE && self.config().reconnect {
+            let st = stmt_id(packet).and_then(|s| self.statements.get_mut(&s));
+            if let Some(st) = st {
+                if let Some(t) = exec_types::types_of(packet, st.params) {
+                    st.types = t.to_vec();
+                }
+            }
+        }
         if command == COM_STMT_CLOSE {
             if let Some(s) = stmt_id(packet) {
                 self.statements.remove(&s);
@@ -357,7 +366,10 @@ impl MirrorSession {
             self.entry_mut(seq).expect("entry").parts[i].step = Step::Done;
             return Ok(());
         }
-        let ok = if e.packets.is_empty() {
+        let typed = self.typed_execute(i, e, current);
+        let ok = if let Some(p) = &typed {
+            self.host.write_with_id(ep, p, e.id)
+        } else if e.packets.is_empty() {
             match current {
                 Some((s, pkt)) if s == seq => self.host.write_with_id(ep, pkt, e.id),
                 _ => false,
@@ -371,6 +383,14 @@ impl MirrorSession {
             return self.fail(i, "write failed", Failure::Error);
         }
         let (expects_reply, command) = (e.expects_reply, e.command);
+        if command == COM_STMT_EXECUTE {
+            let stmt = e.packets.first().map(|p| &p[..]).or(current.map(|c| c.1));
+            if let Some(s) = stmt.and_then(stmt_id) {
+                if let Some(set) = &mut self.backends[i].typed {
+                    set.insert(s);
+                }
+            }
+        }
         let e = self.entry_mut(seq).expect("entry");
         e.parts[i].step = if expects_reply {
             Step::InFlight
@@ -392,6 +412,22 @@ impl MirrorSession {
             self.uncharge(i, seq);
         }
         Ok(())
+    }
+
+    /// A COM_STMT_EXECUTE for a target connected again, with the statement's parameter types
+    /// put in if this connection has not had them (see `exec_types`).
+    fn typed_execute(&self, i: usize, e: &Entry, current: Option<(u64, &[u8])>) -> Option<Vec<u8>> {
+        let typed = self.backends[i].typed.as_ref()?;
+        if e.command != COM_STMT_EXECUTE || e.packets.len() > 1 {
+            return None;
+        }
+        let pkt = match e.packets.first() {
+            Some(p) => &p[..],
+            None => current.filter(|c| c.0 == e.seq)?.1,
+        };
+        let s = stmt_id(pkt).filter(|s| !typed.contains(s))?;
+        let st = self.statements.get(&s)?;
+        exec_types::with_types(pkt, st.params, &st.types)
     }
 
     /// Main has answered request `seq` (the client has, or is about to get, its reply).
@@ -658,6 +694,7 @@ impl MirrorSession {
             b.next_write = seq;
             b.stats.reconnects.fetch_add(1, Relaxed);
             b.reconnected_at = Some(Instant::now());
+            b.typed = Some(Default::default());
             let (ep, name) = (b.endpoint, b.name.clone());
             for (p, id) in &replay {
                 if !self.host.write_with_id(ep, p, *id) {
@@ -686,7 +723,7 @@ impl MirrorSession {
     }
 
     /// Main answered a COM_STMT_PREPARE with the statement id the client gets.
-    pub(super) fn prepared(&mut self, seq: u64, stmt: u32) {
+    pub(super) fn prepared(&mut self, seq: u64, stmt: u32, params: u16) {
         let Some(e) = self.entry(seq) else { return };
         let (id, sql) = (e.id, e.query.clone());
         self.history.prepared(id, stmt);
@@ -695,7 +732,8 @@ impl MirrorSession {
                 stmt,
                 super::Statement {
                     sql,
-                    columns: Vec::new(),
+                    params,
+                    ..Default::default()
                 },
             );
             self.preparing = Some(stmt);

@@ -18,6 +18,7 @@
 //! connection is logged, never counted as a reply.
 
 mod entry;
+mod exec_types;
 mod flow;
 mod replies;
 
@@ -61,6 +62,8 @@ struct Backend {
     reconnect_logged: bool,
     /// When it was last connected again (reconnect=true): at most one attempt a second.
     reconnected_at: Option<std::time::Instant>,
+    /// Connected again: the statements whose parameter types this connection has had.
+    typed: Option<std::collections::HashSet<u32>>,
     stats: Arc<TargetStats>,
 }
 
@@ -72,6 +75,9 @@ const MAX_STATEMENTS: usize = 10_000;
 struct Statement {
     sql: Vec<u8>,
     columns: Vec<crate::diff::ColumnType>,
+    params: u16,
+    /// The parameter types of its last execution that carried them (reconnect=true).
+    types: Vec<u8>,
 }
 
 pub struct MirrorSession {
@@ -134,6 +140,7 @@ impl MirrorSession {
                     lag_requests: 0,
                     reconnect_logged: false,
                     reconnected_at: None,
+                    typed: None,
                     stats: shared.stats.target(&e.name),
                 }
             })

@@ -105,8 +105,10 @@ impl MirrorSession {
                     );
                 }
                 if is_main && command == COM_STMT_PREPARE {
-                    if before == ReplyState::Start && p.first() == Some(0) && p.payload.len() >= 5 {
-                        self.prepared(seq, u32::from_le_bytes(p.payload[1..5].try_into().unwrap()));
+                    if before == ReplyState::Start && p.first() == Some(0) && p.payload.len() >= 9 {
+                        let stmt = u32::from_le_bytes(p.payload[1..5].try_into().unwrap());
+                        let params = u16::from_le_bytes([p.payload[7], p.payload[8]]);
+                        self.prepared(seq, stmt, params);
                     } else if let ReplyState::PrepareDefs {
                         params: 0,
                         eof_pending: false,
