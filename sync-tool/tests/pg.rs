@@ -326,6 +326,78 @@ async fn pg_truncate_not_replicated_on_10() {
     pg_cleanup(&name, &[&name], &name).await;
 }
 
+/// A partitioned table selected by its parent's name: from 13 its changes (also an update that
+/// moves a row to another partition) are published under the parent (publish_via_partition_root);
+/// before 13 the start-up refuses it, naming the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_partitioned_table_via_root() {
+    if skip("pg_partitioned_table_via_root") {
+        return;
+    }
+    let name = unique("part");
+    let c = pg("testdb").await;
+    let num = server_num(&c).await;
+    // primary keys on partitioned tables are 11+
+    let pk = if num >= 110_000 {
+        ", PRIMARY KEY (id, k)"
+    } else {
+        ""
+    };
+    c.batch_execute(&format!(
+        "CREATE SCHEMA {name};
+         CREATE TABLE {name}.p (id int NOT NULL, k int NOT NULL, v text{pk}) PARTITION BY RANGE (k);
+         CREATE TABLE {name}.p1 PARTITION OF {name}.p FOR VALUES FROM (0) TO (10);
+         CREATE TABLE {name}.p2 PARTITION OF {name}.p FOR VALUES FROM (10) TO (20);
+         INSERT INTO {name}.p SELECT i, i % 20, 'seed' FROM generate_series(1, 100) i;"
+    ))
+    .await
+    .unwrap();
+    let dir = tmpdir(&name);
+    let yaml = pg_config(&name, &name, &[&format!("{name}.p")], "");
+    if num < 130_000 {
+        let mut tool = Tool::new(&dir, "tool", &yaml);
+        tool.start();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let st = loop {
+            if let Some(st) = tool.exited() {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tool did not exit:\n{}",
+                tool.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(st.code(), Some(1), "{}", tool.log());
+        assert!(
+            tool.log()
+                .contains(&format!("{name}.p is a partitioned table")),
+            "{}",
+            tool.log()
+        );
+    } else {
+        let mut tool = streaming_tool(&dir, &name, &yaml).await;
+        c.batch_execute(&format!(
+            "INSERT INTO {name}.p VALUES (500, 3, 'new'), (501, 13, 'new');
+             UPDATE {name}.p SET k = 15 WHERE id = 5;  -- moves from p1 to p2
+             UPDATE {name}.p SET v = 'upd' WHERE id = 12;
+             DELETE FROM {name}.p WHERE id = 7;"
+        ))
+        .await
+        .unwrap();
+        wait_verified(&tool, Duration::from_secs(60)).await;
+        let got = etcd_map(&mut etcd().await, &format!("/{name}/")).await;
+        assert_eq!(got[&format!("{name}.p/5,15")]["v"], json!("seed"));
+        assert!(
+            !got.contains_key(&format!("{name}.p/5,5"))
+                && got.contains_key(&format!("{name}.p/501,13"))
+        );
+        tool.term();
+    }
+    pg_cleanup(&name, &[&name], &name).await;
+}
+
 /// Random insert/update/delete transactions (≥ 10k row changes) on two tables.
 pub async fn workload(
     c: &tokio_postgres::Client,
