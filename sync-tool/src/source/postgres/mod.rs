@@ -23,6 +23,7 @@ use crate::metrics::METRICS;
 use crate::retry::fatal;
 use crate::shutdown::Stop;
 use crate::sink::Sink;
+use crate::source::snapshot::{selection, Snapshots};
 use crate::source::{check_prefixes, selection_fingerprint, Filter, TableMeta};
 use crate::value::Kind;
 use version::Features;
@@ -392,6 +393,8 @@ pub struct Session {
     pub types: TypeCache,
     pub fingerprint: String,
     pub features: Features,
+    /// Incremental snapshots of tables added to the selection, between stream transactions.
+    pub snapshots: Snapshots,
 }
 
 /// One run: connect, check, dump if needed, stream until an error.
@@ -467,7 +470,8 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
             bail!("replication slot {slot} is in use by another connection");
         }
     }
-    let cp = sink.read_checkpoint().await?;
+    let mut cp = sink.read_checkpoint().await?;
+    selection::adopt(cfg, sink, &mut cp, &metas, &fingerprint, true).await?;
     let mut resume_lsn = None;
     if let (Some(cp), Some(r)) = (&cp, &slot_row) {
         let wal_status: String = r.get(3);
@@ -494,10 +498,13 @@ pub async fn run(cfg: &Config, sink: &mut Sink, started: &mut bool, stop: Stop) 
         types,
         fingerprint,
         features,
+        snapshots: Snapshots::none(),
     };
     let start_lsn = match resume_lsn {
         Some(l) => {
             tracing::info!(slot = %slot, lsn = %lsn_str(l), "resuming from checkpoint");
+            let cp = cp.unwrap_or_default();
+            session.snapshots = Snapshots::resume(cfg, sink, &cp, l).await?;
             l
         }
         None => {
@@ -562,6 +569,7 @@ pub async fn dump_only(cfg: &Config, sink: &mut Sink) -> Result<()> {
         types,
         fingerprint,
         features,
+        snapshots: Snapshots::none(),
     };
     dump::dump(&mut session, sink, None).await
 }

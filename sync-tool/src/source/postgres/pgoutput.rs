@@ -53,6 +53,7 @@ pub enum Msg {
     Begin {
         /// the commit's LSN
         final_lsn: u64,
+        xid: u32,
     },
     Commit {
         end_lsn: u64,
@@ -153,9 +154,14 @@ pub fn parse(data: &[u8], in_stream: bool) -> Result<(Option<u32>, Msg)> {
 
 fn body(tag: u8, c: &mut Cur) -> Result<Msg> {
     Ok(match tag {
-        b'B' => Msg::Begin {
-            final_lsn: c.u64()?,
-        },
+        b'B' => {
+            let final_lsn = c.u64()?;
+            let _commit_time = c.u64()?;
+            Msg::Begin {
+                final_lsn,
+                xid: c.u32()?,
+            }
+        }
         b'C' => {
             let _flags = c.u8()?;
             let _commit_lsn = c.u64()?;

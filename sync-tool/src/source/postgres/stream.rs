@@ -85,6 +85,9 @@ pub async fn stream(
         if !in_txn && stop.requested() {
             return finish(sink, &repl, last_end).await;
         }
+        if !in_txn {
+            s.snapshots.step(sink).await?;
+        }
         let ev = loop {
             if let Some(r) = repl.recv().now_or_never() {
                 break r;
@@ -100,11 +103,13 @@ pub async fn stream(
             tokio::select! {
                 r = repl.recv() => break r,
                 _ = sink.changed() => ack(sink, &repl),
+                _ = s.snapshots.ready(), if !in_txn => s.snapshots.step(sink).await?,
                 _ = stop.wait(), if !in_txn => return finish(sink, &repl, last_end).await,
             }
         };
         let data = match ev? {
             Event::KeepAlive { wal_end } => {
+                s.snapshots.seen(wal_end);
                 // Idle: everything received is in etcd, so the slot may move to the WAL end
                 // (keeps WAL from piling up when other databases write).
                 if !in_txn
@@ -130,7 +135,8 @@ pub async fn stream(
             }
         }
         match msg {
-            Msg::Begin { final_lsn } => {
+            Msg::Begin { final_lsn, xid } => {
+                sink.set_change_tag(xid.into());
                 in_txn = true;
                 skipping = final_lsn < resume_lsn;
             }
@@ -145,6 +151,7 @@ pub async fn stream(
                 }
                 last_end = end_lsn;
                 commit(s, sink, &repl, system_id, end_lsn, commit_time);
+                s.snapshots.seen(end_lsn);
             }
             Msg::StreamStart { xid } => {
                 if !spools.contains_key(&xid) {
@@ -171,6 +178,7 @@ pub async fn stream(
                 })?;
                 let skip = commit_lsn < resume_lsn;
                 let n = sp.len();
+                sink.set_change_tag(xid.into());
                 for rec in sp.replay()? {
                     let (_, m) = parse(&rec?, true)?;
                     if let Msg::Relation(r) = m {
@@ -184,6 +192,7 @@ pub async fn stream(
                     tracing::info!(xid, messages = n, "streamed transaction applied");
                     last_end = end_lsn;
                     commit(s, sink, &repl, system_id, end_lsn, commit_time);
+                    s.snapshots.seen(end_lsn);
                 }
             }
             Msg::Relation(r) => on_relation(s, sink, &by_name, &mut rels, r).await?,
