@@ -1,7 +1,9 @@
 #!/bin/bash
 # Compares a router module of ours with MaxScale's native one: one MaxScale, the native module
 # and ours (installed as lib<router>_rs.so) each behind a listener, same servers, sysbench
-# oltp_read_only runs alternating between the two. Prints QPS, p95 latency and ours/native.
+# oltp_read_only runs alternating between the two. Prints QPS, p95 latency and ours/native
+# (of the medians, and per round), and MaxScale's CPU time per query (or session) for each:
+# the router's own cost, which a machine loaded by other work disturbs less than QPS.
 #
 #   tests/bench/sysbench_compare.sh mirror|schemarouter
 # Needs MAXSCALE_BIN, MAXSCALE_LIBDIR, the modules built with `make` (MAXSCALE_SRC set to
@@ -11,8 +13,9 @@
 # point select and disconnects: sessions/s; tests/bench/short_sessions.lua).
 #
 # mirror also runs the slow-target scenario in the same MaxScale: s2 reached through a proxy
-# (tests/bench/delay_proxy.py) that delays everything the server sends by SLOW_DELAY_MS (20),
-# and sysbench oltp_read_only at a fixed SLOW_RATE (40 transactions/s) on
+# (tests/bench/delay_proxy.py) that delays everything the server sends by SLOW_DELAY_MS (20)
+# and everything it is sent by SLOW_UP_DELAY_MS (0), and sysbench oltp_read_only at a fixed
+# SLOW_RATE (40 transactions/s) on
 #   Async:  ours with sync=false, targets s1 (main) and the slow s2;
 #   Native: MaxScale's mirror, same targets (it waits for the slow target);
 #   Direct: readconnroute to s1 alone;
@@ -38,7 +41,7 @@ cp "$ours" "$work/lib/lib${router}_rs.so"
 mkdir -p "$work"/{log,cache,data,run,persist}
 admin=$((18000 + RANDOM % 1000)); native_port=$((admin + 1)); ours_port=$((admin + 2))
 proxy_port=$((admin + 3)); async_port=$((admin + 4)); slow_native_port=$((admin + 5)); direct_port=$((admin + 6))
-SLOW_DELAY_MS=${SLOW_DELAY_MS:-20} SLOW_RATE=${SLOW_RATE:-40}
+SLOW_DELAY_MS=${SLOW_DELAY_MS:-20} SLOW_UP_DELAY_MS=${SLOW_UP_DELAY_MS:-0} SLOW_RATE=${SLOW_RATE:-40}
 
 servers="[s1]
 type=server
@@ -65,7 +68,7 @@ main=s1
 exporter=file"
     native_extra="file=$work/native.jsonl"; ours_extra="file=$work/ours.jsonl"
     db=sbtest_mirror
-    python3 "$root/tests/bench/delay_proxy.py" $proxy_port 3302 "$SLOW_DELAY_MS" &
+    python3 "$root/tests/bench/delay_proxy.py" $proxy_port 3302 "$SLOW_DELAY_MS" "$SLOW_UP_DELAY_MS" &
     echo $! > "$work/proxy.pid"
     slow="
 [s2slow]
@@ -204,36 +207,54 @@ echo $! > "$work/pid"
 for _ in $(seq 1 100); do mariadb -h127.0.0.1 -P$ours_port -uapp -papppass -e 'select 1' >/dev/null 2>&1 && break; sleep 0.3; done
 mariadb -h127.0.0.1 -P$ours_port -uapp -papppass -e 'select 1' >/dev/null || { tail -20 "$work/log/maxscale.log"; exit 1; }
 
-run() { # run PORT [sysbench args] -> "rate p95"
+# MaxScale's CPU time (user + system, clock ticks) so far: the services run one at a time, so
+# its growth during a run is what that run cost MaxScale, whatever else loads the machine.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$work/pid")/stat"; }
+tick_us=$((1000000 / $(getconf CLK_TCK)))
+run() { # run PORT [sysbench args] -> "rate p95 cpu" (cpu: MaxScale CPU µs per query or session)
   local port=$1; shift
+  local t0; t0=$(cpu_ticks)
   local out; out=$(sbw "$script" --mysql-port=$port --threads=$THREADS --time=$SECS --report-interval=0 --db-ps-mode=auto "$@" run 2>&1) \
     || { echo "sysbench on port $port failed:" >&2; echo "$out" | tail -20 >&2; tail -20 "$work/log/maxscale.log" >&2; return 1; }
-  echo "$(echo "$out" | awk -v m="$metric:" '$1 == m {gsub(/\(/,"",$3); print $3}') $(echo "$out" | awk '/95th percentile:/ {print $3}')"
+  local t1; t1=$(cpu_ticks)
+  echo "$(echo "$out" | awk -v m="$metric:" '$1 == m {gsub(/\(/,"",$3); print $3}') $(echo "$out" | awk '/95th percentile:/ {print $3}')" \
+    "$(echo "$out" | awk -v m="$metric:" -v d=$(( (t1 - t0) * tick_us )) '$1 == m {printf "%.1f", d / $2}')"
 }
-declare -a nq np oq op
+declare -a nq np nc oq op oc
 echo "router=$router workload=$WORKLOAD rounds=$ROUNDS seconds=$SECS threads=$THREADS tables=$TABLES size=$TABLE_SIZE"
+echo "load before: $(uptime)"
 for r in $(seq 1 "$ROUNDS"); do
-  read -r q p < <(run $native_port); nq+=("$q"); np+=("$p"); echo "round $r native: $unit=$q p95=${p}ms"
-  read -r q p < <(run $ours_port); oq+=("$q"); op+=("$p"); echo "round $r ours:   $unit=$q p95=${p}ms"
+  read -r q p c < <(run $native_port); nq+=("$q"); np+=("$p"); nc+=("$c"); echo "round $r native: $unit=$q p95=${p}ms maxscale_cpu=${c}us"
+  read -r q p c < <(run $ours_port); oq+=("$q"); op+=("$p"); oc+=("$c"); echo "round $r ours:   $unit=$q p95=${p}ms maxscale_cpu=${c}us"
 done
-python3 - "${nq[*]}" "${np[*]}" "${oq[*]}" "${op[*]}" "$unit" <<'PY'
+echo "load after: $(uptime)"
+python3 - "${nq[*]}" "${np[*]}" "${oq[*]}" "${op[*]}" "$unit" "${nc[*]}" "${oc[*]}" <<'PY'
 import sys, statistics as st
 nq, np_, oq, op = ([float(x) for x in a.split()] for a in sys.argv[1:5])
 unit = sys.argv[5]
+nc, oc = ([float(x) for x in a.split()] for a in sys.argv[6:8])
 n, o = st.median(nq), st.median(oq)
-print(f"native: {unit}={n:.1f} p95={st.median(np_):.2f}ms")
-print(f"ours:   {unit}={o:.1f} p95={st.median(op):.2f}ms")
+per_round = sorted(b / a for a, b in zip(nq, oq))
+per = "query" if unit == "qps" else "session"
+print(f"native: {unit}={n:.1f} p95={st.median(np_):.2f}ms  MaxScale CPU per {per}: {st.median(nc):.1f}us")
+print(f"ours:   {unit}={o:.1f} p95={st.median(op):.2f}ms  MaxScale CPU per {per}: {st.median(oc):.1f}us")
 print(f"ratio ours/native {unit}: {o/n:.3f}   p95 native/ours: {st.median(np_)/max(st.median(op),1e-9):.3f}")
+print(f"per-round ratios ours/native {unit}: median {st.median(per_round):.3f}, range {per_round[0]:.3f}-{per_round[-1]:.3f}")
+print(f"MaxScale CPU per {per} native/ours: {st.median(nc)/max(st.median(oc),1e-9):.3f} (the router's cost, less sensitive to the machine's load)")
 PY
 if [ $router = mirror ] && [ "$WORKLOAD" = oltp_read_only ] && [ "${SLOW:-1}" != 0 ]; then
-  echo "slow target: s2 behind a proxy delaying its answers by ${SLOW_DELAY_MS} ms; sysbench --rate=$SLOW_RATE"
+  echo "slow target: s2 behind a proxy delaying its answers by ${SLOW_DELAY_MS} ms and what it is sent by ${SLOW_UP_DELAY_MS} ms; sysbench --rate=$SLOW_RATE"
   declare -a aq ap sq sp dq dp fq fp
+  proxy_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$work/proxy.pid")/stat"; }
+  proxy0=$(proxy_ticks); slow_start=$(date +%s)
   for r in $(seq 1 "$ROUNDS"); do
-    read -r q p < <(run $direct_port --rate=$SLOW_RATE); dq+=("$q"); dp+=("$p"); echo "round $r readconnroute (s1 only): qps=$q p95=${p}ms"
-    read -r q p < <(run $ours_port --rate=$SLOW_RATE); fq+=("$q"); fp+=("$p"); echo "round $r ours, s2 not slowed:     qps=$q p95=${p}ms"
-    read -r q p < <(run $async_port --rate=$SLOW_RATE); aq+=("$q"); ap+=("$p"); echo "round $r ours sync=false:         qps=$q p95=${p}ms"
-    read -r q p < <(run $slow_native_port --rate=$SLOW_RATE); sq+=("$q"); sp+=("$p"); echo "round $r native mirror:          qps=$q p95=${p}ms"
+    read -r q p _ < <(run $direct_port --rate=$SLOW_RATE); dq+=("$q"); dp+=("$p"); echo "round $r readconnroute (s1 only): qps=$q p95=${p}ms"
+    read -r q p _ < <(run $ours_port --rate=$SLOW_RATE); fq+=("$q"); fp+=("$p"); echo "round $r ours, s2 not slowed:     qps=$q p95=${p}ms"
+    read -r q p _ < <(run $async_port --rate=$SLOW_RATE); aq+=("$q"); ap+=("$p"); echo "round $r ours sync=false:         qps=$q p95=${p}ms"
+    read -r q p _ < <(run $slow_native_port --rate=$SLOW_RATE); sq+=("$q"); sp+=("$p"); echo "round $r native mirror:          qps=$q p95=${p}ms"
   done
+  # The proxy shares the 2 cores with MaxScale, sysbench and the servers: what it took.
+  echo "delay proxy CPU: $(( (($(proxy_ticks) - proxy0) * tick_us / 10000) / ($(date +%s) - slow_start) ))% of one core over the slow-target runs"
   drops=$(curl -s -u admin:mariadb "http://127.0.0.1:$admin/v1/services/Async" \
     | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]["attributes"]["router_diagnostics"]["targets"].get("s2slow", {}); print(d.get("backlog_drops", "?"), d.get("queries", "?"))')
   python3 - "${dq[*]}" "${dp[*]}" "${aq[*]}" "${ap[*]}" "${sq[*]}" "${sp[*]}" "$drops" "${fq[*]}" "${fp[*]}" <<'PY'
