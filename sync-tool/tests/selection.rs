@@ -14,7 +14,7 @@ use common::*;
 use rand::Rng;
 
 /// Rows of each added table: enough for many chunks of `snapshot_chunk: 100`.
-const ROWS: u64 = 6000;
+const ROWS: u64 = 20_000;
 
 /// Keys of inserted rows and new primary keys: above the initial rows, never reused.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1_000_000);

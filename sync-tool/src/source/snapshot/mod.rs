@@ -98,6 +98,10 @@ enum State {
     Start,
     /// The next chunk is to be read (not before the instant).
     Read(Option<Instant>),
+    /// The next chunk is being read (a task of its own: the stream and etcd work meanwhile).
+    Reading(tokio::task::JoinHandle<(Reader, Result<Option<Chunk>>)>),
+    /// The read ended.
+    Fetched(Result<Option<Chunk>>),
     /// A chunk waits for the stream.
     Wait(Chunk),
 }
@@ -226,12 +230,23 @@ impl Snapshots {
         match &self.state {
             State::Start => Some(Instant::now()),
             State::Read(at) => Some(at.unwrap_or_else(Instant::now)),
+            State::Reading(_) => None,
+            State::Fetched(_) => Some(Instant::now()),
             State::Wait(c) => (self.seen >= c.high).then(Instant::now),
         }
     }
 
     /// Resolves when [`Snapshots::step`] has something to do without further stream events.
-    pub async fn ready(&self) {
+    pub async fn ready(&mut self) {
+        if let State::Reading(h) = &mut self.state {
+            let (reader, r) = match h.await {
+                Ok(x) => x,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            self.reader = Some(reader);
+            self.state = State::Fetched(r);
+            return;
+        }
         match self.due() {
             Some(at) => tokio::time::sleep_until(at.into()).await,
             None => std::future::pending().await,
@@ -246,13 +261,22 @@ impl Snapshots {
         match std::mem::replace(&mut self.state, State::Start) {
             State::Start => self.start_table(sink).await,
             State::Read(_) => {
-                let (Some(r), Some(t)) = (self.reader.as_mut(), self.current.as_ref()) else {
+                let (Some(mut r), Some(t)) = (self.reader.take(), self.current.as_ref()) else {
                     return Ok(());
                 };
-                match r
-                    .chunk(t.label_str(), self.cursor.as_deref(), self.limit)
-                    .await?
-                {
+                let (label, after, limit) = (t.label(), self.cursor.clone(), self.limit);
+                self.state = State::Reading(tokio::spawn(async move {
+                    let c = r.chunk(&label, after.as_deref(), limit).await;
+                    (r, c)
+                }));
+                Ok(())
+            }
+            State::Reading(h) => {
+                self.state = State::Reading(h);
+                Ok(())
+            }
+            State::Fetched(r) => {
+                match r? {
                     Some(c) => self.state = State::Wait(c),
                     None => {
                         self.state = State::Read(Some(Instant::now() + Duration::from_millis(20)))
