@@ -102,13 +102,15 @@ fn soak(router: &str, ms: &MaxScale, loads: &[Load], ports: &[u16], seconds: u64
     let mb = |kb: u64| kb as f64 / 1024.0;
     let line = format!(
         "soak {router}: {seconds} s, {}k statements ({sessions} short sessions), RSS {:.1}→{:.1} MB \
-         (after {warm_up:.0} s warm-up: {:.1}→{:.1} MB), slope {slope:.1} MB/h (bound {bound:.0} MB/h = {LEAK_BYTES_PER_STATEMENT} B per statement), \
+         (after {warm_up:.0} s warm-up: {:.1}→{:.1} MB, {:.1}–{:.1} MB), slope {slope:.1} MB/h (bound {bound:.0} MB/h = {LEAK_BYTES_PER_STATEMENT} B per statement), \
          0 errors ({deadlocks} deadlocks ignored), up to {max_sessions} sessions, 0 at the end",
         statements / 1000,
         mb(samples[0].1),
         mb(samples[samples.len() - 1].1),
         mb(kept[0].1),
         mb(kept[kept.len() - 1].1),
+        mb(kept.iter().map(|s| s.1).min().unwrap()),
+        mb(kept.iter().map(|s| s.1).max().unwrap()),
     );
     if slope > bound {
         ms.fail(&format!("soak {router}"), &format!("RSS grows: {line}"));
