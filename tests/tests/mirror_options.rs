@@ -334,6 +334,48 @@ fn reconnect_brings_a_restarted_target_back_with_the_session_state() {
         .unwrap();
 }
 
+/// reconnect=true with a client that sends a statement's parameter types with its first
+/// execution only (libmariadb, libmysqlclient): the target connected again gets them put into
+/// the first execution there, else it cannot read the value (MaxScale keeps them only for
+/// routers with a session-command history).
+#[test]
+fn reconnect_gives_a_prepared_statement_its_parameter_types_again() {
+    let s = setup(&[("reconnect", "true")]);
+    let mut h = Harness::open(&s.router, servers()).unwrap();
+    let before = h.client(|c| c.bytes.len());
+    assert!(h.send(packets::command(0x16, b"SELECT ? + 1")));
+    assert!(h.wait_replies(1, LONG));
+    let stmt = stmt_id(&h, before);
+    let execute = |types: bool| {
+        let mut body = stmt.to_le_bytes().to_vec();
+        body.push(0); // no cursor
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.push(0); // null bitmap of one parameter
+        if types {
+            body.extend_from_slice(&[1, 0x08, 0x00]); // bound: LONGLONG
+        } else {
+            body.push(0);
+        }
+        body.extend_from_slice(&41i64.to_le_bytes());
+        packets::command(0x17, &body)
+    };
+    assert!(h.send(execute(true)));
+    assert!(h.wait_replies(2, LONG));
+    h.break_connection(1);
+    h.settle(Duration::from_millis(500));
+    assert!(h.send(execute(false)));
+    assert!(h.wait_replies(3, LONG));
+    let r = reports(&s.file);
+    let last = r.last().unwrap();
+    assert_eq!(targets_of(last), ["s1", "s2"], "{last}");
+    assert_eq!(
+        last["results"][0]["checksum"], last["results"][1]["checksum"],
+        "s2 executed it as s1 did: {last}"
+    );
+    let d = s.router.diagnostics().unwrap();
+    assert_eq!(d["targets"]["s2"]["reconnects"], 1, "{d}");
+}
+
 fn diff_of(r: &Value) -> &Value {
     &result_of(r, "s2").unwrap()["diff"]
 }
