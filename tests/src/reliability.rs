@@ -45,7 +45,7 @@ impl Load {
 /// Through a synchronous mirror, writers of the same rows lock each other across the two
 /// servers (session A holds a row on s1 and waits for it on s2, where B holds it and waits on
 /// s1): a deadlock neither server sees, which only innodb_lock_wait_timeout ends (the native
-/// module does the same). So each mirror service gets a database of its own with one writer,
+/// module waits for every target too). So each mirror service gets a database of its own with one writer,
 /// and a reader beside it.
 pub fn mirror_loads(ports: &[u16], dbs: &[Tables]) -> Vec<Load> {
     ports
