@@ -313,6 +313,7 @@ public:
             break;      // only the first hint counts, as in the native schemarouter
         }
         m_routing = true;
+        Current current(m_query, &packet);
         bool ok = g_mod->session_route_query(m_rs, packet.data(), packet.length(), packet.id());
         m_routing = false;
         m_hint.clear();
@@ -361,6 +362,7 @@ public:
         // Kept so that a chunk the module holds back can be sent later with its reply state.
         m_routes[i] = down;
         m_replies[i] = reply;
+        Current current(m_reply, &packet);
         return g_mod->session_client_reply(m_rs, i, packet.data(), packet.length());
     }
 
@@ -396,7 +398,7 @@ public:
         {
             return false;
         }
-        GWBUF buf(data, len);
+        GWBUF buf = piece(m_query, data, len);
         buf.set_id(id);
         return m_endpoints[i]->routeQuery(std::move(buf));
     }
@@ -413,7 +415,7 @@ public:
     {
         if (i < m_endpoints.size())
         {
-            return mxs::RouterSession::clientReply(GWBUF(data, len), m_routes[i], m_replies[i]);
+            return mxs::RouterSession::clientReply(piece(m_reply, data, len), m_routes[i], m_replies[i]);
         }
         // A reply the router made up. Inside routeQuery MaxScale delivers it as the answer to
         // the request; elsewhere (a request the router held back and routes from clientReply
@@ -442,6 +444,48 @@ public:
     }
 
 private:
+    // The buffer of the call being handled, set for its duration (and restored after a nested
+    // call): bytes the module passes back from inside it are sent as a shallow clone of that
+    // range (what the native routers do), not copied.
+    class Current
+    {
+    public:
+        Current(const GWBUF*& slot, const GWBUF* buf)
+            : m_slot(slot)
+            , m_prev(slot)
+        {
+            slot = buf;
+        }
+
+        ~Current()
+        {
+            m_slot = m_prev;
+        }
+
+    private:
+        const GWBUF*& m_slot;
+        const GWBUF*  m_prev;
+    };
+
+    static GWBUF piece(const GWBUF* buf, const uint8_t* data, size_t len)
+    {
+        if (buf && len > 0 && data >= buf->data() && data + len <= buf->data() + buf->length())
+        {
+            GWBUF out = buf->shallow_clone();
+            out.consume(data - buf->data());
+            out.rtrim(out.length() - len);
+            return out;
+        }
+        // A copy the module kept of the whole buffer (a router that queues requests): the
+        // buffer itself goes on, with what MaxScale attached to it (its parse result, which a
+        // backend write with RCAP_TYPE_QUERY_CLASSIFICATION would otherwise compute again).
+        if (buf && len > 0 && len == buf->length() && memcmp(data, buf->data(), len) == 0)
+        {
+            return buf->shallow_clone();
+        }
+        return GWBUF(data, len);
+    }
+
     size_t index_of(mxs::Endpoint* ep)
     {
         auto n = reinterpret_cast<size_t>(ep ? ep->get_userdata() : nullptr);
@@ -455,6 +499,8 @@ private:
     mxsrs_session*               m_rs {nullptr};
     std::string                  m_hint;
     bool                         m_routing {false};
+    const GWBUF*                 m_query {nullptr};
+    const GWBUF*                 m_reply {nullptr};
 };
 
 Session* sess(mxsrs_session_ctx* ctx)
