@@ -534,19 +534,22 @@ impl MirrorSession {
             return Ok(false);
         }
         let e = self.log.pop_front().expect("front");
-        if e.expects_reply {
-            self.report(&e);
-        }
+        // The client gets its answer before the report is written (as the native router
+        // does): the export is not on its path.
+        let mut replied = true;
         if e.sync {
             let chunk = self.held.take();
             if let Some(c) = chunk.as_deref().or(main_final.take()) {
-                if !self
+                replied = self
                     .host
-                    .reply(Some(self.backends[self.main].endpoint), c, true)
-                {
-                    return Err("cannot write to the client".into());
-                }
+                    .reply(Some(self.backends[self.main].endpoint), c, true);
             }
+        }
+        if e.expects_reply {
+            self.report(&e);
+        }
+        if !replied {
+            return Err("cannot write to the client".into());
         }
         Ok(true)
     }
