@@ -9,6 +9,7 @@
 # Needs MAXSCALE_BIN, MAXSCALE_LIBDIR, the modules built with `make` (MAXSCALE_SRC set to
 # the same release's source tree) and the test services (tests/services/up.sh).
 # Knobs: ROUNDS (3), SECONDS_PER_RUN (20), THREADS (8), TABLES (4), TABLE_SIZE (10000),
+# PS_MODE (auto: prepared statements; disable: every statement a COM_QUERY),
 # WORKLOAD: oltp_read_only (default; QPS), or short_sessions (each event connects, runs one
 # point select and disconnects: sessions/s; tests/bench/short_sessions.lua).
 #
@@ -214,7 +215,7 @@ tick_us=$((1000000 / $(getconf CLK_TCK)))
 run() { # run PORT [sysbench args] -> "rate p95 cpu" (cpu: MaxScale CPU µs per query or session)
   local port=$1; shift
   local t0; t0=$(cpu_ticks)
-  local out; out=$(sbw "$script" --mysql-port=$port --threads=$THREADS --time=$SECS --report-interval=0 --db-ps-mode=auto "$@" run 2>&1) \
+  local out; out=$(sbw "$script" --mysql-port=$port --threads=$THREADS --time=$SECS --report-interval=0 --db-ps-mode=${PS_MODE:-auto} "$@" run 2>&1) \
     || { echo "sysbench on port $port failed:" >&2; echo "$out" | tail -20 >&2; tail -20 "$work/log/maxscale.log" >&2; return 1; }
   local t1; t1=$(cpu_ticks)
   echo "$(echo "$out" | awk -v m="$metric:" '$1 == m {gsub(/\(/,"",$3); print $3}') $(echo "$out" | awk '/95th percentile:/ {print $3}')" \
