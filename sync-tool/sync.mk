@@ -2,7 +2,7 @@
 # Recipes run from the repository root whatever the current directory of make is.
 SYNC_TOOL_ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
 
-.PHONY: test-sync bench-sync-pg bench-sync-mysql
+.PHONY: test-sync bench-sync-pg bench-sync-mysql bench-sync-snapshot
 
 # Unit + integration tests (need PostgreSQL, MariaDB and etcd from tests/services/up.sh;
 # SYNC_TESTS_SKIP=1 skips the service tests).
@@ -16,3 +16,9 @@ bench-sync-pg:
 
 bench-sync-mysql:
 	cd $(SYNC_TOOL_ROOT) && cargo test --release -p sync-tool --test bench -- --ignored --nocapture --test-threads=1 bench_mysql
+
+# Incremental snapshot of a 1M-row table added to a running sync (BENCH_ROWS), PostgreSQL then
+# MariaDB: rows/s over the raw etcd rate, and the lag of the other table's stream fed at
+# BENCH_FEED_RATE rows/s (default 1000) meanwhile.
+bench-sync-snapshot:
+	cd $(SYNC_TOOL_ROOT) && cargo test --release -p sync-tool --test bench -- --ignored --nocapture --test-threads=1 bench_snapshot

@@ -21,6 +21,8 @@
 //! `BENCH_KEEP=1` keeps the tool's logs.
 
 mod common;
+#[path = "bench/snapshot.rs"]
+mod snapshot;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
