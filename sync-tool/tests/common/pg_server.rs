@@ -169,6 +169,8 @@ impl PgServer {
             self.data,
             dir.display()
         );
+        // not waited for: it outlives this process on purpose
+        #[allow(clippy::zombie_processes)]
         Command::new("setsid")
             .args(["bash", "-c", &script])
             .stdin(std::process::Stdio::null())

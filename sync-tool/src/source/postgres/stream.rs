@@ -154,8 +154,8 @@ pub async fn stream(
                 s.snapshots.seen(end_lsn);
             }
             Msg::StreamStart { xid } => {
-                if !spools.contains_key(&xid) {
-                    spools.insert(xid, Spool::new()?);
+                if let std::collections::hash_map::Entry::Vacant(e) = spools.entry(xid) {
+                    e.insert(Spool::new()?);
                 }
                 streaming = Some(xid);
             }

@@ -19,8 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::retry::fatal;
 
-/// What the stream delivers: a pgoutput message with the WAL position it was read at, or a
-/// keepalive with the server's WAL end.
+/// What the stream delivers: a pgoutput message, or a keepalive with the server's WAL end.
 #[derive(Debug)]
 pub enum Event {
     XLogData { data: Bytes },
