@@ -42,7 +42,14 @@ async fn bench_snapshot_pg() {
         bench_config(&pg_config(&name, &name, &t, "")).replace("log_level: warn", "log_level: info")
     };
     let (s, b) = (format!("{name}.s"), format!("{name}.b"));
-    let r = snapshot_round(&name, &cfg(&[s.clone()]), &cfg(&[s, b]), rows, feed).await;
+    let r = snapshot_round(
+        &name,
+        &cfg(std::slice::from_ref(&s)),
+        &cfg(&[s, b]),
+        rows,
+        feed,
+    )
+    .await;
     r.print("bench-sync-snapshot PostgreSQL 15 -> etcd 3.4");
     pg_cleanup(&name, &[&name], &name).await;
 }
@@ -91,7 +98,14 @@ async fn bench_snapshot_mysql() {
         bench_config(&my_config(&name, &t, "")).replace("log_level: warn", "log_level: info")
     };
     let (s, b) = (format!("{name}.s"), format!("{name}.b"));
-    let r = snapshot_round(&name, &cfg(&[s.clone()]), &cfg(&[s, b]), rows, feed).await;
+    let r = snapshot_round(
+        &name,
+        &cfg(std::slice::from_ref(&s)),
+        &cfg(&[s, b]),
+        rows,
+        feed,
+    )
+    .await;
     r.print("bench-sync-snapshot MariaDB 10.11 -> etcd 3.4");
     my_cleanup(&[&name], &name).await;
 }
