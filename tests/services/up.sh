@@ -48,6 +48,9 @@ CNF
     mariadb -uroot -h127.0.0.1 -P"$port" <<SQL
 CREATE USER IF NOT EXISTS 'app'@'%' IDENTIFIED BY 'apppass';
 GRANT ALL PRIVILEGES ON *.* TO 'app'@'%' WITH GRANT OPTION;
+-- The fuzzer's mis-framed packets can start with COM_SHUTDOWN's byte: they must not stop a
+-- server everyone's tests share (one did, through a router, at 14:20 on 2026-12-01).
+REVOKE SHUTDOWN ON *.* FROM 'app'@'%';
 CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'replpass';
 GRANT REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR, REPLICATION MASTER ADMIN,
       SLAVE MONITOR, SELECT, RELOAD, SHOW DATABASES, LOCK TABLES ON *.* TO 'repl'@'%';
