@@ -133,7 +133,9 @@ fn runtime_alter_rotation_diagnostics_and_a_dying_target() {
 
     // Rotation: move the file away, alter the service, new reports go to a new file.
     let rotated = dir.path().join("reports.jsonl.1");
-    let before = lines(&file).len(); // the client library's own statements at connect, and SELECT 1
+    // The client library's own statements at connect, and SELECT 1. A report is written after
+    // main's answer has gone to the client (the native order): wait for it.
+    let before = wait_reports(&file, |r| report_for(r, "SELECT 1").is_some()).len();
     assert!(before >= 1);
     std::fs::rename(&file, &rotated).unwrap();
     ms.alter_service(
@@ -148,7 +150,7 @@ fn runtime_alter_rotation_diagnostics_and_a_dying_target() {
         "nothing more goes to the moved file"
     );
     assert_eq!(
-        lines(&file).len(),
+        wait_reports(&file, |r| !r.is_empty()).len(),
         1,
         "the reopened file gets the new reports"
     );
@@ -239,7 +241,8 @@ fn runtime_alter_rotation_diagnostics_and_a_dying_target() {
         start.elapsed()
     );
     c.query_drop("SELECT 4").unwrap();
-    let last = lines(&file).last().cloned().unwrap();
+    let r = wait_reports(&file, |r| report_for(r, "SELECT 4").is_some());
+    let last = report_for(&r, "SELECT 4").cloned().unwrap();
     let targets: Vec<&str> = last["results"]
         .as_array()
         .unwrap()
