@@ -277,6 +277,17 @@ pub async fn load_tables(
 }
 
 /// Creates the publication for the selected tables, or makes an existing one match them.
+/// `ALTER PUBLICATION <name> <change>`: a failure is fatal (the sync cannot follow the selection).
+async fn alter_publication(client: &Client, pubname: &str, change: &str) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "ALTER PUBLICATION {} {change}",
+            quote_ident(pubname)
+        ))
+        .await
+        .map_err(|e| fatal(format!("cannot alter publication {pubname}: {e}")))
+}
+
 async fn ensure_publication(cfg: &Config, client: &Client, tables: &[PgTable]) -> Result<()> {
     let pubname = &cfg.sync.publication;
     let list = tables
@@ -306,13 +317,7 @@ async fn ensure_publication(cfg: &Config, client: &Client, tables: &[PgTable]) -
     if let Some(r) = &existing {
         if !r.get::<_, bool>(1) {
             tracing::info!(publication = %pubname, "setting publish_via_partition_root (a selected table is partitioned)");
-            client
-                .batch_execute(&format!(
-                    "ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
-                    quote_ident(pubname)
-                ))
-                .await
-                .map_err(|e| fatal(format!("cannot alter publication {pubname}: {e}")))?;
+            alter_publication(client, pubname, "SET (publish_via_partition_root = true)").await?;
         }
     }
     let with = if via_root {
@@ -344,13 +349,7 @@ async fn ensure_publication(cfg: &Config, client: &Client, tables: &[PgTable]) -
             want.sort();
             if have != want {
                 tracing::info!(publication = %pubname, "publication table list differs from the selection; altering it");
-                client
-                    .batch_execute(&format!(
-                        "ALTER PUBLICATION {} SET TABLE {list}",
-                        quote_ident(pubname)
-                    ))
-                    .await
-                    .map_err(|e| fatal(format!("cannot alter publication {pubname}: {e}")))?;
+                alter_publication(client, pubname, &format!("SET TABLE {list}")).await?;
             }
         }
     }
