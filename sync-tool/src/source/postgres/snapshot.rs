@@ -121,6 +121,7 @@ impl Reader {
             next: cursor,
             high,
             visibility,
+            fetched: std::time::Instant::now(),
         }))
     }
 }

@@ -10,7 +10,7 @@
 
 pub mod selection;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -54,6 +54,18 @@ impl Visibility {
     }
 }
 
+impl std::fmt::Display for Timing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "read {:.1} s, waiting for the stream {:.1} s, writes waiting for a read {:.1} s",
+            self.read.as_secs_f64(),
+            self.wait.as_secs_f64(),
+            self.starved.as_secs_f64()
+        )
+    }
+}
+
 /// One chunk read from the source, waiting for the stream to reach `high`.
 pub struct Chunk {
     pub rows: Vec<(String, Vec<u8>)>,
@@ -64,6 +76,8 @@ pub struct Chunk {
     /// Stream position after which the chunk may be written.
     pub high: u64,
     pub visibility: Visibility,
+    /// When the read ended.
+    pub fetched: Instant,
 }
 
 enum Reader {
@@ -93,17 +107,31 @@ impl Reader {
     }
 }
 
-enum State {
-    /// The current table starts (or resumes).
-    Start,
-    /// The next chunk is to be read (not before the instant).
-    Read(Option<Instant>),
-    /// The next chunk is being read (a task of its own: the stream and etcd work meanwhile).
-    Reading(tokio::task::JoinHandle<(Reader, Result<Option<Chunk>>)>),
-    /// The read ended.
-    Fetched(Result<Option<Chunk>>),
-    /// A chunk waits for the stream.
-    Wait(Chunk),
+/// Chunks read ahead of the one being written: reading the next chunks overlaps the wait for
+/// the stream and the writes, so etcd does not idle between chunks. Memory stays bounded by
+/// `(READ_AHEAD + 2) × sync.snapshot_chunk` rows.
+const READ_AHEAD: usize = 2;
+
+type ReadTask = tokio::task::JoinHandle<(Reader, Result<Option<Chunk>>, Duration)>;
+
+/// Where the time of a table's snapshot went (in the progress lines).
+#[derive(Default)]
+struct Timing {
+    /// Reading chunks (in the background).
+    read: Duration,
+    /// Chunks read, waiting for the stream to pass their position.
+    wait: Duration,
+    /// Nothing read yet when a chunk could have been written.
+    starved: Duration,
+}
+
+/// A chunk being written, one etcd transaction's worth of rows per step, so that the stream's
+/// transactions go to etcd between the slices instead of queueing behind the whole chunk.
+struct Writing {
+    rows: std::vec::IntoIter<(String, Vec<u8>)>,
+    chunk: Chunk,
+    n: u64,
+    written: u64,
 }
 
 /// The incremental snapshots of one run of the stream.
@@ -112,20 +140,36 @@ pub struct Snapshots {
     /// Tables still to read; the first is being read.
     tables: Vec<String>,
     current: Option<TableMeta>,
+    /// Key of the last row written (in the checkpoints).
     cursor: Option<Vec<String>>,
+    /// Key of the last row read (where the next read starts).
+    read_cursor: Option<Vec<String>>,
+    /// The table's last chunk has been read.
+    read_done: bool,
+    /// The next read, not before this instant.
+    read_at: Option<Instant>,
+    /// The read in progress (a task of its own: the stream and etcd work meanwhile).
+    reading: Option<ReadTask>,
+    /// Chunks read, waiting for the stream, in key order.
+    fetched: VecDeque<Chunk>,
+    writing: Option<Writing>,
+    /// A read failed: [`Snapshots::step`] returns it.
+    read_error: Option<anyhow::Error>,
     /// etcd revision when the table's snapshot began, if its prefix held keys then (keys not
     /// written since are of rows that no longer exist).
     stale_rev: Option<i64>,
     started: bool,
-    state: State,
     limit: usize,
     /// Where the stream is (between transactions).
     seen: u64,
-    /// Changes of the tables to read that the chunks read so far did not contain.
+    /// Changes of the tables to read that the chunks written so far did not contain.
     touched: Vec<Touch>,
     rows: u64,
     t0: Instant,
     last_log: Instant,
+    timing: Timing,
+    /// Since when nothing is to write while a read runs.
+    starved_since: Option<Instant>,
 }
 
 impl Snapshots {
@@ -135,15 +179,23 @@ impl Snapshots {
             tables: Vec::new(),
             current: None,
             cursor: None,
+            read_cursor: None,
+            read_done: false,
+            read_at: None,
+            reading: None,
+            fetched: VecDeque::new(),
+            writing: None,
+            read_error: None,
             stale_rev: None,
             started: false,
-            state: State::Start,
             limit: 1,
             seen: 0,
             touched: Vec::new(),
             rows: 0,
             t0: Instant::now(),
             last_log: Instant::now(),
+            timing: Timing::default(),
+            starved_since: None,
         }
     }
 
@@ -223,69 +275,138 @@ impl Snapshots {
         }
     }
 
+    fn can_read(&self) -> bool {
+        self.current.is_some()
+            && self.reading.is_none()
+            && self.reader.is_some()
+            && !self.read_done
+            && self.fetched.len() < READ_AHEAD
+    }
+
     fn due(&self) -> Option<Instant> {
         if self.tables.is_empty() {
             return None;
         }
-        match &self.state {
-            State::Start => Some(Instant::now()),
-            State::Read(at) => Some(at.unwrap_or_else(Instant::now)),
-            State::Reading(_) => None,
-            State::Fetched(_) => Some(Instant::now()),
-            State::Wait(c) => (self.seen >= c.high).then(Instant::now),
+        let now = Instant::now();
+        if self.current.is_none()
+            || self.read_error.is_some()
+            || self.writing.is_some()
+            || self.fetched.front().is_some_and(|c| self.seen >= c.high)
+        {
+            return Some(now);
         }
+        if self.can_read() {
+            return Some(self.read_at.unwrap_or(now));
+        }
+        None
     }
 
     /// Resolves when [`Snapshots::step`] has something to do without further stream events.
     pub async fn ready(&mut self) {
-        if let State::Reading(h) = &mut self.state {
-            let (reader, r) = match h.await {
-                Ok(x) => x,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            };
-            self.reader = Some(reader);
-            self.state = State::Fetched(r);
-            return;
+        let due = self.due();
+        // Work due now must not go through the timer: a sleep ends on the timer's next tick
+        // (1 ms), which would cap the snapshot at a slice per millisecond.
+        let until_due = async move {
+            match due {
+                Some(at) if at <= Instant::now() => {}
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let read = match &mut self.reading {
+            Some(h) => tokio::select! {
+                r = h => Some(r),
+                _ = until_due => None,
+            },
+            None => {
+                until_due.await;
+                None
+            }
+        };
+        if let Some(r) = read {
+            self.reading = None;
+            self.read_ended(r);
         }
-        match self.due() {
-            Some(at) => tokio::time::sleep_until(at.into()).await,
-            None => std::future::pending().await,
+    }
+
+    fn read_ended(
+        &mut self,
+        r: Result<(Reader, Result<Option<Chunk>>, Duration), tokio::task::JoinError>,
+    ) {
+        let (reader, r, took) = match r {
+            Ok(x) => x,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        self.reader = Some(reader);
+        self.timing.read += took;
+        if let Some(t) = self.starved_since.take() {
+            self.timing.starved += t.elapsed();
+        }
+        match r {
+            Ok(Some(c)) => {
+                self.read_at = None;
+                self.read_done = c.last;
+                if let Some(next) = &c.next {
+                    self.read_cursor = Some(next.clone());
+                }
+                self.fetched.push_back(c);
+            }
+            Ok(None) => self.read_at = Some(Instant::now() + Duration::from_millis(20)),
+            Err(e) => self.read_error = Some(e),
         }
     }
 
     /// Does the next piece of work, if there is one now; call between source transactions.
     pub async fn step(&mut self, sink: &mut Sink) -> Result<()> {
+        if let Some(e) = self.read_error.take() {
+            return Err(e);
+        }
         if self.due().is_none_or(|at| at > Instant::now()) {
             return Ok(());
         }
-        match std::mem::replace(&mut self.state, State::Start) {
-            State::Start => self.start_table(sink).await,
-            State::Read(_) => {
-                let (Some(mut r), Some(t)) = (self.reader.take(), self.current.as_ref()) else {
-                    return Ok(());
-                };
-                let (label, after, limit) = (t.label(), self.cursor.clone(), self.limit);
-                self.state = State::Reading(tokio::spawn(async move {
-                    let c = r.chunk(&label, after.as_deref(), limit).await;
-                    (r, c)
-                }));
-                Ok(())
-            }
-            State::Reading(h) => {
-                self.state = State::Reading(h);
-                Ok(())
-            }
-            State::Fetched(r) => {
-                match r? {
-                    Some(c) => self.state = State::Wait(c),
-                    None => {
-                        self.state = State::Read(Some(Instant::now() + Duration::from_millis(20)))
-                    }
-                }
-                Ok(())
-            }
-            State::Wait(c) => self.write(sink, c).await,
+        if self.current.is_none() {
+            return self.start_table(sink).await;
         }
+        if self.reading.as_ref().is_some_and(|h| h.is_finished()) {
+            let h = self.reading.take().expect("a read");
+            self.read_ended(h.await);
+            if let Some(e) = self.read_error.take() {
+                return Err(e);
+            }
+        }
+        if self.can_read() && self.read_at.is_none_or(|at| at <= Instant::now()) {
+            self.start_read();
+        }
+        if self.writing.is_none() && self.fetched.front().is_some_and(|c| self.seen >= c.high) {
+            let mut chunk = self.fetched.pop_front().expect("a chunk");
+            self.timing.wait += chunk.fetched.elapsed();
+            let rows = std::mem::take(&mut chunk.rows);
+            self.writing = Some(Writing {
+                n: rows.len() as u64,
+                rows: rows.into_iter(),
+                chunk,
+                written: 0,
+            });
+        }
+        if self.writing.is_some() {
+            self.write_slice(sink).await?;
+        }
+        if self.writing.is_none() && self.fetched.is_empty() && self.reading.is_some() {
+            self.starved_since.get_or_insert_with(Instant::now);
+        }
+        Ok(())
+    }
+
+    fn start_read(&mut self) {
+        let (Some(mut r), Some(t)) = (self.reader.take(), self.current.as_ref()) else {
+            return;
+        };
+        let (label, after, limit) = (t.label(), self.read_cursor.clone(), self.limit);
+        self.reading = Some(tokio::spawn(async move {
+            let t = Instant::now();
+            let c = r.chunk(&label, after.as_deref(), limit).await;
+            (r, c, t.elapsed())
+        }));
     }
 
     async fn start_table(&mut self, sink: &mut Sink) -> Result<()> {
@@ -311,23 +432,31 @@ impl Snapshots {
             tracing::info!(table = %label, after = ?self.cursor, "incremental snapshot: table resumed");
         }
         self.current = Some(t);
+        self.read_cursor = self.cursor.clone();
+        self.read_done = false;
+        self.read_at = None;
         self.rows = 0;
         self.t0 = Instant::now();
         self.last_log = Instant::now();
-        self.state = State::Read(None);
+        self.timing = Timing::default();
         Ok(())
     }
 
-    /// Writes the chunk's rows that the stream did not change since its snapshot.
-    async fn write(&mut self, sink: &mut Sink, c: Chunk) -> Result<()> {
+    /// Writes the next slice of the chunk being written: its rows that the stream did not
+    /// change since the chunk's snapshot (looked at again before every slice, since the stream
+    /// goes on between them).
+    async fn write_slice(&mut self, sink: &mut Sink) -> Result<()> {
         let Some(t) = self.current.clone() else {
+            return Ok(());
+        };
+        let Some(w) = self.writing.as_mut() else {
             return Ok(());
         };
         self.touched.extend(sink.take_touches());
         let mut newer: HashSet<&str> = HashSet::new();
         let mut all = false;
         for touch in &self.touched {
-            if &*touch.table != t.label_str() || c.visibility.contains(touch.tag) {
+            if &*touch.table != t.label_str() || w.chunk.visibility.contains(touch.tag) {
                 continue;
             }
             match &touch.key {
@@ -337,35 +466,38 @@ impl Snapshots {
                 None => all = true,
             }
         }
-        let n = c.rows.len() as u64;
-        let mut written = 0u64;
-        if !all {
-            for (k, v) in c.rows {
-                if newer.contains(k.as_str()) {
-                    continue;
-                }
-                sink.put_snapshot_row(k, v, t.label_str()).await?;
-                written += 1;
+        let slice = sink.ops_per_txn();
+        for (k, v) in w.rows.by_ref().take(slice) {
+            if all || newer.contains(k.as_str()) {
+                continue;
             }
+            sink.put_snapshot_row(k, v, t.label_str()).await?;
+            w.written += 1;
         }
         drop(newer);
+        if w.rows.len() > 0 {
+            return Ok(());
+        }
+        let Some(w) = self.writing.take() else {
+            return Ok(());
+        };
+        let c = w.chunk;
         // a later chunk's snapshot contains what this one contains
         let vis = c.visibility;
         self.touched.retain(|x| !vis.contains(x.tag));
-        METRICS.add_dump_rows(t.label_str(), written);
-        self.rows += n;
+        METRICS.add_dump_rows(t.label_str(), w.written);
+        self.rows += w.n;
         if let Some(next) = c.next {
             self.cursor = Some(next);
         }
         if self.last_log.elapsed() >= Duration::from_secs(5) {
             self.last_log = Instant::now();
             let secs = self.t0.elapsed().as_secs_f64().max(1e-6);
-            tracing::info!(table = %t.label(), rows = self.rows, rows_per_s = (self.rows as f64 / secs) as u64, "incremental snapshot: progress");
+            tracing::info!(table = %t.label(), rows = self.rows, rows_per_s = (self.rows as f64 / secs) as u64, timing = %self.timing, "incremental snapshot: progress");
         }
         if c.last {
             self.finish_table(sink, &t).await?;
         } else {
-            self.state = State::Read(None);
             self.save(sink);
             sink.recommit();
         }
@@ -381,7 +513,7 @@ impl Snapshots {
             }
         }
         let secs = self.t0.elapsed().as_secs_f64().max(1e-6);
-        tracing::info!(table = %t.label(), rows = self.rows, rows_per_s = (self.rows as f64 / secs) as u64, secs = format!("{secs:.2}"), "incremental snapshot: table done");
+        tracing::info!(table = %t.label(), rows = self.rows, rows_per_s = (self.rows as f64 / secs) as u64, secs = format!("{secs:.2}"), timing = %self.timing, "incremental snapshot: table done");
         self.next_table(sink);
         Ok(())
     }
@@ -394,7 +526,11 @@ impl Snapshots {
         self.cursor = None;
         self.stale_rev = None;
         self.started = false;
-        self.state = State::Start;
+        self.read_cursor = None;
+        self.read_done = false;
+        self.read_at = None;
+        self.fetched.clear();
+        self.writing = None;
         self.watch(sink);
         self.save(sink);
         sink.recommit();
