@@ -62,6 +62,16 @@ async fn raw_etcd_rate(name: &str, watched: bool, load: Option<(&Insert, usize)>
         || env_usize("BENCH_RAW_ROWS", 200_000),
         |(_, n)| n / PER_TXN * PER_TXN,
     );
+    raw_etcd_rate_of(name, watched, load, rows).await
+}
+
+/// [`raw_etcd_rate`] for `rows` rows.
+async fn raw_etcd_rate_of(
+    name: &str,
+    watched: bool,
+    load: Option<(&Insert, usize)>,
+    rows: usize,
+) -> f64 {
     let e = etcd().await;
     let prefix = format!("/{name}/{name}.r/");
     let value =

@@ -3,7 +3,7 @@
 //! is fed at `BENCH_FEED_RATE` rows/s (default 1000: transactions of 10 rows every 10 ms, each
 //! row stamped with its insert time). Printed: the snapshot's rows/s (the tool's own
 //! `incremental snapshot: table done` line) over the raw etcd write rate measured just before and
-//! after it (`raw_etcd_rate`, the tool idle), and the stream's lag p50/p99 (etcd watch event −
+//! after it (`raw_etcd_rate_of` as many rows as the snapshot, the tool idle), and the stream's lag p50/p99 (etcd watch event −
 //! insert time) for the rows inserted while the snapshot ran. Targets: ratio ≥ 0.8, p99 ≤ 100 ms.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,10 +39,11 @@ async fn bench_snapshot_pg() {
     });
     let cfg = |tables: &[String]| {
         let t: Vec<&str> = tables.iter().map(String::as_str).collect();
-        bench_config(&pg_config(&name, &name, &t, "")).replace("log_level: warn", "log_level: info")
+        snapshot_config(bench_config(&pg_config(&name, &name, &t, "")))
     };
     let (s, b) = (format!("{name}.s"), format!("{name}.b"));
     let r = snapshot_round(
+        ("postgres", ""),
         &name,
         &cfg(std::slice::from_ref(&s)),
         &cfg(&[s, b]),
@@ -95,10 +96,11 @@ async fn bench_snapshot_mysql() {
     });
     let cfg = |tables: &[String]| {
         let t: Vec<&str> = tables.iter().map(String::as_str).collect();
-        bench_config(&my_config(&name, &t, "")).replace("log_level: warn", "log_level: info")
+        snapshot_config(bench_config(&my_config(&name, &t, "")))
     };
     let (s, b) = (format!("{name}.s"), format!("{name}.b"));
     let r = snapshot_round(
+        ("mariadbd", "3301/"),
         &name,
         &cfg(std::slice::from_ref(&s)),
         &cfg(&[s, b]),
@@ -110,12 +112,36 @@ async fn bench_snapshot_mysql() {
     my_cleanup(&[&name], &name).await;
 }
 
+/// Logs at info (the bench reads the tool's `table done` line); `BENCH_SNAPSHOT_CHUNK` sets
+/// `sync.snapshot_chunk` (default: the tool's).
+fn snapshot_config(yaml: String) -> String {
+    let yaml = yaml.replace("log_level: warn", "log_level: info");
+    match std::env::var("BENCH_SNAPSHOT_CHUNK") {
+        Ok(n) => yaml.replace(
+            "  txns_in_flight:",
+            &format!("  snapshot_chunk: {n}\n  txns_in_flight:"),
+        ),
+        Err(_) => yaml,
+    }
+}
+
+/// Rows of each raw measurement: as many as the snapshot writes (etcd's rate falls as its
+/// key count grows: on this machine ≈ 185k rows/s for 200k rows, ≈ 155k for 1M), unless
+/// `BENCH_RAW_ROWS` says otherwise.
+fn raw_rows(snapshot_rows: usize) -> usize {
+    env_usize("BENCH_RAW_ROWS", snapshot_rows)
+}
+
 struct SnapshotResult {
     rows: usize,
     secs: f64,
     raw: [f64; 2],
     lags: Vec<f64>,
     fed: usize,
+    /// CPU seconds of the tool, etcd and the source database while the snapshot ran.
+    cpu: (f64, f64, f64),
+    /// The tool's account of the snapshot's time.
+    timing: String,
 }
 
 impl SnapshotResult {
@@ -140,6 +166,18 @@ impl SnapshotResult {
             self.fed,
             if p99 <= 100.0 { "MET" } else { "MISSED" }
         );
+        let us = |s: f64| s * 1e6 / self.rows as f64;
+        println!(
+            "CPU during the snapshot    : tool {:.1} s ({:.1} µs/row), etcd {:.1} s ({:.1} µs/row), database {:.1} s ({:.1} µs/row), over {:.1} s",
+            self.cpu.0,
+            us(self.cpu.0),
+            self.cpu.1,
+            us(self.cpu.1),
+            self.cpu.2,
+            us(self.cpu.2),
+            self.secs
+        );
+        println!("the tool's timing          : {}", self.timing);
         println!("load average               : {}", loadavg());
     }
 }
@@ -147,6 +185,7 @@ impl SnapshotResult {
 /// The tool syncs `before`'s selection, stops, and starts again with `after`'s, which adds the
 /// `rows`-row table `b`, while `feed` inserts into the streamed table `s`.
 async fn snapshot_round(
+    db: (&str, &str),
     name: &str,
     before: &str,
     after: &str,
@@ -159,7 +198,7 @@ async fn snapshot_round(
     tool.start();
     wait_streaming(&state, Duration::from_secs(60), &mut tool).await;
     tool.term();
-    let raw0 = raw_etcd_rate(name, false, None).await;
+    let raw0 = raw_etcd_rate_of(name, false, None, raw_rows(rows)).await;
 
     let e = etcd().await;
     let mut ws = e
@@ -217,12 +256,15 @@ async fn snapshot_round(
     tokio::time::sleep(Duration::from_secs(1)).await;
     std::fs::write(&tool.cfg, after).unwrap();
     tool.start();
+    let pid = tool.pid().unwrap();
     let (mut t0, t1);
     t0 = None;
+    let mut cpu0 = (0.0, 0.0, 0.0);
     loop {
         let cp = read_checkpoint(&state).await;
         if t0.is_none() && cp["snapshot"]["started"] == true {
             t0 = Some(now_ms());
+            cpu0 = (cpu_secs(pid), cpu_of("etcd", ""), cpu_of(db.0, db.1));
         }
         let all_selected = cp["selection"]
             .as_object()
@@ -234,6 +276,11 @@ async fn snapshot_round(
         assert!(tool.exited().is_none(), "{}", last_lines(&tool.log(), 30));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cpu = (
+        cpu_secs(pid) - cpu0.0,
+        cpu_of("etcd", "") - cpu0.1,
+        cpu_of(db.0, db.1) - cpu0.2,
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     feeder.await.unwrap();
@@ -257,6 +304,11 @@ async fn snapshot_round(
         .and_then(|s| s.split('"').next())
         .and_then(|s| s.parse().ok())
         .expect("secs in the done line");
+    let timing = done
+        .split("timing=")
+        .nth(1)
+        .map(|s| s.trim_matches('"').to_string())
+        .unwrap_or_default();
     tool.term();
     let mut e = etcd().await;
     let n = e
@@ -268,12 +320,32 @@ async fn snapshot_round(
         .unwrap()
         .count();
     assert_eq!(n as usize, rows, "keys of the added table");
-    let raw1 = raw_etcd_rate(name, false, None).await;
+    let raw1 = raw_etcd_rate_of(name, false, None, raw_rows(rows)).await;
     SnapshotResult {
         rows,
         secs,
         raw: [raw0, raw1],
         fed: lags.len(),
         lags,
+        cpu,
+        timing,
     }
+}
+
+/// CPU seconds of the processes named `name` whose command line contains `arg` (the test
+/// services: one etcd member, the MariaDB on 3301, PostgreSQL 15's backends). Backends that
+/// exit meanwhile are not counted; the snapshot's and the stream's stay.
+fn cpu_of(name: &str, arg: &str) -> f64 {
+    let Ok(d) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    d.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            (comm.trim() == name && String::from_utf8_lossy(&cmd).contains(arg)).then_some(pid)
+        })
+        .map(cpu_secs)
+        .sum()
 }
