@@ -25,7 +25,7 @@ SERVICES := tests/services
 # from $(SERVICES)/pg_majors.sh); make test runs them on the Debian 15 and on PG_CI_MAJORS too
 PG_MAJORS := 10 11 12 13 14 15 16 17 18
 PG_CI_MAJORS := 10 18
-PG_SUITE = $(CARGO) test -p sync-tool --test pg --test pg_restart --test operations -- --test-threads=2 pg_ postgres
+PG_SUITE = $(CARGO) test -p sync-tool --test pg --test pg_restart --test pg_auth --test operations -- --test-threads=2 pg_ postgres
 
 ifneq ($(MAXSCALE_SRC),)
 MODULE_FEATURES := --features mirror/maxscale,schemarouter/maxscale

@@ -127,6 +127,14 @@ impl PgServer {
         pg
     }
 
+    /// Puts `lines` first in pg_hba.conf (they win over the defaults) and reloads.
+    pub fn hba_first(&self, lines: &str) {
+        let path = format!("{}/pg_hba.conf", self.data);
+        let rest = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{lines}{rest}")).unwrap();
+        self.ctl(&["reload"]);
+    }
+
     fn cmd(&self, name: &str) -> Command {
         let exe = self.bin.join(name);
         if is_root() {
