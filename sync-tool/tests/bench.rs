@@ -291,8 +291,14 @@ impl Rate {
     }
 }
 
+/// The middle value; the mean of the two middle ones for an even count (not the higher one).
 fn median(mut v: Vec<f64>) -> f64 {
-    pct(&mut v, 0.5)
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 fn mean(v: &[f64]) -> f64 {
