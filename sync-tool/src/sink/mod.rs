@@ -200,11 +200,7 @@ impl Sink {
     }
 
     /// Data operations that fit one etcd transaction (with the checkpoint).
-    pub fn ops_per_txn(&self) -> usize {
-        self.data_ops_limit()
-    }
-
-    fn data_ops_limit(&self) -> usize {
+    pub fn data_ops_limit(&self) -> usize {
         // one op for the checkpoint
         self.max_ops - 1
     }

@@ -77,7 +77,6 @@ impl Reader {
             next: cursor.map(|c| c.iter().map(|v| v.as_sql(false)).collect()),
             high,
             visibility: Visibility::Position(high),
-            fetched: std::time::Instant::now(),
         })
     }
 }

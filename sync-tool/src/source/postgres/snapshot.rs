@@ -121,7 +121,6 @@ impl Reader {
             next: cursor,
             high,
             visibility,
-            fetched: std::time::Instant::now(),
         }))
     }
 }

@@ -76,8 +76,6 @@ pub struct Chunk {
     /// Stream position after which the chunk may be written.
     pub high: u64,
     pub visibility: Visibility,
-    /// When the read ended.
-    pub fetched: Instant,
 }
 
 enum Reader {
@@ -150,8 +148,8 @@ pub struct Snapshots {
     read_at: Option<Instant>,
     /// The read in progress (a task of its own: the stream and etcd work meanwhile).
     reading: Option<ReadTask>,
-    /// Chunks read, waiting for the stream, in key order.
-    fetched: VecDeque<Chunk>,
+    /// Chunks read (with when the read ended), waiting for the stream, in key order.
+    fetched: VecDeque<(Chunk, Instant)>,
     writing: Option<Writing>,
     /// A read failed: [`Snapshots::step`] returns it.
     read_error: Option<anyhow::Error>,
@@ -291,7 +289,10 @@ impl Snapshots {
         if self.current.is_none()
             || self.read_error.is_some()
             || self.writing.is_some()
-            || self.fetched.front().is_some_and(|c| self.seen >= c.high)
+            || self
+                .fetched
+                .front()
+                .is_some_and(|(c, _)| self.seen >= c.high)
         {
             return Some(now);
         }
@@ -349,7 +350,7 @@ impl Snapshots {
                 if let Some(next) = &c.next {
                     self.read_cursor = Some(next.clone());
                 }
-                self.fetched.push_back(c);
+                self.fetched.push_back((c, Instant::now()));
             }
             Ok(None) => self.read_at = Some(Instant::now() + Duration::from_millis(20)),
             Err(e) => self.read_error = Some(e),
@@ -358,6 +359,10 @@ impl Snapshots {
 
     /// Does the next piece of work, if there is one now; call between source transactions.
     pub async fn step(&mut self, sink: &mut Sink) -> Result<()> {
+        if self.reading.as_ref().is_some_and(|h| h.is_finished()) {
+            let h = self.reading.take().expect("a read");
+            self.read_ended(h.await);
+        }
         if let Some(e) = self.read_error.take() {
             return Err(e);
         }
@@ -367,19 +372,17 @@ impl Snapshots {
         if self.current.is_none() {
             return self.start_table(sink).await;
         }
-        if self.reading.as_ref().is_some_and(|h| h.is_finished()) {
-            let h = self.reading.take().expect("a read");
-            self.read_ended(h.await);
-            if let Some(e) = self.read_error.take() {
-                return Err(e);
-            }
-        }
         if self.can_read() && self.read_at.is_none_or(|at| at <= Instant::now()) {
             self.start_read();
         }
-        if self.writing.is_none() && self.fetched.front().is_some_and(|c| self.seen >= c.high) {
-            let mut chunk = self.fetched.pop_front().expect("a chunk");
-            self.timing.wait += chunk.fetched.elapsed();
+        if self.writing.is_none()
+            && self
+                .fetched
+                .front()
+                .is_some_and(|(c, _)| self.seen >= c.high)
+        {
+            let (mut chunk, fetched) = self.fetched.pop_front().expect("a chunk");
+            self.timing.wait += fetched.elapsed();
             let rows = std::mem::take(&mut chunk.rows);
             self.writing = Some(Writing {
                 n: rows.len() as u64,
@@ -466,7 +469,7 @@ impl Snapshots {
                 None => all = true,
             }
         }
-        let slice = sink.ops_per_txn();
+        let slice = sink.data_ops_limit();
         for (k, v) in w.rows.by_ref().take(slice) {
             if all || newer.contains(k.as_str()) {
                 continue;
