@@ -8,22 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::pg_server::{chosen_major, PgServer};
+use common::pg_server::{chosen_major, connect_superuser, PgServer};
 use common::*;
 use etcd_client::GetOptions;
-
-async fn connect_pg(port: u16) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    c
-}
 
 fn config(port: u16, user: &str, password: &str, path: &str) -> String {
     format!(
@@ -71,7 +58,7 @@ async fn pg_md5_and_scram_passwords() {
     let pg = PgServer::start(&dir.join("pg"), port, &major);
     pg.stop_after(std::process::id(), &dir.join("pg"));
     pg.hba_first("host all md5user 127.0.0.1/32 md5\nhost replication md5user 127.0.0.1/32 md5\n");
-    let c = connect_pg(port).await;
+    let c = connect_superuser(port).await;
     c.batch_execute(
         "SET password_encryption = 'md5';
          CREATE ROLE md5user LOGIN REPLICATION SUPERUSER PASSWORD 'md5 pass';
@@ -113,14 +100,7 @@ async fn pg_md5_and_scram_passwords() {
             tool.log()
         );
         tool.term();
-        etcd()
-            .await
-            .delete(
-                format!("/{path}/"),
-                Some(etcd_client::DeleteOptions::new().with_prefix()),
-            )
-            .await
-            .unwrap();
+        etcd_clear(&mut etcd().await, &format!("/{path}/")).await;
         c.batch_execute(&format!("SELECT pg_drop_replication_slot('s_{path}')"))
             .await
             .unwrap();

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use common::pg_server::{chosen_major, PgServer};
+use common::pg_server::{chosen_major, connect_superuser, PgServer};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -82,19 +82,6 @@ impl Drop for PrivateEtcd {
     }
 }
 
-async fn connect_pg(port: u16) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    c
-}
-
 async fn etcd_at(port: u16) -> etcd_client::Client {
     etcd_client::Client::connect([format!("127.0.0.1:{port}")], None)
         .await
@@ -123,7 +110,7 @@ async fn pg_and_etcd_restarted_mid_stream() {
     let major = chosen_major().unwrap_or_else(|| "15".into());
     let pg = PgServer::start(&dir.join("pg"), pg_port, &major);
     let mut etcd = PrivateEtcd::start(&dir, etcd_port);
-    let c = connect_pg(pg_port).await;
+    let c = connect_superuser(pg_port).await;
     c.batch_execute(
         "CREATE SCHEMA app; CREATE TABLE app.w (id bigint PRIMARY KEY, v int, t text);
          CREATE TABLE app.c (a int, b text, n int, PRIMARY KEY (a, b));
@@ -137,7 +124,7 @@ async fn pg_and_etcd_restarted_mid_stream() {
     let w = tokio::spawn(async move {
         let mut rows = 0usize;
         let mut next = 1000i64;
-        let mut c = connect_pg(pg_port).await;
+        let mut c = connect_superuser(pg_port).await;
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(9) {
             let sql = {

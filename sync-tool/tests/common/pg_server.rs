@@ -55,6 +55,20 @@ pub struct PgServer {
     data: String,
 }
 
+/// The private server's superuser `postgres` (trust from 127.0.0.1).
+pub async fn connect_superuser(port: u16) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    c
+}
+
 impl PgServer {
     /// initdb + start: wal_level=logical, superuser `postgres` (trust from 127.0.0.1), others
     /// with SCRAM passwords.
