@@ -7,6 +7,7 @@
 //! Hand-written because the replication crates fix the pgoutput options (protocol 1 and the
 //! `messages` option, which PostgreSQL before 14 refuses).
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
@@ -77,27 +78,39 @@ fn server_error(body: &[u8]) -> ServerError {
     ServerError { code, message }
 }
 
+/// Takes one whole message off the front of `buf`, if it holds one.
+fn take_msg(buf: &mut BytesMut) -> Result<Option<Msg>> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len < 4 {
+        bail!("postgres replication: invalid message length {len}");
+    }
+    if buf.len() <= len {
+        return Ok(None);
+    }
+    let tag = buf[0];
+    let mut m = buf.split_to(len + 1);
+    m.advance(5);
+    Ok(Some(Msg {
+        tag,
+        body: m.freeze(),
+    }))
+}
+
 /// Reads one whole message from `sock` into `buf` (cancel-safe: bytes read stay in `buf`).
 async fn read_msg(sock: &mut (impl AsyncReadExt + Unpin), buf: &mut BytesMut) -> Result<Msg> {
     loop {
-        if buf.len() >= 5 {
-            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-            if len < 4 {
-                bail!("postgres replication: invalid message length {len}");
-            }
-            if buf.len() > len {
-                let tag = buf[0];
-                let mut m = buf.split_to(len + 1);
-                m.advance(5);
-                return Ok(Msg {
-                    tag,
-                    body: m.freeze(),
-                });
-            }
-            buf.reserve(len + 1 - buf.len());
-        } else {
-            buf.reserve(8192);
+        if let Some(m) = take_msg(buf)? {
+            return Ok(m);
         }
+        let want = if buf.len() >= 5 {
+            u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize + 1 - buf.len()
+        } else {
+            8192
+        };
+        buf.reserve(want);
         if sock.read_buf(buf).await? == 0 {
             bail!("postgres replication: the server closed the connection");
         }
@@ -280,7 +293,7 @@ impl WalSender {
                 _ => {}
             }
         }
-        let (tx, rx) = mpsc::channel(8192);
+        let (tx, rx) = mpsc::channel(BATCHES_QUEUED);
         let (applied_tx, applied_rx) = watch::channel(start_lsn);
         let task = tokio::spawn(async move {
             let r = worker(self, tx.clone(), applied_rx, status_interval).await;
@@ -290,6 +303,7 @@ impl WalSender {
         });
         Ok(Replication {
             rx,
+            ready: VecDeque::new(),
             applied: applied_tx,
             task,
         })
@@ -298,7 +312,9 @@ impl WalSender {
 
 /// The running stream.
 pub struct Replication {
-    rx: mpsc::Receiver<Result<Event>>,
+    rx: mpsc::Receiver<Result<Vec<Event>>>,
+    /// The rest of the last batch received.
+    ready: VecDeque<Event>,
     applied: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -306,9 +322,14 @@ pub struct Replication {
 impl Replication {
     /// The next event (cancel-safe).
     pub async fn recv(&mut self) -> Result<Event> {
-        match self.rx.recv().await {
-            Some(r) => r,
-            None => bail!("replication stream ended"),
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                return Ok(e);
+            }
+            match self.rx.recv().await {
+                Some(r) => self.ready.extend(r?),
+                None => bail!("replication stream ended"),
+            }
         }
     }
 
@@ -351,9 +372,15 @@ fn status_update(lsn: u64, out: &mut BytesMut) {
     out.extend_from_slice(&body);
 }
 
+/// Events handed over at once: every whole message a read brought, up to this many. One
+/// hand-over per message woke the consumer (and, with the queue full, the reader) per row.
+const BATCH_EVENTS: usize = 512;
+/// Batches queued for the consumer (at most `BATCHES_QUEUED * BATCH_EVENTS` events).
+const BATCHES_QUEUED: usize = 16;
+
 async fn worker(
     ws: WalSender,
-    tx: mpsc::Sender<Result<Event>>,
+    tx: mpsc::Sender<Result<Vec<Event>>>,
     mut applied: watch::Receiver<u64>,
     status_interval: Duration,
 ) -> Result<()> {
@@ -363,7 +390,7 @@ async fn worker(
     let mut tick = tokio::time::interval(status_interval);
     let mut sent = 0u64;
     loop {
-        let m = tokio::select! {
+        let first = tokio::select! {
             m = read_msg(&mut rd, &mut buf) => m?,
             _ = tick.tick() => {
                 sent = *applied.borrow();
@@ -386,38 +413,61 @@ async fn worker(
                 continue;
             }
         };
-        match m.tag {
-            b'd' => {
-                let mut b = m.body;
-                if b.is_empty() {
-                    continue;
-                }
-                match b.get_u8() {
-                    b'w' if b.len() >= 24 => {
-                        b.advance(24); // start, end, send time
-                        if tx.send(Ok(Event::XLogData { data: b })).await.is_err() {
-                            return Ok(());
+        let mut batch = Vec::new();
+        let mut reply = false;
+        let mut next = Some(first);
+        while let Some(m) = next {
+            match m.tag {
+                b'd' if !m.body.is_empty() => {
+                    let mut b = m.body;
+                    match b.get_u8() {
+                        b'w' if b.len() >= 24 => {
+                            b.advance(24); // start, end, send time
+                            batch.push(Event::XLogData { data: b });
+                        }
+                        b'k' if b.len() >= 17 => {
+                            let wal_end = b.get_u64();
+                            b.advance(8);
+                            reply |= b.get_u8() == 1;
+                            batch.push(Event::KeepAlive { wal_end });
+                        }
+                        k => {
+                            hand_over(&tx, batch).await;
+                            bail!("postgres replication: unexpected CopyData message {k:?}")
                         }
                     }
-                    b'k' if b.len() >= 17 => {
-                        let wal_end = b.get_u64();
-                        b.advance(8);
-                        if b.get_u8() == 1 {
-                            sent = *applied.borrow();
-                            status_update(sent, &mut out);
-                            wr.write_all(&out).await?;
-                            out.clear();
-                        }
-                        if tx.send(Ok(Event::KeepAlive { wal_end })).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                    k => bail!("postgres replication: unexpected CopyData message {k:?}"),
                 }
+                b'E' => {
+                    hand_over(&tx, batch).await;
+                    return Err(anyhow!("replication stream: {}", server_error(&m.body)));
+                }
+                b'c' => {
+                    hand_over(&tx, batch).await;
+                    bail!("replication stopped by the server")
+                }
+                _ => {}
             }
-            b'E' => return Err(anyhow!("replication stream: {}", server_error(&m.body))),
-            b'c' => bail!("replication stopped by the server"),
-            _ => {}
+            next = if batch.len() < BATCH_EVENTS {
+                take_msg(&mut buf)?
+            } else {
+                None
+            };
         }
+        if reply {
+            sent = *applied.borrow();
+            status_update(sent, &mut out);
+            wr.write_all(&out).await?;
+            out.clear();
+        }
+        if !batch.is_empty() && tx.send(Ok(batch)).await.is_err() {
+            return Ok(()); // the consumer is gone
+        }
+    }
+}
+
+/// Hands the events read before a stream error to the consumer, which gets the error next.
+async fn hand_over(tx: &mpsc::Sender<Result<Vec<Event>>>, batch: Vec<Event>) {
+    if !batch.is_empty() {
+        let _ = tx.send(Ok(batch)).await;
     }
 }
