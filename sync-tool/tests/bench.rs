@@ -230,6 +230,24 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds of the processes named `name` whose command line contains `arg` (the test
+/// services: one etcd member, the MariaDB on 3301, PostgreSQL 15's backends). Backends that
+/// exit meanwhile are not counted; the snapshot's and the stream's stay.
+fn cpu_of(name: &str, arg: &str) -> f64 {
+    let Ok(d) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    d.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            (comm.trim() == name && String::from_utf8_lossy(&cmd).contains(arg)).then_some(pid)
+        })
+        .map(cpu_secs)
+        .sum()
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -269,6 +287,10 @@ struct Round {
     dump_secs: f64,
     peak_kb: u64,
     backlog: Rate,
+    /// The tool's etcd transactions during the backlog, and the CPU seconds of the tool, etcd
+    /// and the database meanwhile: where a backlog's time goes.
+    backlog_txns: u64,
+    backlog_cpu: [f64; 3],
     live: Rate,
     /// Time the workload took to commit the live rows in the source.
     source_secs: f64,
@@ -330,7 +352,7 @@ fn print_report(title: &str, rounds: &[Round], load_start: &str) {
     for (i, r) in rounds.iter().enumerate() {
         let [d, l, b] = r.ratios();
         println!(
-            "round {}: dump {} rows {:.0} rows/s (raw {:.0}/{:.0}: {d:.2}); backlog {:.0} rows/s (raw {:.0}/{:.0}: {b:.2}); live {:.0} rows/s, source {:.0} rows/s, lag p50 {:.0} ms p99 {:.0} ms (raw watched {:.0}/{:.0}, watched with source load {:.0}/{:.0}: {l:.2}); tool CPU dump {:.1} us/row, live {:.1} us/row; peak RSS {:.1} MB",
+            "round {}: dump {} rows {:.0} rows/s (raw {:.0}/{:.0}: {d:.2}); backlog {:.0} rows/s (raw {:.0}/{:.0}: {b:.2}); live {:.0} rows/s, source {:.0} rows/s, lag p50 {:.0} ms p99 {:.0} ms (raw watched {:.0}/{:.0}, watched with source load {:.0}/{:.0}: {l:.2}); tool CPU dump {:.1} us/row, live {:.1} us/row; backlog {:.0} rows per etcd txn, CPU us/row tool {:.1} etcd {:.1} db {:.1}; peak RSS {:.1} MB",
             i + 1,
             r.dump_rows,
             r.dump_rate(),
@@ -349,6 +371,10 @@ fn print_report(title: &str, rounds: &[Round], load_start: &str) {
             r.raw_loaded[1],
             r.dump_cpu * 1e6 / r.dump_rows as f64,
             r.stream_cpu * 1e6 / r.live.rows.max(1) as f64,
+            r.backlog.rows as f64 / r.backlog_txns.max(1) as f64,
+            r.backlog_cpu[0] * 1e6 / r.backlog.rows.max(1) as f64,
+            r.backlog_cpu[1] * 1e6 / r.backlog.rows.max(1) as f64,
+            r.backlog_cpu[2] * 1e6 / r.backlog.rows.max(1) as f64,
             r.peak_kb as f64 / 1024.0
         );
     }
@@ -478,13 +504,17 @@ async fn measure_backlog(
     metrics: &str,
     rows: usize,
     insert: &Insert,
+    db: (&str, &str),
     r: &mut Round,
 ) {
     let target = rows / PER_TXN * PER_TXN;
     let first = 20_000_000i64;
     let before = rows_applied(metrics).await;
+    let txns0 = tool_metric(metrics, "sync_etcd_txns_total").await;
     tool.signal("STOP");
     insert_rows(insert, first, target).await;
+    let pid = tool.pid().unwrap();
+    let cpu0 = [cpu_secs(pid), cpu_of("etcd", ""), cpu_of(db.0, db.1)];
     let t0 = Instant::now();
     tool.signal("CONT");
     while rows_applied(metrics).await < before + target as u64 {
@@ -498,6 +528,9 @@ async fn measure_backlog(
         rows: target,
         secs: t0.elapsed().as_secs_f64(),
     };
+    let cpu1 = [cpu_secs(pid), cpu_of("etcd", ""), cpu_of(db.0, db.1)];
+    r.backlog_cpu = [0, 1, 2].map(|i| cpu1[i] - cpu0[i]);
+    r.backlog_txns = tool_metric(metrics, "sync_etcd_txns_total").await - txns0;
     let mut e = etcd().await;
     let n = e
         .get(
@@ -516,6 +549,11 @@ async fn measure_backlog(
 
 /// `sync_rows_applied_total` from the tool's metrics endpoint.
 async fn rows_applied(addr: &str) -> u64 {
+    tool_metric(addr, "sync_rows_applied_total").await
+}
+
+/// A counter from the tool's metrics endpoint.
+async fn tool_metric(addr: &str, name: &str) -> u64 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut c = tokio::net::TcpStream::connect(addr)
         .await
@@ -524,9 +562,9 @@ async fn rows_applied(addr: &str) -> u64 {
     let mut body = String::new();
     c.read_to_string(&mut body).await.unwrap();
     body.lines()
-        .find_map(|l| l.strip_prefix("sync_rows_applied_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
-        .expect("sync_rows_applied_total")
+        .unwrap_or_else(|| panic!("{name} in the tool's metrics"))
 }
 
 /// The tests' configuration, quieter, and with a lease that outlives the etcd defragmentation
@@ -556,6 +594,8 @@ type Insert = std::sync::Arc<
 /// What a benchmark needs of its source database.
 struct Source<R> {
     insert: Insert,
+    /// The database server's processes, as [`cpu_of`] finds them.
+    db: (&'static str, &'static str),
     /// Between rounds, with the tool stopped: removes the streamed rows and whatever makes the
     /// next start resume (slot, binlog position), so the next round dumps again.
     reset: R,
@@ -588,7 +628,7 @@ where
         r.raw[0] = raw_etcd_rate(name, false, None).await;
         measure_dump(&mut tool, name, dump_rows, &mut r).await;
         r.raw[1] = raw_etcd_rate(name, false, None).await;
-        measure_backlog(&tool, name, &metrics, backlog_rows, &insert, &mut r).await;
+        measure_backlog(&tool, name, &metrics, backlog_rows, &insert, src.db, &mut r).await;
         r.raw[2] = raw_etcd_rate(name, false, None).await;
         r.raw_watched[0] = raw_etcd_rate(name, true, None).await;
         r.raw_loaded[0] = raw_etcd_rate(name, true, Some((&insert, stream_rows))).await;
@@ -650,7 +690,16 @@ async fn bench_pg() {
         drop_slot(&c, &name).await;
     };
     let yaml = bench_config(&pg_config(&name, &name, &[&format!("{name}.*")], ""));
-    let rounds = run_rounds(&name, &yaml, Source { insert, reset }).await;
+    let rounds = run_rounds(
+        &name,
+        &yaml,
+        Source {
+            insert,
+            db: ("postgres", ""),
+            reset,
+        },
+    )
+    .await;
     print_report(
         "bench-sync-pg (PostgreSQL 15 -> etcd 3.4)",
         &rounds,
@@ -722,7 +771,16 @@ async fn bench_mysql() {
     };
     let include = format!("{name}.b");
     let yaml = bench_config(&my_config(&name, &[&include], ""));
-    let rounds = run_rounds(&name, &yaml, Source { insert, reset }).await;
+    let rounds = run_rounds(
+        &name,
+        &yaml,
+        Source {
+            insert,
+            db: ("mariadbd", "3301/"),
+            reset,
+        },
+    )
+    .await;
     print_report(
         "bench-sync-mysql (MariaDB 10.11 -> etcd 3.4)",
         &rounds,

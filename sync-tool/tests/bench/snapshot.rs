@@ -331,21 +331,3 @@ async fn snapshot_round(
         timing,
     }
 }
-
-/// CPU seconds of the processes named `name` whose command line contains `arg` (the test
-/// services: one etcd member, the MariaDB on 3301, PostgreSQL 15's backends). Backends that
-/// exit meanwhile are not counted; the snapshot's and the stream's stay.
-fn cpu_of(name: &str, arg: &str) -> f64 {
-    let Ok(d) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    d.flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            (comm.trim() == name && String::from_utf8_lossy(&cmd).contains(arg)).then_some(pid)
-        })
-        .map(cpu_secs)
-        .sum()
-}
