@@ -13,11 +13,14 @@
 # WORKLOAD: oltp_read_only (default; QPS), or short_sessions (each event connects, runs one
 # point select and disconnects: sessions/s; tests/bench/short_sessions.lua).
 #
-# mirror also runs the slow-target scenario in the same MaxScale: s2 reached through a proxy
+# mirror also runs the slow-target scenario in the same MaxScale: the slow target is a MariaDB
+# server of the benchmark's own (a copy of the sysbench tables) reached through a proxy
 # (tests/bench/delay_proxy.py) that delays everything the server sends by SLOW_DELAY_MS (20)
-# and everything it is sent by SLOW_UP_DELAY_MS (0), and sysbench oltp_read_only at a fixed
-# SLOW_RATE (40 transactions/s) on
-#   Async:  ours with sync=false, targets s1 (main) and the slow s2;
+# and everything it is sent by SLOW_UP_DELAY_MS (0). Server and proxy run at idle CPU priority
+# (SCHED_IDLE; SLOW_PRIORITY=normal: as every other process), as a target on another host would:
+# on the 2 shared cores its work would otherwise delay main and MaxScale, which is not what the
+# scenario measures. sysbench oltp_read_only at a fixed SLOW_RATE (40 transactions/s) on
+#   Async:  ours with sync=false, targets s1 (main) and the slow target;
 #   Native: MaxScale's mirror, same targets (it waits for the slow target);
 #   Direct: readconnroute to s1 alone;
 # and, for reference, Ours (sync=true, s2 not slowed) at the same rate.
@@ -36,13 +39,48 @@ nm "$ours" | grep mxsrs_shim_module_object >/dev/null || { echo "$ours was built
 "$root/src/shim/check_install.sh" "$MAXSCALE_LIBDIR" "$(cat "$release/modules-maxscale-version")" "$MAXSCALE_BIN"
 
 work=$(mktemp -d /tmp/bench-$router.XXXXXX)
-trap 'kill $(cat "$work/pid" 2>/dev/null) $(cat "$work/proxy.pid" 2>/dev/null) 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
+cleanup() {
+  local p
+  for p in pid proxy.pid slowdb.pid; do kill "$(cat "$work/$p" 2>/dev/null)" 2>/dev/null || true; done
+  for p in pid slowdb.pid; do
+    for _ in $(seq 1 50); do kill -0 "$(cat "$work/$p" 2>/dev/null)" 2>/dev/null || break; sleep 0.2; done
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
 cp -rL "$MAXSCALE_LIBDIR" "$work/lib"
 cp "$ours" "$work/lib/lib${router}_rs.so"
 mkdir -p "$work"/{log,cache,data,run,persist}
 admin=$((18000 + RANDOM % 1000)); native_port=$((admin + 1)); ours_port=$((admin + 2))
 proxy_port=$((admin + 3)); async_port=$((admin + 4)); slow_native_port=$((admin + 5)); direct_port=$((admin + 6))
+slow_port=$((admin + 7))
 SLOW_DELAY_MS=${SLOW_DELAY_MS:-20} SLOW_UP_DELAY_MS=${SLOW_UP_DELAY_MS:-0} SLOW_RATE=${SLOW_RATE:-40}
+
+# The slow target's server: a private MariaDB in $work (users as on the test services).
+start_slow_server() {
+  local d=$work/slowdb
+  mkdir -p "$d/data"
+  cat > "$d/my.cnf" <<CNF
+[mariadbd]
+user=root
+datadir=$d/data
+port=$slow_port
+bind_address=127.0.0.1
+socket=$d/mysqld.sock
+log_error=$d/error.log
+skip_name_resolve=1
+innodb_buffer_pool_size=64M
+innodb_flush_log_at_trx_commit=2
+max_connections=500
+CNF
+  mariadb-install-db --defaults-file="$d/my.cnf" --auth-root-authentication-method=normal --skip-test-db >"$d/install.log" 2>&1 \
+    || { cat "$d/install.log"; exit 1; }
+  "${slow_sched[@]}" mariadbd --defaults-file="$d/my.cnf" >/dev/null 2>&1 &
+  echo $! > "$work/slowdb.pid"
+  for _ in $(seq 1 100); do mariadb-admin -uroot -h127.0.0.1 -P$slow_port ping >/dev/null 2>&1 && break; sleep 0.3; done
+  mariadb -uroot -h127.0.0.1 -P$slow_port -e "CREATE USER 'app'@'%' IDENTIFIED BY 'apppass'; GRANT ALL PRIVILEGES ON *.* TO 'app'@'%'" \
+    || { tail "$d/error.log"; exit 1; }
+}
 
 servers="[s1]
 type=server
@@ -69,7 +107,13 @@ main=s1
 exporter=file"
     native_extra="file=$work/native.jsonl"; ours_extra="file=$work/ours.jsonl"
     db=sbtest_mirror
-    python3 "$root/tests/bench/delay_proxy.py" $proxy_port 3302 "$SLOW_DELAY_MS" "$SLOW_UP_DELAY_MS" &
+    case ${SLOW_PRIORITY:-idle} in
+      idle) slow_sched=(chrt --idle 0) ;;
+      normal) slow_sched=() ;;
+      *) echo "SLOW_PRIORITY: idle or normal"; exit 1 ;;
+    esac
+    start_slow_server
+    "${slow_sched[@]}" python3 "$root/tests/bench/delay_proxy.py" $proxy_port $slow_port "$SLOW_DELAY_MS" "$SLOW_UP_DELAY_MS" &
     echo $! > "$work/proxy.pid"
     slow="
 [s2slow]
@@ -193,7 +237,7 @@ case $WORKLOAD in
 esac
 # Tables: created directly on the servers that should hold them, before MaxScale starts (a
 # schemarouter caches its shard map: tables created later are unknown to it until it expires).
-for port in 3301 $( [ $router = mirror ] && echo 3302 ); do
+for port in 3301 $( [ $router = mirror ] && echo 3302 $slow_port ); do
   mariadb -h127.0.0.1 -P$port -uapp -papppass -e "DROP DATABASE IF EXISTS $db; CREATE DATABASE $db"
   sb --mysql-port=$port prepare >/dev/null
 done
@@ -244,7 +288,7 @@ print(f"per-round ratios ours/native {unit}: median {st.median(per_round):.3f}, 
 print(f"MaxScale CPU per {per} native/ours: {st.median(nc)/max(st.median(oc),1e-9):.3f} (the router's cost, less sensitive to the machine's load)")
 PY
 if [ $router = mirror ] && [ "$WORKLOAD" = oltp_read_only ] && [ "${SLOW:-1}" != 0 ]; then
-  echo "slow target: s2 behind a proxy delaying its answers by ${SLOW_DELAY_MS} ms and what it is sent by ${SLOW_UP_DELAY_MS} ms; sysbench --rate=$SLOW_RATE"
+  echo "slow target: a MariaDB of the benchmark's own behind a proxy delaying its answers by ${SLOW_DELAY_MS} ms and what it is sent by ${SLOW_UP_DELAY_MS} ms, both at ${SLOW_PRIORITY:-idle} CPU priority; sysbench --rate=$SLOW_RATE"
   declare -a aq ap sq sp dq dp fq fp
   proxy_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$work/proxy.pid")/stat"; }
   proxy0=$(proxy_ticks); slow_start=$(date +%s)
