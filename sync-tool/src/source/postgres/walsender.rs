@@ -78,12 +78,17 @@ fn server_error(body: &[u8]) -> ServerError {
     ServerError { code, message }
 }
 
+/// The length of the message at the front of `buf` (tag byte not counted), once its header
+/// is there.
+fn frame_len(buf: &BytesMut) -> Option<usize> {
+    (buf.len() >= 5).then(|| u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize)
+}
+
 /// Takes one whole message off the front of `buf`, if it holds one.
 fn take_msg(buf: &mut BytesMut) -> Result<Option<Msg>> {
-    if buf.len() < 5 {
+    let Some(len) = frame_len(buf) else {
         return Ok(None);
-    }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    };
     if len < 4 {
         bail!("postgres replication: invalid message length {len}");
     }
@@ -105,12 +110,8 @@ async fn read_msg(sock: &mut (impl AsyncReadExt + Unpin), buf: &mut BytesMut) ->
         if let Some(m) = take_msg(buf)? {
             return Ok(m);
         }
-        let want = if buf.len() >= 5 {
-            u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize + 1 - buf.len()
-        } else {
-            8192
-        };
-        buf.reserve(want);
+        // the rest of the message, or enough for a header and then some
+        buf.reserve(frame_len(buf).map_or(8192, |len| len + 1 - buf.len()));
         if sock.read_buf(buf).await? == 0 {
             bail!("postgres replication: the server closed the connection");
         }
@@ -372,6 +373,18 @@ fn status_update(lsn: u64, out: &mut BytesMut) {
     out.extend_from_slice(&body);
 }
 
+/// Writes a standby status update for `lsn` (`out`: a reused buffer).
+async fn send_status(
+    wr: &mut (impl AsyncWriteExt + Unpin),
+    out: &mut BytesMut,
+    lsn: u64,
+) -> Result<()> {
+    status_update(lsn, out);
+    wr.write_all(out).await?;
+    out.clear();
+    Ok(())
+}
+
 /// Events handed over at once: every whole message a read brought, up to this many. One
 /// hand-over per message woke the consumer (and, with the queue full, the reader) per row.
 const BATCH_EVENTS: usize = 512;
@@ -394,9 +407,7 @@ async fn worker(
             m = read_msg(&mut rd, &mut buf) => m?,
             _ = tick.tick() => {
                 sent = *applied.borrow();
-                status_update(sent, &mut out);
-                wr.write_all(&out).await?;
-                out.clear();
+                send_status(&mut wr, &mut out, sent).await?;
                 continue;
             }
             r = applied.changed() => {
@@ -406,9 +417,7 @@ async fn worker(
                 let l = *applied.borrow_and_update();
                 if l > sent {
                     sent = l;
-                    status_update(l, &mut out);
-                    wr.write_all(&out).await?;
-                    out.clear();
+                    send_status(&mut wr, &mut out, l).await?;
                 }
                 continue;
             }
@@ -455,9 +464,7 @@ async fn worker(
         }
         if reply {
             sent = *applied.borrow();
-            status_update(sent, &mut out);
-            wr.write_all(&out).await?;
-            out.clear();
+            send_status(&mut wr, &mut out, sent).await?;
         }
         if !batch.is_empty() && tx.send(Ok(batch)).await.is_err() {
             return Ok(()); // the consumer is gone
