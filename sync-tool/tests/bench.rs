@@ -248,6 +248,12 @@ fn cpu_of(name: &str, arg: &str) -> f64 {
         .sum()
 }
 
+/// CPU seconds so far of the tool (`pid`), etcd and the database server `db` (as [`cpu_of`]
+/// finds it): sampled around a phase, where its time went.
+fn cpu_split(pid: u32, db: (&str, &str)) -> [f64; 3] {
+    [cpu_secs(pid), cpu_of("etcd", ""), cpu_of(db.0, db.1)]
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -514,7 +520,7 @@ async fn measure_backlog(
     tool.signal("STOP");
     insert_rows(insert, first, target).await;
     let pid = tool.pid().unwrap();
-    let cpu0 = [cpu_secs(pid), cpu_of("etcd", ""), cpu_of(db.0, db.1)];
+    let cpu0 = cpu_split(pid, db);
     let t0 = Instant::now();
     tool.signal("CONT");
     while rows_applied(metrics).await < before + target as u64 {
@@ -528,7 +534,7 @@ async fn measure_backlog(
         rows: target,
         secs: t0.elapsed().as_secs_f64(),
     };
-    let cpu1 = [cpu_secs(pid), cpu_of("etcd", ""), cpu_of(db.0, db.1)];
+    let cpu1 = cpu_split(pid, db);
     r.backlog_cpu = [0, 1, 2].map(|i| cpu1[i] - cpu0[i]);
     r.backlog_txns = tool_metric(metrics, "sync_etcd_txns_total").await - txns0;
     let mut e = etcd().await;

@@ -139,7 +139,7 @@ struct SnapshotResult {
     lags: Vec<f64>,
     fed: usize,
     /// CPU seconds of the tool, etcd and the source database while the snapshot ran.
-    cpu: (f64, f64, f64),
+    cpu: [f64; 3],
     /// The tool's account of the snapshot's time.
     timing: String,
 }
@@ -169,12 +169,12 @@ impl SnapshotResult {
         let us = |s: f64| s * 1e6 / self.rows as f64;
         println!(
             "CPU during the snapshot    : tool {:.1} s ({:.1} µs/row), etcd {:.1} s ({:.1} µs/row), database {:.1} s ({:.1} µs/row), over {:.1} s",
-            self.cpu.0,
-            us(self.cpu.0),
-            self.cpu.1,
-            us(self.cpu.1),
-            self.cpu.2,
-            us(self.cpu.2),
+            self.cpu[0],
+            us(self.cpu[0]),
+            self.cpu[1],
+            us(self.cpu[1]),
+            self.cpu[2],
+            us(self.cpu[2]),
             self.secs
         );
         println!("the tool's timing          : {}", self.timing);
@@ -259,12 +259,12 @@ async fn snapshot_round(
     let pid = tool.pid().unwrap();
     let (mut t0, t1);
     t0 = None;
-    let mut cpu0 = (0.0, 0.0, 0.0);
+    let mut cpu0 = [0.0; 3];
     loop {
         let cp = read_checkpoint(&state).await;
         if t0.is_none() && cp["snapshot"]["started"] == true {
             t0 = Some(now_ms());
-            cpu0 = (cpu_secs(pid), cpu_of("etcd", ""), cpu_of(db.0, db.1));
+            cpu0 = cpu_split(pid, db);
         }
         let all_selected = cp["selection"]
             .as_object()
@@ -276,11 +276,8 @@ async fn snapshot_round(
         assert!(tool.exited().is_none(), "{}", last_lines(&tool.log(), 30));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let cpu = (
-        cpu_secs(pid) - cpu0.0,
-        cpu_of("etcd", "") - cpu0.1,
-        cpu_of(db.0, db.1) - cpu0.2,
-    );
+    let cpu1 = cpu_split(pid, db);
+    let cpu = [0, 1, 2].map(|i| cpu1[i] - cpu0[i]);
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     feeder.await.unwrap();
