@@ -32,6 +32,7 @@ router=${1:?usage: $0 mirror|schemarouter}
 ROUNDS=${ROUNDS:-3} SECS=${SECONDS_PER_RUN:-20} THREADS=${THREADS:-8}
 TABLES=${TABLES:-4} TABLE_SIZE=${TABLE_SIZE:-10000} WORKLOAD=${WORKLOAD:-oltp_read_only}
 root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$root/tests/services/common.sh"
 release=${CARGO_TARGET_DIR:-$root/target}/release
 ours=$release/lib$router.so
 nm -D "$ours" 2>/dev/null | grep mxs_get_module_object >/dev/null || { echo "$ours missing: run make with MAXSCALE_SRC"; exit 1; }
@@ -56,30 +57,17 @@ proxy_port=$((admin + 3)); async_port=$((admin + 4)); slow_native_port=$((admin 
 slow_port=$((admin + 7))
 SLOW_DELAY_MS=${SLOW_DELAY_MS:-20} SLOW_UP_DELAY_MS=${SLOW_UP_DELAY_MS:-0} SLOW_RATE=${SLOW_RATE:-40}
 
-# The slow target's server: a private MariaDB in $work (users as on the test services).
+# The slow target's server: a private MariaDB in $work, configured as the test services.
 start_slow_server() {
   local d=$work/slowdb
-  mkdir -p "$d/data"
-  cat > "$d/my.cnf" <<CNF
-[mariadbd]
-user=root
-datadir=$d/data
-port=$slow_port
-bind_address=127.0.0.1
-socket=$d/mysqld.sock
-log_error=$d/error.log
-skip_name_resolve=1
-innodb_buffer_pool_size=64M
-innodb_flush_log_at_trx_commit=2
-max_connections=500
-CNF
+  mariadb_cnf "$d" "$slow_port" root 9
   mariadb-install-db --defaults-file="$d/my.cnf" --auth-root-authentication-method=normal --skip-test-db >"$d/install.log" 2>&1 \
     || { cat "$d/install.log"; exit 1; }
   "${slow_sched[@]}" mariadbd --defaults-file="$d/my.cnf" >/dev/null 2>&1 &
   echo $! > "$work/slowdb.pid"
-  for _ in $(seq 1 100); do mariadb-admin -uroot -h127.0.0.1 -P$slow_port ping >/dev/null 2>&1 && break; sleep 0.3; done
+  wait_for 30 mariadb-admin -uroot -h127.0.0.1 -P"$slow_port" ping
   mariadb -uroot -h127.0.0.1 -P$slow_port -e "CREATE USER 'app'@'%' IDENTIFIED BY 'apppass'; GRANT ALL PRIVILEGES ON *.* TO 'app'@'%'" \
-    || { tail "$d/error.log"; exit 1; }
+    || { tail "$d/log/error.log"; exit 1; }
 }
 
 servers="[s1]

@@ -12,30 +12,12 @@ mariadb_up() {
   local i=0
   for port in $MARIADB_PORTS; do
     i=$((i+1)); local d=$SERVICES_DIR/mariadb/$port
-    mkdir -p "$d/data" "$d/run" "$d/log"
     local extra=""
     [ $i = 1 ] && extra="log_bin=$d/log/binlog
 binlog_format=ROW
 binlog_row_image=FULL
 binlog_row_metadata=FULL"
-    cat > "$d/my.cnf" <<CNF
-[mariadbd]
-user=mysql
-datadir=$d/data
-port=$port
-bind_address=127.0.0.1
-socket=$d/run/mysqld.sock
-pid_file=$d/run/mysqld.pid
-log_error=$d/log/error.log
-server_id=$i
-skip_name_resolve=1
-innodb_buffer_pool_size=64M
-innodb_flush_log_at_trx_commit=2
-max_connections=500
-max_allowed_packet=64M
-local_infile=1
-$extra
-CNF
+    mariadb_cnf "$d" "$port" mysql "$i" "$extra"
     chown -R mysql:mysql "$d"
     if [ ! -d "$d/data/mysql" ]; then
       mariadb-install-db --defaults-file="$d/my.cnf" --auth-root-authentication-method=normal \
