@@ -281,6 +281,13 @@ impl Snapshots {
             && self.fetched.len() < READ_AHEAD
     }
 
+    /// The oldest chunk read is one the stream has passed: it may be written.
+    fn chunk_ready(&self) -> bool {
+        self.fetched
+            .front()
+            .is_some_and(|(c, _)| self.seen >= c.high)
+    }
+
     fn due(&self) -> Option<Instant> {
         if self.tables.is_empty() {
             return None;
@@ -289,10 +296,7 @@ impl Snapshots {
         if self.current.is_none()
             || self.read_error.is_some()
             || self.writing.is_some()
-            || self
-                .fetched
-                .front()
-                .is_some_and(|(c, _)| self.seen >= c.high)
+            || self.chunk_ready()
         {
             return Some(now);
         }
@@ -375,12 +379,7 @@ impl Snapshots {
         if self.can_read() && self.read_at.is_none_or(|at| at <= Instant::now()) {
             self.start_read();
         }
-        if self.writing.is_none()
-            && self
-                .fetched
-                .front()
-                .is_some_and(|(c, _)| self.seen >= c.high)
-        {
+        if self.writing.is_none() && self.chunk_ready() {
             let (mut chunk, fetched) = self.fetched.pop_front().expect("a chunk");
             self.timing.wait += fetched.elapsed();
             let rows = std::mem::take(&mut chunk.rows);
