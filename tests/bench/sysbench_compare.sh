@@ -3,13 +3,16 @@
 # and ours (installed as lib<router>_rs.so) each behind a listener, same servers, sysbench
 # oltp_read_only runs alternating between the two. Prints QPS, p95 latency and ours/native
 # (of the medians, and per round), and MaxScale's CPU time per query (or session) for each:
-# the router's own cost, which a machine loaded by other work disturbs less than QPS.
+# the router's own cost, which a machine loaded by other work disturbs less than QPS. Each
+# round also runs readconnroute to s1 alone: for the schemarouter (the sysbench tables are all
+# on s1) the ceiling no router can pass, for the mirror what mirroring to s2 costs.
 #
 #   tests/bench/sysbench_compare.sh mirror|schemarouter
 # Needs MAXSCALE_BIN, MAXSCALE_LIBDIR, the modules built with `make` (MAXSCALE_SRC set to
 # the same release's source tree) and the test services (tests/services/up.sh).
 # Knobs: ROUNDS (3), SECONDS_PER_RUN (20), THREADS (8), TABLES (4), TABLE_SIZE (10000),
-# PS_MODE (auto: prepared statements; disable: every statement a COM_QUERY),
+# PS_MODE (auto: prepared statements; disable: every statement a COM_QUERY), PROFILE (1: perf
+# splits MaxScale's CPU by module for each service),
 # WORKLOAD: oltp_read_only (default; QPS), or short_sessions (each event connects, runs one
 # point select and disconnects: sessions/s; tests/bench/short_sessions.lua).
 #
@@ -138,13 +141,6 @@ main=s1
 exporter=file
 file=$work/native-slow.jsonl
 
-[Direct]
-type=service
-router=readconnroute
-user=app
-password=apppass
-servers=s1
-
 [Async-Listener]
 type=listener
 service=Async
@@ -158,13 +154,6 @@ service=NativeSlow
 protocol=mariadbprotocol
 address=127.0.0.1
 port=$slow_native_port
-
-[Direct-Listener]
-type=listener
-service=Direct
-protocol=mariadbprotocol
-address=127.0.0.1
-port=$direct_port
 " ;;
   schemarouter)
     # The sysbench tables live on one shard (s1); s2 holds other databases. Databases that
@@ -213,6 +202,21 @@ service=Ours
 protocol=mariadbprotocol
 address=127.0.0.1
 port=$ours_port
+
+# s1 alone, through a router that adds nothing: the ceiling any router on s1 can reach.
+[Direct]
+type=service
+router=readconnroute
+user=app
+password=apppass
+servers=s1
+
+[Direct-Listener]
+type=listener
+service=Direct
+protocol=mariadbprotocol
+address=127.0.0.1
+port=$direct_port
 ${slow:-}
 CNF
 sbw() { local script=$1; shift; sysbench "$script" --db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=app --mysql-password=apppass \
@@ -253,19 +257,38 @@ run() { # run PORT [sysbench args] -> "rate p95 cpu" (cpu: MaxScale CPU µs per 
   echo "$(echo "$out" | awk -v m="$metric:" '$1 == m {gsub(/\(/,"",$3); print $3}') $(echo "$out" | awk '/95th percentile:/ {print $3}')" \
     "$(echo "$out" | awk -v m="$metric:" -v d=$(( (t1 - t0) * tick_us )) '$1 == m {printf "%.1f", d / $2}')"
 }
-declare -a nq np nc oq op oc
+declare -a nq np nc oq op oc rq rp rc
 echo "router=$router workload=$WORKLOAD rounds=$ROUNDS seconds=$SECS threads=$THREADS tables=$TABLES size=$TABLE_SIZE"
 echo "load before: $(uptime)"
 for r in $(seq 1 "$ROUNDS"); do
   read -r q p c < <(run $native_port); nq+=("$q"); np+=("$p"); nc+=("$c"); echo "round $r native: $unit=$q p95=${p}ms maxscale_cpu=${c}us"
   read -r q p c < <(run $ours_port); oq+=("$q"); op+=("$p"); oc+=("$c"); echo "round $r ours:   $unit=$q p95=${p}ms maxscale_cpu=${c}us"
+  read -r q p c < <(run $direct_port); rq+=("$q"); rp+=("$p"); rc+=("$c"); echo "round $r readconnroute to s1: $unit=$q p95=${p}ms maxscale_cpu=${c}us"
 done
 echo "load after: $(uptime)"
-python3 - "${nq[*]}" "${np[*]}" "${oq[*]}" "${op[*]}" "$unit" "${nc[*]}" "${oc[*]}" <<'PY'
+# PROFILE=1: one more run of each service with perf sampling MaxScale's process (needs perf and
+# the right to profile it): how MaxScale's CPU time splits between the kernel, MaxScale's core
+# and the router module.
+profile() { # profile PORT LABEL
+  local data=$work/perf.$2
+  perf record -q -F 499 -o "$data" -p "$(cat "$work/pid")" >/dev/null 2>&1 &
+  local perf_pid=$!
+  run "$1" >/dev/null
+  kill -INT $perf_pid; wait $perf_pid || true
+  echo "MaxScale CPU by module, $2 (modules with >= 0.3%):"
+  perf report -i "$data" --sort dso --stdio 2>/dev/null | awk '/^ +[0-9.]+%/ && $1+0 >= 0.3 {printf "  %7s %s\n", $1, $2}'
+}
+if [ "${PROFILE:-0}" = 1 ]; then
+  command -v perf >/dev/null || { echo "PROFILE=1 needs perf (apt install linux-perf)"; exit 1; }
+  profile $native_port native; profile $ours_port ours; profile $direct_port readconnroute
+fi
+python3 - "${nq[*]}" "${np[*]}" "${oq[*]}" "${op[*]}" "$unit" "${nc[*]}" "${oc[*]}" "${rq[*]}" "${rp[*]}" "${rc[*]}" "$router" <<'PY'
 import sys, statistics as st
 nq, np_, oq, op = ([float(x) for x in a.split()] for a in sys.argv[1:5])
 unit = sys.argv[5]
 nc, oc = ([float(x) for x in a.split()] for a in sys.argv[6:8])
+rq, rp, rc = ([float(x) for x in a.split()] for a in sys.argv[8:11])
+router = sys.argv[11]
 n, o = st.median(nq), st.median(oq)
 per_round = sorted(b / a for a, b in zip(nq, oq))
 per = "query" if unit == "qps" else "session"
@@ -274,6 +297,15 @@ print(f"ours:   {unit}={o:.1f} p95={st.median(op):.2f}ms  MaxScale CPU per {per}
 print(f"ratio ours/native {unit}: {o/n:.3f}   p95 native/ours: {st.median(np_)/max(st.median(op),1e-9):.3f}")
 print(f"per-round ratios ours/native {unit}: median {st.median(per_round):.3f}, range {per_round[0]:.3f}-{per_round[-1]:.3f}")
 print(f"MaxScale CPU per {per} native/ours: {st.median(nc)/max(st.median(oc),1e-9):.3f} (the router's cost, less sensitive to the machine's load)")
+r = st.median(rq)
+print(f"readconnroute to s1: {unit}={r:.1f} p95={st.median(rp):.2f}ms  MaxScale CPU per {per}: {st.median(rc):.1f}us")
+per_round_ceiling = sorted(c / a for a, c in zip(nq, rq))
+if router == "schemarouter":
+    # The sysbench tables are all on s1: a router that cost nothing and sent nothing to s2
+    # would run as readconnroute does. No schemarouter can beat the native one by more.
+    print(f"ceiling readconnroute/native {unit}: {r/n:.3f} (per round median {st.median(per_round_ceiling):.3f}, range {per_round_ceiling[0]:.3f}-{per_round_ceiling[-1]:.3f}): no router on s1 gains more over native here")
+else:
+    print(f"mirroring's cost: native/readconnroute {unit}: {n/r:.3f}, ours/readconnroute: {o/r:.3f}")
 PY
 if [ $router = mirror ] && [ "$WORKLOAD" = oltp_read_only ] && [ "${SLOW:-1}" != 0 ]; then
   echo "slow target: a MariaDB of the benchmark's own behind a proxy delaying its answers by ${SLOW_DELAY_MS} ms and what it is sent by ${SLOW_UP_DELAY_MS} ms, both at ${SLOW_PRIORITY:-idle} CPU priority; sysbench --rate=$SLOW_RATE"
