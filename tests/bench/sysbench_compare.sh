@@ -269,14 +269,19 @@ echo "load after: $(uptime)"
 # PROFILE=1: one more run of each service with perf sampling MaxScale's process (needs perf and
 # the right to profile it): how MaxScale's CPU time splits between the kernel, MaxScale's core
 # and the router module.
+# Then MaxScale's system calls, context switches and page faults per query (or session):
+# counts, not times, though how many events one wake-up finds still moves them with the load.
 profile() { # profile PORT LABEL
-  local data=$work/perf.$2
-  perf record -q -F 499 -o "$data" -p "$(cat "$work/pid")" >/dev/null 2>&1 &
-  local perf_pid=$!
-  run "$1" >/dev/null
-  kill -INT $perf_pid; wait $perf_pid || true
+  local data=$work/perf.$2 pid; pid=$(cat "$work/pid")
+  perf record -q -F 499 -o "$data" -p "$pid" >/dev/null 2>&1 &
+  local record_pid=$!
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches,page-faults -o "$data.stat" -p "$pid" >/dev/null 2>&1 &
+  local stat_pid=$!
+  local q; read -r q _ < <(run "$1")
+  kill -INT $record_pid $stat_pid; wait $record_pid $stat_pid || true
   echo "MaxScale CPU by module, $2 (modules with >= 0.3%):"
   perf report -i "$data" --sort dso --stdio 2>/dev/null | awk '/^ +[0-9.]+%/ && $1+0 >= 0.3 {printf "  %7s %s\n", $1, $2}'
+  awk -F, -v n="$q" -v secs="$SECS" -v per="${unit%/s}" '$1 ~ /^[0-9]+$/ {printf "  %s per %s: %.2f\n", $3, per == "qps" ? "query" : "session", $1 / (n * secs)}' "$data.stat"
 }
 if [ "${PROFILE:-0}" = 1 ]; then
   command -v perf >/dev/null || { echo "PROFILE=1 needs perf (apt install linux-perf)"; exit 1; }
