@@ -3,6 +3,7 @@
 
 use crate::shard::ShardMap;
 use crate::sql::{Analysis, TableRef};
+use std::borrow::Cow;
 
 const SYSTEM: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
 
@@ -103,12 +104,12 @@ impl<'a> View<'a> {
         acc.unwrap_or_default()
     }
 
-    fn table_locations(&self, r: &TableRef) -> Vec<String> {
+    fn table_locations(&self, r: &TableRef) -> &[String] {
         let db = r.db.as_deref().unwrap_or(self.current_db);
         if db.is_empty() {
-            return Vec::new();
+            return &[];
         }
-        self.map.locations(db, &r.table).to_vec()
+        self.map.locations(db, &r.table)
     }
 
     /// The server for a statement: a named-server hint, else the servers holding all its
@@ -126,7 +127,13 @@ impl<'a> View<'a> {
                 .all(|t| t.db.as_deref().is_some_and(is_system));
         let user_dbs: Vec<&String> = a.databases.iter().filter(|d| !is_system(d)).collect();
         if !a.tables.is_empty() && (!only_system || user_dbs.is_empty()) {
-            let set = Self::intersect(a.tables.iter().map(|t| self.table_locations(t)));
+            // One table (most statements): its servers as the map holds them, not copied.
+            let set = match a.tables.as_slice() {
+                [one] => Cow::Borrowed(self.table_locations(one)),
+                many => Cow::Owned(Self::intersect(
+                    many.iter().map(|t| self.table_locations(t).to_vec()),
+                )),
+            };
             if !set.is_empty() {
                 return self.choose(&set);
             }

@@ -111,7 +111,7 @@ fn is_table_col(c: &str) -> bool {
 }
 
 /// The column named at `i` (`col` or `q.col`): its name and the index after it.
-fn column_at(t: &[Tok], i: usize) -> Option<(&str, usize)> {
+fn column_at<'a>(t: &'a [Tok<'_>], i: usize) -> Option<(&'a str, usize)> {
     let first = t.get(i)?.ident()?;
     if t.get(i + 1).is_some_and(|x| x.is_punct('.')) {
         return Some((t.get(i + 2)?.ident()?, i + 3));
@@ -120,9 +120,9 @@ fn column_at(t: &[Tok], i: usize) -> Option<(&str, usize)> {
 }
 
 /// A compared value at `i`: a string, or DATABASE()/SCHEMA() (`Some(None)`).
-fn value_at(t: &[Tok], i: usize) -> Option<Option<String>> {
+fn value_at(t: &[Tok<'_>], i: usize) -> Option<Option<String>> {
     match t.get(i)? {
-        Tok::Str(s) => Some(Some(s.clone())),
+        Tok::Str(s) => Some(Some(s.to_string())),
         Tok::Word(w)
             if (w.eq_ignore_ascii_case("database") || w.eq_ignore_ascii_case("schema"))
                 && t.get(i + 1).is_some_and(|x| x.is_punct('('))
@@ -135,7 +135,7 @@ fn value_at(t: &[Tok], i: usize) -> Option<Option<String>> {
 }
 
 /// Values a condition on a column of kind `col` compares with, anywhere in the statement.
-pub fn compared_values(t: &[Tok], col: fn(&str) -> bool) -> Vec<Option<String>> {
+pub fn compared_values(t: &[Tok<'_>], col: fn(&str) -> bool) -> Vec<Option<String>> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < t.len() {
@@ -158,7 +158,7 @@ pub fn compared_values(t: &[Tok], col: fn(&str) -> bool) -> Vec<Option<String>> 
         {
             let mut j = next + 2;
             while let Some(Tok::Str(s)) = t.get(j) {
-                out.push(Some(s.clone()));
+                out.push(Some(s.to_string()));
                 if !t.get(j + 1).is_some_and(|x| x.is_punct(',')) {
                     break;
                 }
@@ -168,7 +168,7 @@ pub fn compared_values(t: &[Tok], col: fn(&str) -> bool) -> Vec<Option<String>> 
         // `'x' = col`
         if i >= 2 && t[i - 1].is_punct('=') {
             if let Tok::Str(s) = &t[i - 2] {
-                out.push(Some(s.clone()));
+                out.push(Some(s.to_string()));
             }
         }
         i = next;
@@ -177,7 +177,7 @@ pub fn compared_values(t: &[Tok], col: fn(&str) -> bool) -> Vec<Option<String>> 
 }
 
 /// Parenthesis depth before each token.
-fn depths(t: &[Tok]) -> Vec<usize> {
+fn depths(t: &[Tok<'_>]) -> Vec<usize> {
     let mut d = 0usize;
     t.iter()
         .map(|x| {
@@ -195,7 +195,7 @@ fn depths(t: &[Tok]) -> Vec<usize> {
 
 /// Analyses a statement whose tables are all in information_schema (`starts`: each token's
 /// byte offset in `sql`, `end`: where the statement ends there).
-pub fn analyze(t: &[Tok], starts: &[usize], sql: &str, end: usize) -> InfoQuery {
+pub fn analyze(t: &[Tok<'_>], starts: &[usize], sql: &str, end: usize) -> InfoQuery {
     let mut q = InfoQuery {
         schemas: compared_values(t, is_schema_col),
         tables: compared_values(t, is_table_col)
@@ -241,9 +241,9 @@ pub fn analyze(t: &[Tok], starts: &[usize], sql: &str, end: usize) -> InfoQuery 
         if let Some(name) = name.filter(|n| is_list(n)) {
             let alias = match t.get(next) {
                 Some(a) if a.is("as") => t.get(next + 1).and_then(|x| x.ident()),
-                Some(Tok::Quoted(a)) => Some(a.as_str()),
+                Some(Tok::Quoted(a)) => Some(a.as_ref()),
                 Some(Tok::Word(a)) if !NOT_ALIAS.iter().any(|w| w.eq_ignore_ascii_case(a)) => {
-                    Some(a.as_str())
+                    Some(a.as_ref())
                 }
                 _ => None,
             };
@@ -322,12 +322,12 @@ pub fn analyze(t: &[Tok], starts: &[usize], sql: &str, end: usize) -> InfoQuery 
     q
 }
 
-fn has_limit(t: &[Tok], d: &[usize], from: usize) -> bool {
+fn has_limit(t: &[Tok<'_>], d: &[usize], from: usize) -> bool {
     (from..t.len()).any(|i| d[i] == 0 && t[i].is("limit"))
 }
 
 /// The top-level LIMIT after `from`, if it has one of the forms handled.
-fn limit(t: &[Tok], starts: &[usize], end: usize, d: &[usize], from: usize) -> Option<Limit> {
+fn limit(t: &[Tok<'_>], starts: &[usize], end: usize, d: &[usize], from: usize) -> Option<Limit> {
     let i = (from..t.len()).find(|&i| d[i] == 0 && t[i].is("limit"))?;
     let num = |j: usize| match t.get(j) {
         Some(Tok::Num(n)) => n.parse::<u64>().ok(),

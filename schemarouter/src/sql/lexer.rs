@@ -7,24 +7,28 @@
 //! index hints, `RENAME TABLE a TO b, c TO d`...). A lexer plus keyword-driven extraction
 //! degrades gracefully: unknown syntax yields fewer names, never an error.
 
+use std::borrow::Cow;
+
+/// A token's text borrows the statement's unless unescaping changed it: analysing a statement
+/// then allocates only its token lists, not every word.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Tok {
+pub enum Tok<'a> {
     /// A bare word: keyword or identifier, as written.
-    Word(String),
+    Word(Cow<'a, str>),
     /// A `backquoted` identifier, unescaped.
-    Quoted(String),
+    Quoted(Cow<'a, str>),
     /// A 'string' or "string" literal, unescaped.
-    Str(String),
-    Num(String),
+    Str(Cow<'a, str>),
+    Num(Cow<'a, str>),
     /// `@name`, `@@name`, `@'quoted'` (the text after the @ signs).
-    Var(String),
+    Var(Cow<'a, str>),
     /// `:=`, `<=`, `>=`, `<>`, `!=`, `||`, `&&`, `<=>`, `->`, `->>`.
     Op(&'static str),
     /// Any other single character.
     Punct(char),
 }
 
-impl Tok {
+impl Tok<'_> {
     /// Whether this is the bare word `kw` (case-insensitive).
     pub fn is(&self, kw: &str) -> bool {
         matches!(self, Tok::Word(w) if w.eq_ignore_ascii_case(kw))
@@ -35,7 +39,7 @@ impl Tok {
     /// An identifier: a bare word or a backquoted name.
     pub fn ident(&self) -> Option<&str> {
         match self {
-            Tok::Word(w) | Tok::Quoted(w) => Some(w),
+            Tok::Word(w) | Tok::Quoted(w) => Some(w.as_ref()),
             _ => None,
         }
     }
@@ -45,13 +49,13 @@ const OPS: [&str; 10] = ["<=>", "->>", ":=", "<=", ">=", "<>", "!=", "||", "&&",
 
 /// Splits SQL text into tokens. Comments are dropped; the contents of executable comments
 /// (`/*! ... */`, `/*!50100 ... */`, `/*M! ... */`) are kept, as the server runs them.
-pub fn tokenize(sql: &str) -> Vec<Tok> {
+pub fn tokenize(sql: &str) -> Vec<Tok<'_>> {
     tokenize_spans(sql).0
 }
 
 /// `tokenize`, with the byte offset in `sql` where each token starts (for rewriting part of
 /// a statement: an item's text runs from its first token to the next separator's start).
-pub fn tokenize_spans(sql: &str) -> (Vec<Tok>, Vec<usize>) {
+pub fn tokenize_spans(sql: &str) -> (Vec<Tok<'_>>, Vec<usize>) {
     let b = sql.as_bytes();
     // About one token per five bytes of SQL: fewer regrowths.
     let mut out = Vec::with_capacity(b.len() / 5 + 4);
@@ -91,12 +95,12 @@ pub fn tokenize_spans(sql: &str) -> (Vec<Tok>, Vec<usize>) {
                 i += 2;
             }
             b'\'' | b'"' => {
-                let (s, next) = quoted(b, i, c, true);
+                let (s, next) = quoted(sql, i, c, true);
                 out.push(Tok::Str(s));
                 i = next;
             }
             b'`' => {
-                let (s, next) = quoted(b, i, b'`', false);
+                let (s, next) = quoted(sql, i, b'`', false);
                 out.push(Tok::Quoted(s));
                 i = next;
             }
@@ -106,7 +110,7 @@ pub fn tokenize_spans(sql: &str) -> (Vec<Tok>, Vec<usize>) {
                     j += 1;
                 }
                 if let Some(&q @ (b'\'' | b'"' | b'`')) = b.get(j) {
-                    let (s, next) = quoted(b, j, q, q != b'`');
+                    let (s, next) = quoted(sql, j, q, q != b'`');
                     out.push(Tok::Var(s));
                     i = next;
                 } else {
@@ -137,7 +141,7 @@ pub fn tokenize_spans(sql: &str) -> (Vec<Tok>, Vec<usize>) {
                 // x'..', b'..', N'..', _utf8'..': literals with a prefix.
                 let end = word_end(b, i, false);
                 if b.get(end) == Some(&b'\'') && (end - i == 1 || b[i] == b'_') {
-                    let (s, next) = quoted(b, end, b'\'', true);
+                    let (s, next) = quoted(sql, end, b'\'', true);
                     out.push(Tok::Str(s));
                     i = next;
                 } else {
@@ -166,10 +170,10 @@ pub fn tokenize_spans(sql: &str) -> (Vec<Tok>, Vec<usize>) {
 
 /// `sql[from..to]` (the lexer cuts only at character boundaries; a cut elsewhere is read
 /// lossily rather than panicking).
-fn text_of(sql: &str, from: usize, to: usize) -> String {
+fn text_of(sql: &str, from: usize, to: usize) -> Cow<'_, str> {
     match sql.get(from..to) {
-        Some(t) => t.to_owned(),
-        None => String::from_utf8_lossy(&sql.as_bytes()[from..to]).into_owned(),
+        Some(t) => Cow::Borrowed(t),
+        None => String::from_utf8_lossy(&sql.as_bytes()[from..to]),
     }
 }
 
@@ -198,9 +202,22 @@ fn find(b: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
         .map(|p| p + from)
 }
 
-/// Reads a quoted text starting at the quote `b[i]`; a doubled quote is one quote and, for
+/// Reads a quoted text starting at the quote `sql[i]`; a doubled quote is one quote and, for
 /// strings, backslash escapes apply. An unterminated text runs to the end.
-fn quoted(b: &[u8], i: usize, q: u8, escapes: bool) -> (String, usize) {
+fn quoted(sql: &str, i: usize, q: u8, escapes: bool) -> (Cow<'_, str>, usize) {
+    let b = sql.as_bytes();
+    // Most texts hold neither escapes nor doubled quotes: they are borrowed as they stand.
+    let special = b[i + 1..]
+        .iter()
+        .position(|&c| c == q || (escapes && c == b'\\'))
+        .map(|p| i + 1 + p);
+    match special {
+        Some(j) if b[j] == q && b.get(j + 1) != Some(&q) => {
+            return (text_of(sql, i + 1, j), j + 1);
+        }
+        None => return (text_of(sql, i + 1, b.len()), b.len()),
+        _ => {}
+    }
     let mut out = Vec::new();
     let mut j = i + 1;
     while j < b.len() {
@@ -225,14 +242,20 @@ fn quoted(b: &[u8], i: usize, q: u8, escapes: bool) -> (String, usize) {
                 out.push(q);
                 j += 2;
             } else {
-                return (String::from_utf8_lossy(&out).into_owned(), j + 1);
+                return (
+                    Cow::Owned(String::from_utf8_lossy(&out).into_owned()),
+                    j + 1,
+                );
             }
         } else {
             out.push(c);
             j += 1;
         }
     }
-    (String::from_utf8_lossy(&out).into_owned(), b.len())
+    (
+        Cow::Owned(String::from_utf8_lossy(&out).into_owned()),
+        b.len(),
+    )
 }
 
 #[cfg(test)]
@@ -251,6 +274,22 @@ mod tests {
         assert_eq!(t[12], Tok::Var("v".into()));
         assert_eq!(t[13], Tok::Var("u".into()));
         assert_eq!(t[14], Tok::Op(":="));
+    }
+
+    #[test]
+    fn texts_borrow_unless_unescaped() {
+        let t = tokenize("SELECT `t`, 'a', 'it''s', 'a\\nb', `x``y`, \"q\", 'open");
+        assert!(matches!(&t[1], Tok::Quoted(Cow::Borrowed("t"))));
+        assert!(matches!(&t[3], Tok::Str(Cow::Borrowed("a"))));
+        assert!(matches!(&t[5], Tok::Str(Cow::Owned(s)) if s == "it's"));
+        assert!(matches!(&t[7], Tok::Str(Cow::Owned(s)) if s == "a\nb"));
+        assert!(matches!(&t[9], Tok::Quoted(Cow::Owned(s)) if s == "x`y"));
+        assert!(matches!(&t[11], Tok::Str(Cow::Borrowed("q"))));
+        assert!(
+            matches!(&t[13], Tok::Str(Cow::Borrowed("open"))),
+            "unterminated"
+        );
+        assert!(matches!(&t[0], Tok::Word(Cow::Borrowed("SELECT"))));
     }
 
     #[test]

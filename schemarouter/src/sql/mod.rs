@@ -213,10 +213,10 @@ fn reserved(w: &str) -> bool {
 }
 
 /// An identifier that can be a table or database name here.
-fn name_at(t: &[Tok], i: usize) -> Option<&str> {
+fn name_at<'a>(t: &'a [Tok<'_>], i: usize) -> Option<&'a str> {
     match t.get(i)? {
-        Tok::Quoted(q) => Some(q),
-        Tok::Word(w) if !reserved(w) => Some(w),
+        Tok::Quoted(q) => Some(q.as_ref()),
+        Tok::Word(w) if !reserved(w) => Some(w.as_ref()),
         _ => None,
     }
 }
@@ -267,7 +267,7 @@ fn add_db(a: &mut Analysis, db: &str) {
 
 /// One statement's tokens, with their offsets in the whole text and where it ends.
 struct Stmt<'a> {
-    t: &'a [Tok],
+    t: &'a [Tok<'a>],
     starts: &'a [usize],
     sql: &'a str,
     end: usize,
@@ -305,7 +305,7 @@ fn statement(s: &Stmt<'_>, a: &mut Analysis) -> Kind {
     if first.is("prepare") {
         if let (Some(name), true) = (t.get(1).and_then(|x| x.ident()), w(2, "from")) {
             let sql = match t.get(3) {
-                Some(Tok::Str(s)) => Some(s.clone()),
+                Some(Tok::Str(s)) => Some(s.to_string()),
                 _ => None,
             };
             return Kind::Prepare {
@@ -318,7 +318,7 @@ fn statement(s: &Stmt<'_>, a: &mut Analysis) -> Kind {
     if first.is("execute") {
         if w(1, "immediate") {
             let sql = match (t.get(2), t.get(3)) {
-                (Some(Tok::Str(s)), None | Some(Tok::Word(_))) => Some(s.clone()),
+                (Some(Tok::Str(s)), None | Some(Tok::Word(_))) => Some(s.to_string()),
                 _ => None,
             };
             return Kind::ExecuteImmediate { sql };
@@ -436,7 +436,7 @@ fn lock_items(s: &Stmt<'_>) -> Vec<LockItem> {
 /// CREATE [OR REPLACE] ... TABLE|VIEW|SEQUENCE (not TEMPORARY: invisible to the map),
 /// DROP TABLE|VIEW|SEQUENCE, RENAME TABLE, ALTER TABLE ... RENAME. The object word is looked
 /// for among the first words, after options such as ALGORITHM= or DEFINER=.
-fn changes_tables(t: &[Tok]) -> bool {
+fn changes_tables(t: &[Tok<'_>]) -> bool {
     let w = |i: usize, kw: &str| t.get(i).is_some_and(|x| x.is(kw));
     let object = |x: &Tok| x.is("table") || x.is("view") || x.is("sequence");
     if w(0, "create") || w(0, "drop") {
@@ -448,7 +448,7 @@ fn changes_tables(t: &[Tok]) -> bool {
     }
 }
 
-fn show(t: &[Tok], a: &mut Analysis) -> Kind {
+fn show(t: &[Tok<'_>], a: &mut Analysis) -> Kind {
     let mut i = 1;
     let w = |i: usize, kw: &str| t.get(i).is_some_and(|x| x.is(kw));
     if w(i, "full") || w(i, "extended") {
@@ -468,7 +468,7 @@ fn show(t: &[Tok], a: &mut Analysis) -> Kind {
     };
     if w(i, "databases") || w(i, "schemas") {
         let like = match (t.get(i + 1), t.get(i + 2)) {
-            (Some(l), Some(Tok::Str(p))) if l.is("like") => Some(p.clone()),
+            (Some(l), Some(Tok::Str(p))) if l.is("like") => Some(p.to_string()),
             _ => None,
         };
         return Kind::ShowDatabases {
@@ -557,7 +557,7 @@ fn show(t: &[Tok], a: &mut Analysis) -> Kind {
 }
 
 /// A table reference at `i`: `name` or `db.name`. Returns it and the index after it.
-fn table_ref(t: &[Tok], i: usize) -> Option<(TableRef, usize)> {
+fn table_ref(t: &[Tok<'_>], i: usize) -> Option<(TableRef, usize)> {
     let first = name_at(t, i)?;
     if t.get(i + 1).is_some_and(|x| x.is_punct('.')) {
         // After a dot any word is a name (`db.order` is valid).
@@ -583,7 +583,7 @@ fn table_ref(t: &[Tok], i: usize) -> Option<(TableRef, usize)> {
 }
 
 /// Skips an optional alias (`AS x`, `x`) and index hints after a table reference.
-fn skip_alias(t: &[Tok], mut i: usize) -> usize {
+fn skip_alias(t: &[Tok<'_>], mut i: usize) -> usize {
     if t.get(i).is_some_and(|x| x.is("as")) {
         return i + 2;
     }
@@ -608,7 +608,7 @@ fn push_table(a: &mut Analysis, r: TableRef, ctes: &[String]) {
 }
 
 /// Names of the common table expressions of a `WITH` clause.
-fn cte_names(t: &[Tok]) -> Vec<String> {
+fn cte_names(t: &[Tok<'_>]) -> Vec<String> {
     let mut out = Vec::new();
     if !t.first().is_some_and(|x| x.is("with")) {
         return out;
@@ -640,7 +640,7 @@ fn cte_names(t: &[Tok]) -> Vec<String> {
 }
 
 /// The index after the parenthesis group opening at `i`.
-fn skip_parens(t: &[Tok], mut i: usize) -> usize {
+fn skip_parens(t: &[Tok<'_>], mut i: usize) -> usize {
     let mut depth = 0usize;
     while i < t.len() {
         if t[i].is_punct('(') {
@@ -663,7 +663,7 @@ enum Paren {
 }
 
 /// Collects the tables of one statement.
-fn tables(t: &[Tok], a: &mut Analysis) {
+fn tables(t: &[Tok<'_>], a: &mut Analysis) {
     let ctes = cte_names(t);
     let mut parens: Vec<Paren> = Vec::new();
     let first_word = |kw: &str| t.first().is_some_and(|x| x.is(kw));
@@ -694,8 +694,12 @@ fn tables(t: &[Tok], a: &mut Analysis) {
             i += 1;
             continue;
         };
-        let w = w.to_ascii_lowercase();
-        i = match w.as_str() {
+        let mut buf = [0u8; KEYWORD_MAX];
+        let Some(w) = keyword_lower(w, &mut buf) else {
+            i += 1;
+            continue;
+        };
+        i = match w {
             "from" if !in_func => list(t, i + 1, a, &ctes, &[]),
             "join" | "straight_join" => list(t, i + 1, a, &ctes, &[]).min(t.len()),
             "into"
@@ -809,8 +813,21 @@ fn tables(t: &[Tok], a: &mut Analysis) {
     }
 }
 
+/// Longer than the longest keyword `tables` looks for (`straight_join`, 13 bytes).
+const KEYWORD_MAX: usize = 16;
+
+/// `w` in lowercase, written into `buf` (no allocation for each word of each statement), or
+/// `None` when it is too long to be one of `tables`' keywords.
+fn keyword_lower<'b>(w: &str, buf: &'b mut [u8; KEYWORD_MAX]) -> Option<&'b str> {
+    let b = buf.get_mut(..w.len())?;
+    b.copy_from_slice(w.as_bytes());
+    b.make_ascii_lowercase();
+    // ASCII lowercasing keeps UTF-8 valid.
+    std::str::from_utf8(b).ok()
+}
+
 /// One table reference (and its alias) at `i`.
-fn single(t: &[Tok], i: usize, a: &mut Analysis, ctes: &[String]) -> usize {
+fn single(t: &[Tok<'_>], i: usize, a: &mut Analysis, ctes: &[String]) -> usize {
     match table_ref(t, i) {
         Some((r, next)) => {
             push_table(a, r, ctes);
@@ -822,7 +839,7 @@ fn single(t: &[Tok], i: usize, a: &mut Analysis, ctes: &[String]) -> usize {
 
 /// A comma-separated list of table references (with aliases; `seps` are extra separator
 /// words such as TO in RENAME TABLE, or lock types). Stops at anything else.
-fn list(t: &[Tok], mut i: usize, a: &mut Analysis, ctes: &[String], seps: &[&str]) -> usize {
+fn list(t: &[Tok<'_>], mut i: usize, a: &mut Analysis, ctes: &[String], seps: &[&str]) -> usize {
     loop {
         // `FROM (a JOIN b)`: a group of table references, not a subquery.
         while t.get(i).is_some_and(|x| x.is_punct('('))
